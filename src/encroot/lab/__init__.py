@@ -1,0 +1,86 @@
+"""The lab: real OpenZFS in a QEMU guest, for tests, benchmarks and safe trials.
+
+``build`` makes (once, then cached) a small Debian guest with OpenZFS from
+Debian's packages; ``run`` boots a fresh guest and runs a host script in it
+as root with this checkout's encroot on PATH; ``test`` runs the project's
+ZFS tests there.  See ``docs/lab.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .image import Image, build_image, cache_root, find_image
+from .recipes import DEFAULT_VERSION, RECIPES, recipe_for
+from .vm import GuestConfig, JobResult, run_job
+
+__all__ = [
+    "DEFAULT_VERSION",
+    "RECIPES",
+    "GuestConfig",
+    "Image",
+    "JobResult",
+    "build",
+    "cache_root",
+    "find_image",
+    "run",
+    "shell",
+    "test",
+]
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def build(version: str | None = None, *, force: bool = False,
+          say: Callable[[str], None] = _say) -> Image:
+    """The guest image for ``version``, built now unless cached."""
+    return build_image(recipe_for(version), say=say, force=force)
+
+
+def run(script: Path, args: Sequence[str] = (), *, version: str | None = None,
+        out_dir: Path | None = None, config: GuestConfig | None = None,
+        say: Callable[[str], None] = _say) -> JobResult:
+    """Run ``script`` with bash as root in a fresh guest; its exit status is the result's."""
+    image = build(version, say=say)
+    say(f"lab: booting a guest with OpenZFS {image.zfs_package_version} "
+        f"(kernel {image.kernel})")
+    result = run_job(image, script, args, out_dir=out_dir, config=config)
+    say(f"lab: {result.zfs_version.splitlines()[0] if result.zfs_version else 'zfs ?'}; "
+        f"script exited with status {result.returncode} after {result.seconds:.0f} s")
+    return result
+
+
+def test(pytest_args: Sequence[str] = (), *, version: str | None = None,
+         out_dir: Path | None = None, config: GuestConfig | None = None,
+         say: Callable[[str], None] = _say) -> JobResult:
+    """Run the project's ZFS tests (``-m zfs``) inside a fresh guest."""
+    script = (
+        "set -e\n"
+        "exec python3 -m pytest -p no:cacheprovider -m zfs "
+        '--junitxml="$OUT/junit.xml" "$@"\n'
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as handle:
+        handle.write(script)
+        path = Path(handle.name)
+    try:
+        args = list(pytest_args) or ["tests/zfs"]
+        return run(path, args, version=version, out_dir=out_dir, config=config, say=say)
+    finally:
+        path.unlink()
+
+
+def shell(*, version: str | None = None, say: Callable[[str], None] = _say) -> JobResult:
+    """An interactive root shell in a fresh guest on this terminal."""
+    image = build(version, say=say)
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as handle:
+        handle.write("true\n")
+        path = Path(handle.name)
+    try:
+        return run_job(image, path, interactive=True)
+    finally:
+        path.unlink()

@@ -1,0 +1,330 @@
+"""``Zfs``: typed methods over the zfs and zpool commands.
+
+Each method builds a ``Command`` (an argv list), runs it through the
+``Runner`` it was given, and returns a typed result or raises the typed
+error ``translate`` picks.  Reads always run, so that plans can be built;
+commands that change state are only recorded in a dry run.  A verbose
+callback sees every command as a copy-pasteable shell line with secrets
+shown as ``< <secret>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, PoolNotFound
+from ..keys import Key
+from ..names import DatasetName, PoolName, SnapshotName, validate_property_value
+from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, parse_version
+from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
+from .translate import translate
+
+__all__ = ["Zfs"]
+
+# Native property names are lowercase words; user properties contain ':'.
+_PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_.:@-]*")
+# Properties ZFS takes from `-o` when a key arrives on stdin; set by encroot.
+_KEY_PROPERTIES = ("keyformat", "keylocation")
+TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
+
+
+def _check_property_name(name: str) -> str:
+    if not isinstance(name, str) or not _PROPERTY_NAME.fullmatch(name):
+        raise InvalidProperty(f"property name {name!r}: use lowercase letters, digits and "
+                              "'-_.:' (user properties are namespace:name)", subject=str(name))
+    return name
+
+
+def _property_args(flag: str, properties: Mapping[str, str]) -> list[str]:
+    args: list[str] = []
+    for name, value in properties.items():
+        _check_property_name(name)
+        args += [flag, f"{name}={validate_property_value(name, value)}"]
+    return args
+
+
+def _dataset_or_snapshot(name: str) -> str:
+    return SnapshotName(name) if "@" in name else DatasetName(name)
+
+
+@dataclass
+class Zfs:
+    """The command layer: the only code in encroot that starts zfs or zpool.
+
+    Args:
+        runner: executes commands; tests pass a fake, the default starts processes.
+        binaries: paths of zfs/zpool; found on first use when None.
+        dry_run: record state-changing commands in ``planned`` instead of running them.
+        log: called with each command's shell line before it runs (verbose mode).
+    """
+
+    runner: Runner = field(default_factory=SubprocessRunner)
+    binaries: Binaries | None = None
+    dry_run: bool = False
+    log: Callable[[str], None] | None = None
+    planned: list[Command] = field(default_factory=list)
+    _version: ZfsVersion | None = field(default=None, repr=False)
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _paths(self) -> Binaries:
+        if self.binaries is None:
+            self.binaries = find_binaries()
+        return self.binaries
+
+    def zfs_command(self, *args: str, mutates: bool = False, secret: bool = False) -> Command:
+        return Command((self._paths().zfs, *args), mutates=mutates, secret_stdin=secret)
+
+    def zpool_command(self, *args: str, mutates: bool = False, secret: bool = False) -> Command:
+        return Command((self._paths().zpool, *args), mutates=mutates, secret_stdin=secret)
+
+    def execute(self, command: Command, *, key: Key | None = None, check: bool = True,
+                timeout: float | None = None) -> Result:
+        """Run ``command`` (or record it in a dry run); raise its typed error unless ``check``.
+
+        ``key`` is written to the command's stdin from the key's own buffer.
+        """
+        if command.secret_stdin != (key is not None):
+            raise ValueError("a command takes a key on stdin exactly when it is marked secret")
+        if self.log is not None:
+            self.log(("(dry run) " if self.dry_run and command.mutates else "")
+                     + command.shell_line())
+        if self.dry_run and command.mutates:
+            self.planned.append(command)
+            return Result(command, 0, "", "")
+        stdin = key.material() if key is not None else None
+        try:
+            result = self.runner.run(command, stdin=stdin, timeout=timeout)
+        finally:
+            if stdin is not None:
+                stdin.release()
+        if check and not result.ok:
+            raise translate(result)
+        return result
+
+    # -- version and features --------------------------------------------------
+
+    def version(self) -> ZfsVersion:
+        """The installed OpenZFS (userland and kernel module), read once and cached."""
+        if self._version is None:
+            self._version = parse_version(self.execute(self.zfs_command("version")).stdout)
+        return self._version
+
+    def supports_json(self) -> bool:
+        """``zfs get -j`` exists from OpenZFS 2.3 on."""
+        return self.version().userland >= (2, 3)
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, names: Sequence[str], properties: Sequence[str] = ("all",), *,
+            recursive: bool = False, depth: int | None = None,
+            types: Sequence[str] = (), use_json: bool | None = None) -> PropertyTable:
+        """Read properties of many datasets in one ``zfs get`` process.
+
+        Args:
+            names: datasets or snapshots to read (with ``recursive``, their trees).
+            properties: property names, or ``("all",)``.
+            depth: limit recursion to this many levels (implies recursion).
+            types: restrict to these dataset types (filesystem, volume, snapshot...).
+            use_json: force ``-j`` on or off; by default on where supported.
+
+        Raises:
+            DatasetNotFound: a named dataset does not exist.
+        """
+        args = ["get", "-p"]
+        json_mode = self.supports_json() if use_json is None else use_json
+        args += ["-j"] if json_mode else ["-H", "-o", "name,property,value,source"]
+        if depth is not None:
+            args += ["-d", str(int(depth))]
+        elif recursive:
+            args.append("-r")
+        if types:
+            args += ["-t", ",".join(self._check_types(types))]
+        args.append(",".join(_check_property_name(p) for p in properties))
+        args += [_dataset_or_snapshot(name) for name in names]
+        output = self.execute(self.zfs_command(*args)).stdout
+        return parse_get_json(output) if json_mode else parse_get_table(output)
+
+    @staticmethod
+    def _check_types(types: Iterable[str]) -> list[str]:
+        checked = list(types)
+        for kind in checked:
+            if kind not in TYPES:
+                raise InvalidProperty(f"dataset type {kind!r}: use one of {', '.join(TYPES)}")
+        return checked
+
+    def list_names(self, root: str | None = None, *, recursive: bool = True,
+                   types: Sequence[str] = ("filesystem", "volume")) -> list[str]:
+        """Names of datasets under ``root`` (or in every pool), parents first."""
+        args = ["list", "-H", "-o", "name", "-t", ",".join(self._check_types(types))]
+        if recursive:
+            args.append("-r")
+        if root is not None:
+            args.append(_dataset_or_snapshot(root))
+        return self.execute(self.zfs_command(*args)).stdout.splitlines()
+
+    def exists(self, name: str) -> bool:
+        """True when the dataset or snapshot exists."""
+        try:
+            self.execute(self.zfs_command("list", "-H", "-o", "name", "-t", "all",
+                                          _dataset_or_snapshot(name)))
+        except DatasetNotFound:
+            return False
+        return True
+
+    def pool_get(self, pool: str, properties: Sequence[str] = ("all",)) -> dict[str, str]:
+        """Pool properties (``zpool get -H -p``) as ``{property: value}``."""
+        props = ",".join(_check_property_name(p) for p in properties)
+        out = self.execute(self.zpool_command("get", "-H", "-p", "-o", "property,value",
+                                              props, PoolName(pool))).stdout
+        result: dict[str, str] = {}
+        for line in out.splitlines():
+            prop, _, value = line.partition("\t")
+            result[prop] = value
+        return result
+
+    def pool_history(self, pool: str, *, internal: bool = True, long: bool = True) -> str:
+        """``zpool history`` text; ``-i`` adds internal events, ``-l`` user and host."""
+        flags = "-" + ("i" if internal else "") + ("l" if long else "")
+        args = ["history"] + ([flags] if flags != "-" else []) + [PoolName(pool)]
+        return self.execute(self.zpool_command(*args)).stdout
+
+    # -- dataset changes --------------------------------------------------------
+
+    def create(self, name: str, properties: Mapping[str, str] | None = None, *,
+               key: Key | None = None, parents: bool = False,
+               volume_size: str | None = None) -> None:
+        """``zfs create``; with ``key`` the dataset becomes an encryption root.
+
+        The key goes to ``zfs`` on stdin (``keylocation=prompt`` at creation);
+        set another ``keylocation`` afterwards if the key should come from a
+        file at boot.
+
+        Raises:
+            DatasetExists, DatasetNotFound (missing parent), FeatureDisabled, ZfsError.
+        """
+        props = dict(properties or {})
+        if key is not None:
+            for reserved in _KEY_PROPERTIES:
+                if reserved in props:
+                    raise InvalidProperty(f"property {reserved}: set by encroot from the key; "
+                                          "do not pass it with a key", subject=reserved)
+            props.setdefault("encryption", "on")
+            props.update(keyformat=key.format, keylocation="prompt")
+        args = ["create"] + (["-p"] if parents else [])
+        if volume_size is not None:
+            args += ["-V", volume_size]
+        args += _property_args("-o", props) + [DatasetName(name)]
+        self.execute(self.zfs_command(*args, mutates=True, secret=key is not None), key=key)
+
+    def destroy(self, name: str, *, recursive: bool = False) -> None:
+        args = ["destroy"] + (["-r"] if recursive else []) + [_dataset_or_snapshot(name)]
+        self.execute(self.zfs_command(*args, mutates=True))
+
+    def snapshot(self, names: Sequence[str], *, recursive: bool = False,
+                 properties: Mapping[str, str] | None = None) -> None:
+        """Take the snapshots in one command (one transaction group)."""
+        args = ["snapshot"] + (["-r"] if recursive else [])
+        args += _property_args("-o", properties or {})
+        args += [SnapshotName(name) for name in names]
+        self.execute(self.zfs_command(*args, mutates=True))
+
+    def set(self, name: str, properties: Mapping[str, str]) -> None:
+        """Set several properties in one ``zfs set`` (applied together)."""
+        if not properties:
+            return
+        pairs = [f"{_check_property_name(k)}={validate_property_value(k, v)}"
+                 for k, v in properties.items()]
+        self.execute(self.zfs_command("set", *pairs, _dataset_or_snapshot(name), mutates=True))
+
+    def inherit(self, name: str, prop: str, *, recursive: bool = False) -> None:
+        args = ["inherit"] + (["-r"] if recursive else [])
+        self.execute(self.zfs_command(*args, _check_property_name(prop),
+                                      _dataset_or_snapshot(name), mutates=True))
+
+    def mount(self, name: str) -> None:
+        self.execute(self.zfs_command("mount", DatasetName(name), mutates=True))
+
+    def unmount(self, name: str, *, force: bool = False) -> None:
+        args = ["unmount"] + (["-f"] if force else []) + [DatasetName(name)]
+        self.execute(self.zfs_command(*args, mutates=True))
+
+    # -- keys -------------------------------------------------------------------
+
+    def load_key(self, name: str, key: Key, *, noop: bool = False) -> None:
+        """``zfs load-key -L prompt`` with the key on stdin.
+
+        With ``noop`` (``-n``) ZFS only checks the key; that works whether or
+        not the key is loaded, which makes it the way to test a key.
+
+        Raises:
+            IncorrectKey, KeyAlreadyLoaded, NotEncrypted, NotEncryptionRoot, DatasetNotFound.
+        """
+        args = ["load-key"] + (["-n"] if noop else []) + ["-L", "prompt", DatasetName(name)]
+        self.execute(self.zfs_command(*args, mutates=not noop, secret=True), key=key)
+
+    def check_key(self, name: str, key: Key) -> bool:
+        """True when ``key`` is the dataset's current key (``load-key -n``)."""
+        try:
+            self.load_key(name, key, noop=True)
+        except IncorrectKey:
+            return False
+        return True
+
+    def unload_key(self, name: str, *, recursive: bool = False) -> None:
+        args = ["unload-key"] + (["-r"] if recursive else []) + [DatasetName(name)]
+        self.execute(self.zfs_command(*args, mutates=True))
+
+    # -- pools ------------------------------------------------------------------
+
+    def create_pool(self, name: str, vdevs: Sequence[str], *,
+                    pool_properties: Mapping[str, str] | None = None,
+                    root_properties: Mapping[str, str] | None = None,
+                    key: Key | None = None, force: bool = False,
+                    no_features: bool = False) -> None:
+        """``zpool create``; ``vdevs`` is the vdev spec (e.g. ``["mirror", "/a", "/b"]``).
+
+        With ``key`` the pool's root dataset is an encryption root. With
+        ``no_features`` (``-d``) every feature starts disabled.
+        """
+        root = dict(root_properties or {})
+        if key is not None:
+            root.setdefault("encryption", "on")
+            root.update(keyformat=key.format, keylocation="prompt")
+        args = ["create"] + (["-f"] if force else []) + (["-d"] if no_features else [])
+        args += _property_args("-o", pool_properties or {})
+        args += _property_args("-O", root)
+        args += [PoolName(name), *self._check_vdevs(vdevs)]
+        self.execute(self.zpool_command(*args, mutates=True, secret=key is not None), key=key)
+
+    @staticmethod
+    def _check_vdevs(vdevs: Sequence[str]) -> list[str]:
+        if not vdevs:
+            raise InvalidProperty("vdevs: at least one device or file is needed")
+        for vdev in vdevs:
+            if not isinstance(vdev, str) or vdev.startswith("-") or "\0" in vdev:
+                raise InvalidProperty(f"vdev {vdev!r}: not a device path or vdev keyword")
+        return list(vdevs)
+
+    def destroy_pool(self, name: str, *, force: bool = False) -> None:
+        args = ["destroy"] + (["-f"] if force else []) + [PoolName(name)]
+        self.execute(self.zpool_command(*args, mutates=True))
+
+    def export_pool(self, name: str) -> None:
+        self.execute(self.zpool_command("export", PoolName(name), mutates=True))
+
+    def import_pool(self, name: str, *, search_dirs: Sequence[str] = (),
+                    no_mount: bool = False) -> None:
+        args = ["import"] + (["-N"] if no_mount else [])
+        for directory in search_dirs:
+            args += ["-d", directory]
+        self.execute(self.zpool_command(*args, PoolName(name), mutates=True))
+
+    def pool_exists(self, name: str) -> bool:
+        try:
+            self.execute(self.zpool_command("list", "-H", "-o", "name", PoolName(name)))
+        except PoolNotFound:
+            return False
+        return True

@@ -1,0 +1,164 @@
+"""The one door through which encroot starts ``zfs`` and ``zpool``.
+
+A ``Command`` is plain data: an argv tuple (never a shell string), whether it
+changes ZFS state, and whether its stdin carries a secret.  A ``Runner``
+executes commands; the real one uses ``subprocess`` with argv lists, tests
+hand in another.  Nothing here knows ZFS's semantics: parsing and error
+translation live beside it.
+
+Secrets: a key reaches ``zfs`` only as bytes written to the child's stdin
+pipe from the key's own buffer.  It is never part of argv (``/proc/PID/
+cmdline``), the environment (``/proc/PID/environ``), a file, or the
+printable form of a command (``Command.shell_line`` shows ``< <secret>``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import ZfsUnavailable
+
+__all__ = [
+    "Binaries",
+    "Command",
+    "Result",
+    "Runner",
+    "SubprocessRunner",
+    "find_binaries",
+]
+
+# Where distributions install zfs/zpool; searched after $PATH because
+# sudo and cron often run with a PATH that lacks the sbin directories.
+SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One zfs/zpool invocation, as data.
+
+    Attributes:
+        argv: the full argument vector, program first.
+        mutates: True when the command changes pool or dataset state; a
+            dry run records such commands instead of running them.
+        secret_stdin: True when stdin carries key material.
+    """
+
+    argv: tuple[str, ...]
+    mutates: bool = False
+    secret_stdin: bool = False
+
+    def shell_line(self) -> str:
+        """A copy-pasteable shell line; a secret on stdin shows as ``< <secret>``."""
+        line = shlex.join(self.argv)
+        return f"{line} < <secret>" if self.secret_stdin else line
+
+    def __str__(self) -> str:
+        return self.shell_line()
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a finished command left behind."""
+
+    command: Command
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Runner(Protocol):
+    """Runs a Command to completion.
+
+    ``stdin`` is written to the child's standard input and then closed; pass
+    a key's ``material()`` view so that no copy of the secret is made.
+    """
+
+    def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
+            timeout: float | None = None) -> Result: ...
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Absolute paths of the zfs and zpool programs."""
+
+    zfs: str
+    zpool: str
+
+
+def find_binaries(env: Mapping[str, str] | None = None) -> Binaries:
+    """Locate zfs and zpool: ``$ENCROOT_ZFS``/``$ENCROOT_ZPOOL``, then $PATH, then sbin dirs.
+
+    Raises:
+        ZfsUnavailable: a program cannot be found or is not executable.
+    """
+    env = os.environ if env is None else env
+    search = os.pathsep.join([env.get("PATH", ""), *SBIN_DIRS])
+    found: dict[str, str] = {}
+    for program in ("zfs", "zpool"):
+        override = env.get(f"ENCROOT_{program.upper()}")
+        if override:
+            if not (os.path.isfile(override) and os.access(override, os.X_OK)):
+                raise ZfsUnavailable(f"ENCROOT_{program.upper()}={override!r}: "
+                                     "not an executable file")
+            found[program] = override
+            continue
+        path = shutil.which(program, path=search)
+        if path is None:
+            raise ZfsUnavailable(f"{program}: not found in $PATH or {', '.join(SBIN_DIRS)} "
+                                 "(is OpenZFS installed? set ENCROOT_" + program.upper()
+                                 + " to its path)")
+        found[program] = path
+    return Binaries(zfs=found["zfs"], zpool=found["zpool"])
+
+
+@dataclass
+class SubprocessRunner:
+    """Runs commands as child processes with argv lists, never through a shell.
+
+    The child gets the parent's environment with ``LC_ALL=C`` so that ZFS's
+    messages are the English texts the error translator matches.
+    """
+
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"LC_ALL": "C", "LANG": "C"})
+        env.update(self.extra_env)
+        return env
+
+    def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
+            timeout: float | None = None) -> Result:
+        try:
+            process = subprocess.Popen(
+                command.argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._environment(),
+            )
+        except OSError as exc:
+            raise ZfsUnavailable(f"{command.argv[0]}: cannot start it ({exc.strerror})") from exc
+        try:
+            out, err = process.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            return Result(command, -9, out.decode(errors="replace"),
+                          err.decode(errors="replace") + f"\ntimed out after {timeout} s")
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        return Result(command, process.returncode, out.decode(errors="replace"),
+                      err.decode(errors="replace"))
