@@ -237,9 +237,8 @@ class Key:
 def _infer_format(buffer: bytearray) -> KeyFormat:
     if len(buffer) == WRAPPING_KEY_LEN:
         return "raw"
-    body = buffer[:-1] if buffer.endswith(b"\n") else buffer
-    is_hex = len(body) == 2 * WRAPPING_KEY_LEN and all(b in _HEX_DIGITS for b in body)
-    _wipe(body)
+    end = len(buffer) - 1 if buffer.endswith(b"\n") else len(buffer)
+    is_hex = end == 2 * WRAPPING_KEY_LEN and all(buffer[i] in _HEX_DIGITS for i in range(end))
     return "hex" if is_hex else "passphrase"
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import LabError
-from .image import STUB_INIT, Image
 from .host import ensure_host_tools
+from .image import STUB_INIT, Image
 
 __all__ = ["GuestConfig", "JobResult", "qemu_argv", "run_job", "source_share"]
 
@@ -175,7 +175,7 @@ def run_job(image: Image, script: Path, args: Sequence[str] = (), *,
 
 def _boot_and_wait(argv: list[str], job_dir: Path, tails: list[_Tail], config: GuestConfig,
                    interactive: bool) -> None:
-    qemu_log = open(job_dir / "qemu.log", "wb")  # noqa: SIM115 - closed below
+    qemu_log = open(job_dir / "qemu.log", "wb")
     try:
         process = subprocess.Popen(
             argv,

@@ -216,7 +216,7 @@ class Zfs:
         args = ["create"] + (["-p"] if parents else [])
         if volume_size is not None:
             args += ["-V", volume_size]
-        args += _property_args("-o", props) + [DatasetName(name)]
+        args += [*_property_args("-o", props), DatasetName(name)]
         self.execute(self.zfs_command(*args, mutates=True, secret=key is not None), key=key)
 
     def destroy(self, name: str, *, recursive: bool = False) -> None:

@@ -123,15 +123,14 @@ def parse_get_json(text: str) -> PropertyTable:
     ``INHERITED`` and the parent's name in ``data``.
     """
     try:
-        document = json.loads(text)
-        datasets = document["datasets"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ZfsError(f"zfs get -j printed output encroot cannot read: {exc}") from exc
-    table = PropertyTable()
-    for name, entry in datasets.items():
-        for prop, record in entry.get("properties", {}).items():
-            table.add(name, prop, PropertyValue(_json_text(record.get("value")),
-                                                _json_source(record.get("source"))))
+        datasets = json.loads(text)["datasets"]
+        table = PropertyTable()
+        for name, entry in datasets.items():
+            for prop, record in entry.get("properties", {}).items():
+                table.add(name, prop, PropertyValue(_json_text(record.get("value")),
+                                                    _json_source(record.get("source"))))
+    except (ValueError, LookupError, TypeError, AttributeError) as exc:
+        raise ZfsError(f"zfs get -j printed output encroot cannot read: {exc!r}"[:300]) from exc
     return table
 
 

@@ -18,7 +18,7 @@ import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -127,9 +127,14 @@ class SubprocessRunner:
 
     The child gets the parent's environment with ``LC_ALL=C`` so that ZFS's
     messages are the English texts the error translator matches.
+
+    ``on_start`` is called with each started process before its stdin is
+    written: the seam tests use to inspect a live ``zfs`` (its argv and
+    environment) or to inject a failure at that point.
     """
 
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    on_start: Callable[[Command, subprocess.Popen[bytes]], None] | None = None
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -150,7 +155,10 @@ class SubprocessRunner:
         except OSError as exc:
             raise ZfsUnavailable(f"{command.argv[0]}: cannot start it ({exc.strerror})") from exc
         try:
-            out, err = process.communicate(stdin, timeout=timeout)
+            if self.on_start is not None:
+                self.on_start(command, process)
+            # communicate() writes any bytes-like object; a memoryview keeps the key uncopied
+            out, err = process.communicate(stdin, timeout=timeout)  # type: ignore[arg-type]
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()

@@ -1,0 +1,35 @@
+"""A recording Runner for unit tests of command building (never proof that ZFS works)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from encroot.zfs import Binaries, Command, Result, Zfs
+
+BINARIES = Binaries(zfs="/sbin/zfs", zpool="/sbin/zpool")
+
+Responder = Callable[[Command], tuple[int, str, str]]
+
+
+@dataclass
+class RecordingRunner:
+    """Records each command and the stdin it got; answers with ``respond``."""
+
+    respond: Responder = lambda command: (0, "", "")
+    calls: list[tuple[Command, bytes | None]] = field(default_factory=list)
+
+    def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
+            timeout: float | None = None) -> Result:
+        self.calls.append((command, None if stdin is None else bytes(stdin)))
+        code, out, err = self.respond(command)
+        return Result(command, code, out, err)
+
+    @property
+    def argvs(self) -> list[tuple[str, ...]]:
+        return [command.argv for command, _ in self.calls]
+
+
+def make_zfs(respond: Responder | None = None, **options: object) -> tuple[Zfs, RecordingRunner]:
+    runner = RecordingRunner() if respond is None else RecordingRunner(respond)
+    return Zfs(runner=runner, binaries=BINARIES, **options), runner  # type: ignore[arg-type]

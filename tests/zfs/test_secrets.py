@@ -1,0 +1,123 @@
+"""Keys given to the command layer never appear in argv, environment, history, logs or errors.
+
+Each test makes a fresh random key, runs real zfs commands through the
+layer, and looks for the key (as hex text in both cases, and as raw bytes)
+in every process's /proc cmdline and environ *while zfs is running and
+waiting for its key*, in ``zpool history -il``, in the verbose log, in error
+texts and in small files under /tmp and /var/tmp.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from encroot import errors as e
+from encroot.keys import Key
+from encroot.zfs import Command, SubprocessRunner, Zfs
+
+from .conftest import PoolFactory
+
+pytestmark = pytest.mark.zfs
+
+
+def needles_for(key_bytes: bytes, keyformat: str) -> list[bytes]:
+    if keyformat == "passphrase":
+        return [key_bytes]
+    raw = bytes.fromhex(key_bytes.decode()) if keyformat == "hex" else key_bytes
+    return [raw, raw.hex().encode(), raw.hex().upper().encode()]
+
+
+@dataclass
+class ProcScanner:
+    """Scans /proc of every process when a zfs command that takes a key has started."""
+
+    needles: list[bytes]
+    leaks: list[str] = field(default_factory=list)
+    saw_child: list[str] = field(default_factory=list)
+
+    def __call__(self, command: Command, process: subprocess.Popen[bytes]) -> None:
+        if not command.secret_stdin:
+            return
+        time.sleep(0.3)  # let zfs start and block reading its key from stdin
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            for part in ("cmdline", "environ"):
+                try:
+                    data = (entry / part).read_bytes()
+                except OSError:
+                    continue
+                if any(needle in data for needle in self.needles):
+                    self.leaks.append(f"pid {entry.name} {part}")
+                if part == "cmdline" and int(entry.name) == process.pid:
+                    self.saw_child.append(data.replace(b"\0", b" ").decode())
+
+
+def scan_files(needles: list[bytes]) -> list[str]:
+    found = []
+    for top in ("/tmp", "/var/tmp", "/root"):
+        for dirpath, _, files in os.walk(top):
+            for name in files:
+                path = Path(dirpath, name)
+                if name.endswith(".img") or not path.is_file() or path.stat().st_size > 1 << 22:
+                    continue
+                data = path.read_bytes()
+                if any(needle in data for needle in needles):
+                    found.append(str(path))
+    return found
+
+
+@pytest.mark.parametrize("keyformat", ["hex", "raw", "passphrase"])
+def test_key_never_leaks(make_pool: PoolFactory, keyformat: str) -> None:
+    secret = {"hex": os.urandom(32).hex().encode(), "raw": os.urandom(32),
+              "passphrase": os.urandom(24).hex().encode()}[keyformat]
+    needles = needles_for(secret, keyformat)
+    scanner = ProcScanner(needles)
+    log: list[str] = []
+    zfs = Zfs(runner=SubprocessRunner(on_start=scanner), log=log.append)
+    pool = make_pool()
+    name = f"{pool}/secret"
+    build = {"hex": Key.hex, "raw": Key.raw, "passphrase": Key.passphrase}[keyformat]
+    with build(secret) as key:
+        zfs.create(name, key=key)
+        zfs.unmount(name)
+        zfs.unload_key(name)
+        zfs.load_key(name, key, noop=True)
+        zfs.load_key(name, key)
+    with Key.passphrase("wrong passphrase") if keyformat == "passphrase" else \
+            Key.hex("00" * 32) if keyformat == "hex" else Key.raw(bytes(32)) as wrong:
+        zfs.unload_key(name)
+        with pytest.raises(e.IncorrectKey) as caught:
+            zfs.load_key(name, wrong)
+    errors_text = f"{caught.value} {caught.value.stderr} {caught.value.argv}".encode()
+
+    assert len(scanner.saw_child) == 4, "the scan must have seen each live zfs process"
+    assert all(" load-key " in c or " create " in c for c in scanner.saw_child)
+    assert scanner.leaks == []
+    history = subprocess.run(["zpool", "history", "-il", pool], capture_output=True,
+                             check=True).stdout
+    assert b"load-key" in history or b"create" in history
+    assert not any(needle in history for needle in needles)
+    assert not any(needle in "\n".join(log).encode() for needle in needles)
+    assert any(line.endswith("< <secret>") for line in log)
+    assert not any(needle in errors_text for needle in needles)
+    assert scan_files(needles) == []
+
+
+def test_scanner_would_see_a_key_in_argv() -> None:
+    """The /proc scan is not blind: a secret placed in a child's argv is found."""
+    marker = os.urandom(16).hex().encode()
+    scanner = ProcScanner([marker])
+    child = subprocess.Popen(["sh", "-c", "sleep 5", "sh", marker.decode()])
+    try:
+        scanner(Command(("zfs",), secret_stdin=True), child)
+    finally:
+        child.kill()
+        child.wait()
+    assert scanner.leaks and scanner.saw_child
