@@ -6,7 +6,8 @@
     ├── InputError (ValueError)       bad input: nothing was run, nothing changed
     │   ├── InvalidName               dataset, snapshot or pool name breaks a rule
     │   ├── InvalidProperty           property name, value or count breaks a rule
-    │   └── InvalidKey                key material breaks ZFS's rules for its format
+    │   ├── InvalidKey                key material breaks ZFS's rules for its format
+    │   └── StreamError               a send stream's header is truncated or malformed
     ├── ZfsUnavailable                no zfs/zpool binary, or no ZFS kernel module
     ├── ZfsError                      a zfs/zpool command failed; keeps ZFS's message
     │   ├── DatasetNotFound           "dataset does not exist"
@@ -54,6 +55,7 @@ __all__ = [
     "OutOfSpace",
     "PermissionDenied",
     "PoolNotFound",
+    "StreamError",
     "ZfsError",
     "ZfsUnavailable",
 ]
@@ -84,6 +86,10 @@ class InvalidProperty(InputError):
 
 class InvalidKey(InputError):
     """Key material does not fit its key format (hex, raw or passphrase)."""
+
+
+class StreamError(InputError):
+    """A ``zfs send`` stream cannot be read: truncated, corrupt, or not a stream at all."""
 
 
 class ZfsUnavailable(EncrootError):
