@@ -468,7 +468,8 @@ def _parse_growing(read: Callable[[int], tuple[bytes, bool]]) -> StreamInfo:
 
 def _pread(fd: int, size: int) -> tuple[bytes, bool]:
     offset = os.lseek(fd, 0, os.SEEK_CUR)
-    chunks, got = [], 0
+    chunks: list[bytes] = []
+    got = 0
     while got < size:
         chunk = os.pread(fd, size - got, offset + got)
         if not chunk:
@@ -486,7 +487,7 @@ def _libc_tee() -> Callable[[int, int, int, int], int] | None:
         return None
     tee.restype = ctypes.c_ssize_t
     tee.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
-    return tee  # type: ignore[no-any-return]
+    return tee
 
 
 def _grow_pipe(fd: int, size: int) -> int:
@@ -558,7 +559,8 @@ def _tee_prefix(tee: Callable[[int, int, int, int], int], fd: int, read_end: int
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
-    chunks, got = [], 0
+    chunks: list[bytes] = []
+    got = 0
     while got < size:
         chunk = os.read(fd, size - got)
         if not chunk:
