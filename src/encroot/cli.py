@@ -9,6 +9,7 @@ error is one line on stderr that names the input or the ZFS message.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,6 +105,179 @@ def _lab_shell(args: argparse.Namespace) -> int:
     return lab.shell(version=args.zfs).returncode
 
 
+def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
+    receive = commands.add_parser(
+        "receive", aliases=["recv"],
+        help="zfs receive, plus replacing a dataset across the encryption boundary",
+        description="Receive a zfs send stream from standard input. Without "
+                    "--allow-encryption-change this is zfs receive with the same options, "
+                    "results and errors. With it (and -F), a full stream may replace an "
+                    "existing TARGET whose encryption state differs: encroot receives into "
+                    "TARGET.encroot-recv, verifies every snapshot GUID and the encryption "
+                    "state, swaps by renames, and only then destroys the old tree.")
+    receive.add_argument("-F", dest="force", action="store_true", help="replace TARGET")
+    receive.add_argument("-u", dest="no_mount", action="store_true",
+                         help="do not mount the result; with --allow-encryption-change also "
+                              "lets encroot unmount the old tree")
+    receive.add_argument("-v", dest="verbose", action="store_true",
+                         help="print each step and zfs command")
+    receive.add_argument("-n", dest="dry_run", action="store_true",
+                         help="print the plan (with --allow-encryption-change) and change "
+                              "nothing")
+    receive.add_argument("-s", dest="resumable", action="store_true",
+                         help="keep a partial receive resumable (zfs send -t)")
+    receive.add_argument("-o", dest="set_props", action="append", default=[],
+                         metavar="PROP=VALUE", help="set a property on the received data")
+    receive.add_argument("-x", dest="excluded", action="append", default=[], metavar="PROP",
+                         help="exclude a property of the stream")
+    receive.add_argument("--allow-encryption-change", action="store_true",
+                         help="let a full stream replace TARGET across the encryption "
+                              "boundary (requires -F)")
+    receive.add_argument("--keep-old", metavar="NAME",
+                         help="keep the replaced tree under NAME instead of destroying it")
+    receive.add_argument("--recover", action="store_true",
+                         help="finish or undo an interrupted replacement of TARGET and exit")
+    receive.add_argument("--json", action="store_true", help="print one JSON object")
+    receive.add_argument("target", metavar="TARGET")
+    receive.set_defaults(handler=_receive)
+
+
+def _receive(args: argparse.Namespace) -> int:
+    from . import receive as rx
+    from .errors import StreamError
+    from .names import DatasetName
+    from .zfs import Zfs
+
+    target = DatasetName(args.target)
+    zfs = Zfs(log=_stderr_line if args.verbose else None)
+    say = _stderr_line if args.verbose else _quiet
+    if args.recover:
+        report = rx.recover(zfs, target, say=say)
+        _print(args.json, {"target": str(target), "recovery": report.actions},
+               [f"{target}: " + ("; ".join(report.actions) or "nothing to recover")])
+        return EXIT_OK
+    request = rx.ReceiveRequest(
+        target=target, force=args.force, no_mount=args.no_mount, verbose=args.verbose,
+        dry_run=args.dry_run, resumable=args.resumable,
+        properties=rx.pass_options(args.set_props), excluded=tuple(args.excluded),
+        allow_encryption_change=args.allow_encryption_change,
+        keep_old=DatasetName(args.keep_old) if args.keep_old else None)
+    try:
+        outcome = rx.receive_stream(zfs, request, sys.stdin.fileno(), say=say)
+    except StreamError as exc:
+        raise StreamError(f"stream on stdin: {exc}", subject="stdin") from exc
+    if outcome.plain is not None:
+        sys.stdout.write(outcome.plain.stdout)
+        sys.stderr.write(outcome.plain.stderr)
+        return outcome.plain.returncode
+    if outcome.plan is not None:
+        _print(args.json, {"dry_run": True, **outcome.plan.to_json()}, _plan_lines(outcome.plan))
+        return EXIT_OK
+    assert outcome.result is not None
+    sys.stderr.write(outcome.result.zfs_output)
+    _print(args.json, outcome.result.to_json(), _result_lines(outcome.result))
+    return EXIT_OK
+
+
+def _plan_lines(plan: object) -> list[str]:
+    from .receive import ReceivePlan
+
+    assert isinstance(plan, ReceivePlan)
+    lines = [f"plan: {plan.mode} {plan.target} (receive into {plan.receive_into})",
+             "checks:"] + [f"  ok  {check}" for check in plan.checks]
+    lines += [f"  note {note}" for note in plan.notes]
+    lines += ["steps:"] + [f"  {n}. {step.action} {step.dataset}"
+                           + (f"  ({step.detail})" if step.detail else "")
+                           for n, step in enumerate(plan.steps, 1)]
+    return lines
+
+
+def _encryption_text(props: dict[str, str] | None) -> str:
+    if props is None:
+        return "(did not exist)"
+    return (f"encryption {props['encryption']}, encryption root {props['encryptionroot']}, "
+            f"key {props['keystatus']}")
+
+
+def _result_lines(result: object) -> list[str]:
+    from .receive import ReceiveResult
+
+    assert isinstance(result, ReceiveResult)
+    plan = result.plan
+    verb = {"replace": "replaced", "create": "created", "incremental": "updated",
+            "resume": "resumed"}[plan.mode]
+    lines = []
+    if result.recovery and result.recovery.actions:
+        lines.append("recovered first: " + "; ".join(result.recovery.actions))
+    lines += [f"{verb} {plan.target}",
+              f"  old: {_encryption_text(plan.old_encryption)}",
+              f"  new: {_encryption_text(result.new_encryption)}",
+              f"  snapshots: {', '.join(result.snapshots) or '-'}"]
+    if plan.mode == "replace" and plan.old and any(s.action == "keep-old" for s in plan.steps):
+        lines.append(f"  old tree kept as {plan.old}")
+    return lines
+
+
+def _add_stream(commands: argparse._SubParsersAction[_Parser]) -> None:
+    stream = commands.add_parser("stream", help="look at zfs send streams")
+    sub = stream.add_subparsers(dest="stream_command", required=True, metavar="COMMAND")
+    inspect = sub.add_parser(
+        "inspect", help="what a stream holds, from its header",
+        description="Read a send stream's header (first records and, for a replication "
+                    "package, its list of datasets and snapshots) without ZFS and without "
+                    "reading the rest of the stream.")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument("file", metavar="FILE|-", help="a stream file, or - for stdin")
+    inspect.set_defaults(handler=_stream_inspect)
+
+
+def _stream_inspect(args: argparse.Namespace) -> int:
+    from .errors import StreamError
+    from .stream import peek_stream
+
+    source = "stream on stdin" if args.file == "-" else f"stream file {args.file!r}"
+    try:
+        if args.file == "-":
+            peeked = peek_stream(sys.stdin.fileno())
+        else:
+            with open(args.file, "rb", buffering=0) as handle:
+                peeked = peek_stream(handle.fileno())
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read it ({exc.strerror})", subject=source) from exc
+    except StreamError as exc:
+        raise StreamError(f"{source}: {exc}", subject=source) from exc
+    info = peeked.info
+    lines = [f"{'replication package' if info.package else 'single stream'}: "
+             f"{'full' if info.full else 'incremental'}, {'raw' if info.raw else 'not raw'}"
+             f"{', resuming' if info.resuming else ''}",
+             f"  to: {info.toname} (guid {info.toguid})"]
+    if info.fromsnap or info.fromguid:
+        lines.append(f"  from: {info.fromsnap or ''} (guid {info.fromguid})")
+    lines.append(f"  features: {', '.join(info.features) or '-'}; {info.byte_order}; "
+                 f"header {info.header_bytes} bytes")
+    for dataset in info.datasets:
+        root = " [encryption root]" if dataset.is_encroot else ""
+        lines.append(f"  dataset {dataset.name}{root}")
+        lines += [f"    @{snap.name} guid {snap.guid}" for snap in dataset.snapshots]
+    _print(args.json, info.to_json(), lines)
+    return EXIT_OK
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _quiet(line: str) -> None:
+    del line
+
+
+def _print(as_json: bool, document: dict[str, object], lines: Sequence[str]) -> None:
+    if as_json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        print("\n".join(lines))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="encroot",
@@ -113,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"encroot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
+    _add_receive(commands)
+    _add_stream(commands)
     _add_lab(commands)
     return parser
 

@@ -608,8 +608,13 @@ class _Relay:
             os.close(self._write_end)
 
     def finish(self) -> int:
-        self._thread.join()
+        """Wait for the relay to end; call after ZFS stopped reading.
+
+        Our copy of the read end is closed first, so a relay still writing
+        (ZFS stopped early) gets EPIPE instead of blocking forever.
+        """
         os.close(self.read_end)
+        self._thread.join(timeout=10)
         if self.error is not None:
             raise StreamError(f"relaying the stream failed: {self.error.strerror}")
         return self.relayed

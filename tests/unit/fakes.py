@@ -18,10 +18,12 @@ class RecordingRunner:
 
     respond: Responder = lambda command: (0, "", "")
     calls: list[tuple[Command, bytes | None]] = field(default_factory=list)
+    stdin_fds: list[int | None] = field(default_factory=list)
 
     def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
-            timeout: float | None = None) -> Result:
+            stdin_fd: int | None = None, timeout: float | None = None) -> Result:
         self.calls.append((command, None if stdin is None else bytes(stdin)))
+        self.stdin_fds.append(stdin_fd)
         code, out, err = self.respond(command)
         return Result(command, code, out, err)
 

@@ -28,6 +28,8 @@ _PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_.:@-]*")
 # Properties ZFS takes from `-o` when a key arrives on stdin; set by encroot.
 _KEY_PROPERTIES = ("keyformat", "keylocation")
 TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
+SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
+RECEIVE_FLAGS = ("-F", "-u", "-v", "-n", "-s", "-e", "-d", "-h", "-M")
 
 
 def _check_property_name(name: str) -> str:
@@ -81,10 +83,11 @@ class Zfs:
         return Command((self._paths().zpool, *args), mutates=mutates, secret_stdin=secret)
 
     def execute(self, command: Command, *, key: Key | None = None, check: bool = True,
-                timeout: float | None = None) -> Result:
+                stdin_fd: int | None = None, timeout: float | None = None) -> Result:
         """Run ``command`` (or record it in a dry run); raise its typed error unless ``check``.
 
-        ``key`` is written to the command's stdin from the key's own buffer.
+        ``key`` is written to the command's stdin from the key's own buffer;
+        ``stdin_fd`` is handed to the command as its stdin instead.
         """
         if command.secret_stdin != (key is not None):
             raise ValueError("a command takes a key on stdin exactly when it is marked secret")
@@ -96,7 +99,10 @@ class Zfs:
             return Result(command, 0, "", "")
         stdin = key.material() if key is not None else None
         try:
-            result = self.runner.run(command, stdin=stdin, timeout=timeout)
+            if stdin_fd is not None:
+                result = self.runner.run(command, stdin_fd=stdin_fd, timeout=timeout)
+            else:
+                result = self.runner.run(command, stdin=stdin, timeout=timeout)
         finally:
             if stdin is not None:
                 stdin.release()
@@ -120,7 +126,8 @@ class Zfs:
 
     def get(self, names: Sequence[str], properties: Sequence[str] = ("all",), *,
             recursive: bool = False, depth: int | None = None,
-            types: Sequence[str] = (), use_json: bool | None = None) -> PropertyTable:
+            types: Sequence[str] = (), sources: Sequence[str] = (),
+            use_json: bool | None = None) -> PropertyTable:
         """Read properties of many datasets in one ``zfs get`` process.
 
         Args:
@@ -128,6 +135,8 @@ class Zfs:
             properties: property names, or ``("all",)``.
             depth: limit recursion to this many levels (implies recursion).
             types: restrict to these dataset types (filesystem, volume, snapshot...).
+            sources: report only values from these sources (local, default, inherited,
+                received, temporary, none).
             use_json: force ``-j`` on or off; by default on where supported.
 
         Raises:
@@ -142,6 +151,8 @@ class Zfs:
             args.append("-r")
         if types:
             args += ["-t", ",".join(self._check_types(types))]
+        if sources:
+            args += ["-s", ",".join(self._check_sources(sources))]
         args.append(",".join(_check_property_name(p) for p in properties))
         args += [_dataset_or_snapshot(name) for name in names]
         output = self.execute(self.zfs_command(*args)).stdout
@@ -153,6 +164,15 @@ class Zfs:
         for kind in checked:
             if kind not in TYPES:
                 raise InvalidProperty(f"dataset type {kind!r}: use one of {', '.join(TYPES)}")
+        return checked
+
+    @staticmethod
+    def _check_sources(sources: Iterable[str]) -> list[str]:
+        checked = list(sources)
+        for source in checked:
+            if source not in SOURCES:
+                raise InvalidProperty(f"property source {source!r}: use one of "
+                                      f"{', '.join(SOURCES)}")
         return checked
 
     def list_names(self, root: str | None = None, *, recursive: bool = True,
@@ -243,6 +263,29 @@ class Zfs:
         args = ["inherit"] + (["-r"] if recursive else [])
         self.execute(self.zfs_command(*args, _check_property_name(prop),
                                       _dataset_or_snapshot(name), mutates=True))
+
+    def rename(self, source: str, target: str, *, no_remount: bool = True) -> None:
+        """``zfs rename [-u]``; with ``no_remount`` mounted file systems are not remounted."""
+        args = ["rename"] + (["-u"] if no_remount else [])
+        self.execute(self.zfs_command(*args, DatasetName(source), DatasetName(target),
+                                      mutates=True))
+
+    def receive(self, target: str, stream_fd: int, *, options: Sequence[str] = (),
+                properties: Mapping[str, str] | None = None,
+                excluded: Sequence[str] = ()) -> Result:
+        """``zfs receive [OPTIONS] [-o P=V]... [-x P]... TARGET`` reading ``stream_fd``.
+
+        ``options`` are single-letter flags such as ``-u``, ``-s``, ``-F``, ``-v``.
+        """
+        for option in options:
+            if option not in RECEIVE_FLAGS:
+                raise InvalidProperty(f"receive option {option!r}: use one of "
+                                      f"{' '.join(RECEIVE_FLAGS)}")
+        args = ["receive", *options, *_property_args("-o", properties or {})]
+        for name in excluded:
+            args += ["-x", _check_property_name(name)]
+        args.append(DatasetName(target))
+        return self.execute(self.zfs_command(*args, mutates=True), stdin_fd=stream_fd)
 
     def mount(self, name: str) -> None:
         self.execute(self.zfs_command("mount", DatasetName(name), mutates=True))

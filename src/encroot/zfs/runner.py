@@ -81,10 +81,12 @@ class Runner(Protocol):
 
     ``stdin`` is written to the child's standard input and then closed; pass
     a key's ``material()`` view so that no copy of the secret is made.
+    ``stdin_fd`` instead hands the child an open descriptor as its stdin
+    (a send stream for ``zfs receive``), which it reads directly.
     """
 
     def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
-            timeout: float | None = None) -> Result: ...
+            stdin_fd: int | None = None, timeout: float | None = None) -> Result: ...
 
 
 @dataclass(frozen=True)
@@ -143,11 +145,17 @@ class SubprocessRunner:
         return env
 
     def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
-            timeout: float | None = None) -> Result:
+            stdin_fd: int | None = None, timeout: float | None = None) -> Result:
+        if stdin is not None and stdin_fd is not None:
+            raise ValueError("give stdin bytes or a stdin descriptor, not both")
+        if stdin_fd is not None:
+            child_stdin: int = stdin_fd
+        else:
+            child_stdin = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
         try:
             process = subprocess.Popen(
                 command.argv,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdin=child_stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self._environment(),

@@ -1,0 +1,94 @@
+"""Shell helpers for real-ZFS tests: pipelines, file hashes, keys typed on stdin."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+PASSPHRASE = "correct horse battery"
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def sh(script: str, *, stdin: bytes | None = None, check: bool = True) -> Run:
+    """Run a bash script with pipefail; return its output (raise on failure if ``check``)."""
+    done = subprocess.run(["bash", "-c", "set -eo pipefail\n" + script], input=stdin,
+                          capture_output=True, check=False)
+    run = Run(done.returncode, done.stdout.decode(errors="replace"),
+              done.stderr.decode(errors="replace"))
+    if check and run.returncode != 0:
+        raise AssertionError(f"script failed ({run.returncode}):\n{script}\n{run.stderr}")
+    return run
+
+
+def prop(name: str, prop_name: str) -> str:
+    return sh(f"zfs get -H -p -o value {prop_name} '{name}'").stdout.strip()
+
+
+def exists(name: str) -> bool:
+    return sh(f"zfs list -H -o name -t all '{name}'", check=False).returncode == 0
+
+
+def names_under(root: str) -> list[str]:
+    out = sh(f"zfs list -H -o name -t all -r '{root}'", check=False).stdout
+    return out.split()
+
+
+def snapshot_guids(root: str) -> dict[str, str]:
+    """Relative snapshot name (below ``root``) -> GUID, for comparing two trees."""
+    out = sh(f"zfs get -H -p -o name,value -t snapshot -r guid '{root}'").stdout
+    result = {}
+    for line in out.splitlines():
+        name, guid = line.split("\t")
+        result[name[len(root):]] = guid
+    return result
+
+
+def tree_hashes(mountpoint: str) -> dict[str, str]:
+    """SHA-256 of every regular file of the file system mounted at ``mountpoint``.
+
+    Child file systems mounted below it are not entered, so two trees compare
+    one dataset at a time.
+    """
+    result = {}
+    device = os.stat(mountpoint).st_dev
+    for directory, subdirs, files in os.walk(mountpoint):
+        subdirs[:] = [d for d in subdirs if os.stat(os.path.join(directory, d)).st_dev == device]
+        for name in files:
+            path = Path(directory, name)
+            if path.is_file() and not path.is_symlink():
+                relative = str(path.relative_to(mountpoint))
+                result[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(result.items()))
+
+
+def load_key(name: str, passphrase: str = PASSPHRASE) -> None:
+    sh(f"zfs load-key -L prompt '{name}'", stdin=passphrase.encode())
+
+
+def create_encrypted(name: str, passphrase: str = PASSPHRASE, *options: str) -> None:
+    extra = " ".join(options)
+    sh(f"zfs create {extra} -o encryption=on -o keyformat=passphrase -o keylocation=prompt "
+       f"'{name}'", stdin=passphrase.encode())
+
+
+def write_files(mountpoint: str, files: dict[str, bytes]) -> None:
+    for relative, content in files.items():
+        path = Path(mountpoint, relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    os.sync()
+
+
+def encroot(args: str, *, stdin_from: str | None = None, check: bool = False) -> Run:
+    """Run the encroot CLI; ``stdin_from`` is a shell command whose output it reads."""
+    pipe = f"{stdin_from} | " if stdin_from else ""
+    return sh(f"{pipe}encroot {args}", check=check)
