@@ -141,7 +141,9 @@ class TargetState:
         """
         if self.temp and not (resuming and self.temp_resumable):
             return True
-        return bool(self.marked_old) or _marked_here(self.tree.get(self.target), MARK_VERIFIED)
+        top = self.tree.get(self.target)
+        return (bool(self.marked_old) or _marked_here(top, MARK_VERIFIED)
+                or _marked_here(top, MARK_REPLACED))
 
 
 def _values(table: PropertyTable) -> dict[str, Props]:
@@ -625,7 +627,13 @@ def _do_mark_replaced(context: _Context, step: Step) -> None:
 
 
 def _do_rename(context: _Context, step: Step) -> None:
-    context.zfs.rename(step.dataset, step.detail)
+    _rename(context.zfs, step.dataset, step.detail)
+
+
+def _rename(zfs: Zfs, source: str, target: str) -> None:
+    """Rename and let ZFS remount what was mounted, so no file system stays mounted at
+    the path of a name it no longer has (unmounted trees stay unmounted)."""
+    zfs.rename(source, target, no_remount=False)
 
 
 def _do_destroy_old(context: _Context, step: Step) -> None:
@@ -717,8 +725,10 @@ def _next_recovery_action(state: TargetState, keep_resumable: bool) -> _Action |
             return None
         return (f"destroy the unfinished temporary {temp}",
                 lambda z: z.destroy(temp, recursive=True))
-    if _marked_here(state.tree.get(target), MARK_VERIFIED):
-        return (f"clear {MARK_VERIFIED} on {target}", lambda z: z.inherit(target, MARK_VERIFIED))
+    for marker in (MARK_VERIFIED, MARK_REPLACED):
+        if _marked_here(state.tree.get(target), marker):
+            return (f"clear {marker} on {target}",
+                    lambda z, m=marker: z.inherit(target, m))
     return None
 
 
@@ -733,7 +743,7 @@ def _recover_with_old(state: TargetState, target: DatasetName, temp: DatasetName
                       temp_verified: bool, old: DatasetName) -> _Action:
     if not state.exists:
         if temp_verified:
-            return (f"rename verified {temp} to {target}", lambda z: z.rename(temp, target))
+            return (f"rename verified {temp} to {target}", lambda z: _rename(z, temp, target))
         return (f"restore the old tree: rename {old} to {target}",
                 lambda z: _rename_and_unmark(z, old, target))
     if not old.endswith(OLD_SUFFIX):
@@ -743,11 +753,11 @@ def _recover_with_old(state: TargetState, target: DatasetName, temp: DatasetName
 
 def _mark_and_rename(zfs: Zfs, target: DatasetName, aside: DatasetName) -> None:
     zfs.set(target, {MARK_REPLACED: target})
-    zfs.rename(target, aside)
+    _rename(zfs, target, aside)
 
 
 def _rename_and_unmark(zfs: Zfs, old: DatasetName, target: DatasetName) -> None:
-    zfs.rename(old, target)
+    _rename(zfs, old, target)
     zfs.inherit(target, MARK_REPLACED)
 
 

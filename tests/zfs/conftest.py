@@ -33,7 +33,7 @@ def zfs() -> Zfs:
 def make_pool(zfs: Zfs) -> Iterator[PoolFactory]:
     """Create pools on sparse files; every pool is destroyed after the test.
 
-    ``make_pool(key=..., no_features=..., vdevs=2, layout="mirror")`` returns
+    ``make_pool(key=..., no_features=..., vdevs=2, layout="mirror", size="256M")`` returns
     the pool's name.  Pool names are unique within the run.
     """
     created: list[str] = []
@@ -42,13 +42,13 @@ def make_pool(zfs: Zfs) -> Iterator[PoolFactory]:
     def factory(*, key: Key | None = None, no_features: bool = False,
                 vdevs: int = 1, layout: str | None = None,
                 root_properties: dict[str, str] | None = None,
-                pool_properties: dict[str, str] | None = None) -> str:
+                pool_properties: dict[str, str] | None = None, size: str = POOL_SIZE) -> str:
         name = f"t{os.getpid()}x{next(_counter)}"
         files = []
         for index in range(vdevs):
             path = folder / f"{name}-{index}.img"
             with open(path, "wb") as handle:
-                handle.truncate(_size_bytes(POOL_SIZE))
+                handle.truncate(_size_bytes(size))
             files.append(str(path))
         spec = ([layout] if layout else []) + files
         zfs.create_pool(name, spec, key=key, no_features=no_features,
