@@ -32,13 +32,26 @@ PY
 echo ok > /src/fs/file
 zfs snapshot src/fs@A
 
-echo "== what stock zfs does with the 17724 repro (dst/fs exists, unencrypted)"
+echo "== the OpenZFS issue 17724 repro: dst/fs exists and is unencrypted"
 zfs create dst/fs
+echo "old data" > /dst/fs/old
+echo "-- stock zfs receive -F:"
 if zfs send -w src/fs@A | zfs receive -F -u dst/fs; then
-    echo "unexpected: stock zfs accepted it"
-else
-    echo "(refused by stock zfs, as expected)"
+    echo "unexpected: stock zfs accepted it"; exit 1
 fi
+echo "-- encroot stream inspect:"
+zfs send -w src/fs@A | encroot stream inspect -
+echo "-- encroot receive -n (the plan, nothing changes):"
+zfs send -w src/fs@A | encroot receive -F -u -n --allow-encryption-change dst/fs
+echo "-- encroot receive -F -u --allow-encryption-change dst/fs:"
+zfs send -w src/fs@A | encroot receive -F -u --allow-encryption-change dst/fs
+echo "-- load the source's key, mount, compare:"
+echo -n "correct horse battery" | zfs load-key -L prompt dst/fs
+zfs mount dst/fs
+cmp /src/fs/file /dst/fs/file && echo "  file contents equal: $(cat /dst/fs/file)"
+echo "  snapshot GUIDs: src $(zfs get -H -o value guid src/fs@A), dst $(zfs get -H -o value guid dst/fs@A)"
+zfs list -r -o name,encryption,encryptionroot,keystatus,mounted dst
+
 echo "== history of src holds no key material:"
 if zpool history -il src | grep -c -e 'correct horse' -e 5a5a5a5a; then
     echo "KEY FOUND IN HISTORY"; exit 1

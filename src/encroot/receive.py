@@ -163,31 +163,50 @@ def _marked_here(props: Props | None, marker: str) -> bool:
     return props is not None and props.get(f"{marker} source") == "local"
 
 
-def _tree(zfs: Zfs, name: str) -> dict[str, Props]:
+def _get(zfs: Zfs, names: Sequence[str], **options: Any) -> dict[str, Props]:
+    """A bulk read in table form (no `zfs version` probe needed); {} if a name is missing."""
     try:
-        return _values(zfs.get([name], STATE_PROPERTIES, recursive=True,
-                               types=("filesystem", "volume", "snapshot")))
+        return _values(zfs.get(names, STATE_PROPERTIES, use_json=False, **options))
     except DatasetNotFound:
         return {}
 
 
+def _tree(zfs: Zfs, name: str) -> dict[str, Props]:
+    return _get(zfs, [name], recursive=True, types=("filesystem", "volume", "snapshot"))
+
+
 def read_state(zfs: Zfs, target: DatasetName) -> TargetState:
-    """Read the target's tree, its parent, encroot's temporaries and the pool feature."""
+    """Read the target's tree, its parent, encroot's temporaries and the pool feature.
+
+    Three processes in the common case: the pool feature, the parent with its
+    direct children (target, temporary, old tree), and the target's tree.
+    """
     feature = zfs.pool_get(target.pool, ["feature@encryption"]).get("feature@encryption", "-")
-    parent: Props | None = None
-    if target.parent is not None:
-        try:
-            parent = _values(zfs.get([target.parent], STATE_PROPERTIES))[target.parent]
-        except DatasetNotFound:
-            parent = None
-    marked = _values(zfs.get([target.pool], [MARK_REPLACED], recursive=True,
-                             types=("filesystem", "volume"), sources=("local",)))
-    marked_old = {}
-    for name, props in marked.items():
-        if props.get(MARK_REPLACED) == target and name != target:
-            marked_old.update(_tree(zfs, name))
-    return TargetState(target, feature, parent, _tree(zfs, target),
-                       _tree(zfs, temp_name(target)), marked_old)
+    family = _get(zfs, [target.parent], depth=1, types=("filesystem", "volume")) \
+        if target.parent is not None else {}
+    temp = temp_name(target)
+    tree = _tree(zfs, target) if target in family or target.parent is None else {}
+    temp_tree = _tree(zfs, temp) if temp in family else {}
+    marked_old: dict[str, Props] = {}
+    for candidate in _old_candidates(target, family, tree, temp_tree):
+        props = family.get(candidate) or _get(zfs, [candidate]).get(candidate)
+        if props is not None and props.get(MARK_REPLACED) == target and \
+                _marked_here(props, MARK_REPLACED):
+            marked_old.update(_tree(zfs, candidate))
+    return TargetState(target, feature, family.get(target.parent or ""), tree, temp_tree,
+                       marked_old)
+
+
+def _old_candidates(target: DatasetName, family: dict[str, Props], tree: dict[str, Props],
+                    temp_tree: dict[str, Props]) -> list[str]:
+    """Where an interrupted run may have put the old tree: the sibling name, or the
+    ``--keep-old`` name recorded in a verified marker."""
+    candidates = [target + OLD_SUFFIX] if target + OLD_SUFFIX in family else []
+    for props in (temp_tree.get(temp_name(target)), tree.get(target)):
+        kept = _kept_name(props.get(MARK_VERIFIED, "")) if props else None
+        if kept and kept not in candidates:
+            candidates.append(kept)
+    return candidates
 
 
 # -- planning (pure) ---------------------------------------------------------------------
@@ -232,6 +251,7 @@ class ReceivePlan:
     steps: tuple[Step, ...]
     expected: tuple[Expected, ...]
     old_encryption: Props | None
+    parent_encryption: str = "off"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -354,7 +374,8 @@ def plan_receive(request: ReceiveRequest, state: TargetState, stream: StreamInfo
     old_props = _encryption_of(state.tree.get(target))
     expected = expected_datasets(stream)
     base: dict[str, Any] = {"stream": stream, "old_encryption": old_props,
-                            "expected": expected}
+                            "expected": expected,
+                            "parent_encryption": (state.parent or {}).get("encryption", "off")}
 
     if stream.resuming:
         return _plan_resume(request, state, checks, base)
@@ -473,6 +494,7 @@ class _Context:
     say: Callable[[str], None]
     unmounted: list[str] = field(default_factory=list)
     zfs_output: str = ""
+    verified: dict[str, Props] = field(default_factory=dict)
 
 
 def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int, *,
@@ -496,10 +518,21 @@ def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int
         elif plan.mode == "replace":
             _recover_after_failure(zfs, DatasetName(plan.target), say)
         raise
-    table = zfs.get([plan.target], ("encryption", "encryptionroot", "keystatus", "guid"),
-                    recursive=True, types=("filesystem", "volume", "snapshot"))
-    return ReceiveResult(plan, _encryption_of(_values(table).get(plan.target)),
-                         sorted(n for n in table if "@" in n), zfs_output=context.zfs_output)
+    final = _as_final(context.verified, plan) if context.verified else _tree(zfs, plan.target)
+    return ReceiveResult(plan, _encryption_of(final.get(plan.target)),
+                         sorted(n for n in final if "@" in n), zfs_output=context.zfs_output)
+
+
+def _as_final(verified: dict[str, Props], plan: ReceivePlan) -> dict[str, Props]:
+    """What verification read under the receive name, renamed to the target's names."""
+    def rename(name: str) -> str:
+        if name == plan.receive_into or name.startswith(plan.receive_into + "/") or \
+                name.startswith(plan.receive_into + "@"):
+            return plan.target + name[len(plan.receive_into):]
+        return name
+    return {rename(name): {key: rename(value) if key == "encryptionroot" else value
+                           for key, value in props.items()}
+            for name, props in verified.items()}
 
 
 def _recover_after_failure(zfs: Zfs, target: DatasetName, say: Callable[[str], None]) -> None:
@@ -552,27 +585,26 @@ def _do_receive(context: _Context, step: Step) -> None:
 
 
 def _do_verify(context: _Context, step: Step) -> None:
-    problems = verify(context.zfs, step.dataset, context.plan)
+    problems, context.verified = verify(context.zfs, step.dataset, context.plan)
     if problems:
         raise VerificationFailed(f"received data under {step.dataset!r} does not match the "
                                  f"stream: {'; '.join(problems)}")
 
 
-def verify(zfs: Zfs, top: str, plan: ReceivePlan) -> list[str]:
-    """Compare what ZFS shows under ``top`` with what the stream promised."""
-    table = _values(zfs.get([top], ("guid", "encryption", "encryptionroot", "keystatus"),
-                            recursive=True, types=("filesystem", "volume", "snapshot")))
-    parent = DatasetName(top).parent
-    parent_props = _values(zfs.get([parent], ("encryption", "encryptionroot")))[parent] \
-        if parent else {}
+def verify(zfs: Zfs, top: str, plan: ReceivePlan) -> tuple[list[str], dict[str, Props]]:
+    """Compare what ZFS shows under ``top`` with what the stream promised.
+
+    Returns the problems found and the properties read (one ``zfs get``).
+    """
+    table = _tree(zfs, top)
     problems = []
     for expected in plan.expected:
-        problems += _verify_one(table, expected, top, parent_props)
-    return problems
+        problems += _verify_one(table, expected, top, plan.parent_encryption)
+    return problems, table
 
 
 def _verify_one(table: dict[str, Props], expected: Expected, top: str,
-                parent_props: Props) -> list[str]:
+                parent_encryption: str) -> list[str]:
     name = expected.name_under(top)
     if name not in table:
         return [f"{name} is missing"]
@@ -592,10 +624,9 @@ def _verify_one(table: dict[str, Props], expected: Expected, top: str,
     if expected.encrypted and props.get("encryption") in (None, "off"):
         problems.append(f"{name} is not encrypted, the raw stream is")
     if expected.encrypted is None and expected.relative == "" and not expected.own_encryption_root:
-        inherited = parent_props.get("encryption", "off")
-        if (props.get("encryption") == "off") != (inherited == "off"):
+        if (props.get("encryption") == "off") != (parent_encryption == "off"):
             problems.append(f"{name} encryption is {props.get('encryption')}, its parent's is "
-                            f"{inherited}")
+                            f"{parent_encryption}")
     return problems
 
 

@@ -29,40 +29,59 @@ def zfs() -> Zfs:
     return Zfs()
 
 
-@pytest.fixture
-def make_pool(zfs: Zfs) -> Iterator[PoolFactory]:
-    """Create pools on sparse files; every pool is destroyed after the test.
+class PoolMaker:
+    """Creates pools on sparse files and destroys them all in ``cleanup``."""
 
-    ``make_pool(key=..., no_features=..., vdevs=2, layout="mirror", size="256M")`` returns
-    the pool's name.  Pool names are unique within the run.
-    """
-    created: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="encroot-pools-", dir="/var/tmp"))
+    def __init__(self, zfs: Zfs) -> None:
+        self.zfs = zfs
+        self.created: list[str] = []
+        self.folder = Path(tempfile.mkdtemp(prefix="encroot-pools-", dir="/var/tmp"))
 
-    def factory(*, key: Key | None = None, no_features: bool = False,
-                vdevs: int = 1, layout: str | None = None,
-                root_properties: dict[str, str] | None = None,
-                pool_properties: dict[str, str] | None = None, size: str = POOL_SIZE) -> str:
+    def __call__(self, *, key: Key | None = None, no_features: bool = False,
+                 vdevs: int = 1, layout: str | None = None,
+                 root_properties: dict[str, str] | None = None,
+                 pool_properties: dict[str, str] | None = None, size: str = POOL_SIZE) -> str:
         name = f"t{os.getpid()}x{next(_counter)}"
         files = []
         for index in range(vdevs):
-            path = folder / f"{name}-{index}.img"
+            path = self.folder / f"{name}-{index}.img"
             with open(path, "wb") as handle:
                 handle.truncate(_size_bytes(size))
             files.append(str(path))
         spec = ([layout] if layout else []) + files
-        zfs.create_pool(name, spec, key=key, no_features=no_features,
-                        root_properties={"mountpoint": f"/{name}", **(root_properties or {})},
-                        pool_properties=pool_properties)
-        created.append(name)
+        self.zfs.create_pool(name, spec, key=key, no_features=no_features,
+                             root_properties={"mountpoint": f"/{name}",
+                                              **(root_properties or {})},
+                             pool_properties=pool_properties)
+        self.created.append(name)
         return name
 
-    yield factory
-    for name in reversed(created):
-        subprocess.run(["zpool", "destroy", "-f", name], check=False, capture_output=True)
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
+    def cleanup(self) -> None:
+        for name in reversed(self.created):
+            subprocess.run(["zpool", "destroy", "-f", name], check=False, capture_output=True)
+        for path in self.folder.iterdir():
+            path.unlink()
+        self.folder.rmdir()
+
+
+@pytest.fixture
+def make_pool(zfs: Zfs) -> Iterator[PoolFactory]:
+    """Create pools on sparse files; every pool is destroyed after the test.
+
+    ``make_pool(key=..., no_features=..., vdevs=2, layout="mirror", size="256M")``
+    returns the pool's name.  Pool names are unique within the run.
+    """
+    maker = PoolMaker(zfs)
+    yield maker
+    maker.cleanup()
+
+
+@pytest.fixture(scope="module")
+def module_make_pool() -> Iterator[PoolFactory]:
+    """Like ``make_pool``, for pools that a whole test module shares."""
+    maker = PoolMaker(Zfs())
+    yield maker
+    maker.cleanup()
 
 
 def _size_bytes(size: str) -> int:

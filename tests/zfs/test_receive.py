@@ -40,7 +40,7 @@ def encrypted_source(src: str, name: str = "fs") -> str:
     """The issue's repro: encrypted src/fs with a passphrase, a file 'ok', snapshot @A."""
     fs = f"{src}/{name}"
     create_encrypted(fs)
-    write_files(f"/{fs}", {"file": b"ok\n", "big.bin": os.urandom(1 << 20)})
+    write_files(f"/{fs}", {"file": b"ok\n", "big.bin": os.urandom(256 << 10)})
     sh(f"zfs snapshot {fs}@A")
     return fs
 

@@ -41,7 +41,7 @@ TEMPORARIES = (".encroot-recv", ".encroot-old")
 class Scene:
     """A source dataset with a saved raw stream, and an old unencrypted target."""
 
-    def __init__(self, src: str, dst: str, stream_dir: Path, data_bytes: int = 2 << 20) -> None:
+    def __init__(self, src: str, dst: str, stream_dir: Path, data_bytes: int = 1 << 20) -> None:
         self.src, self.dst = src, dst
         self.source = f"{src}/fs"
         self.target = f"{dst}/fs"
@@ -107,11 +107,18 @@ class Scene:
         return "new"
 
 
+@pytest.fixture(scope="module")
+def shared_scene(module_make_pool: PoolFactory, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Scene:
+    """One source and saved stream for the module; each test gets a fresh old target."""
+    return Scene(module_make_pool(size="256M"), module_make_pool(),
+                 tmp_path_factory.mktemp("streams"))
+
+
 @pytest.fixture
-def scene(make_pool: PoolFactory, tmp_path: Path) -> Scene:
-    stream_dir = Path("/var/tmp") / tmp_path.name
-    stream_dir.mkdir(exist_ok=True)
-    return Scene(make_pool(size="256M"), make_pool(), stream_dir)
+def scene(shared_scene: Scene) -> Scene:
+    shared_scene.make_old_target()
+    return shared_scene
 
 
 def test_cut_streams_leave_the_old_target(scene: Scene) -> None:
@@ -159,9 +166,7 @@ def test_sigkill_of_zfs_receive_leaves_the_old_target(scene: Scene) -> None:
 
 
 def test_full_pool_leaves_the_old_target(make_pool: PoolFactory, tmp_path: Path) -> None:
-    stream_dir = Path("/var/tmp") / tmp_path.name
-    stream_dir.mkdir(exist_ok=True)
-    scene = Scene(make_pool(size="256M"), make_pool(size="96M"), stream_dir,
+    scene = Scene(make_pool(size="256M"), make_pool(size="96M"), tmp_path,
                   data_bytes=80 << 20)
     done = encroot(f"{FLAGS} {scene.target}", stdin_from=f"cat {scene.stream}")
     assert done.returncode != 0
