@@ -12,12 +12,18 @@ from encroot.keys import Key
 from encroot.zfs import Zfs
 
 from .conftest import PoolFactory
+from .helpers import FAST_PBKDF2
 
 pytestmark = pytest.mark.zfs
 
 HEX = "5a" * 32
 RAW = bytes(range(32))
 PASSPHRASE = "correct horse battery"
+
+
+def fast(keyformat: str) -> dict[str, str]:
+    """Properties that keep passphrase key derivation quick in the lab."""
+    return {"pbkdf2iters": FAST_PBKDF2} if keyformat == "passphrase" else {}
 
 
 def new_key(keyformat: str) -> Key:
@@ -55,7 +61,7 @@ def test_create_encrypted_dataset_with_each_key_format(zfs: Zfs, pool: str,
                                                        keyformat: str) -> None:
     name = f"{pool}/enc {keyformat}"
     with new_key(keyformat) as key:
-        zfs.create(name, {"com.example:note": "made by encroot"}, key=key)
+        zfs.create(name, {"com.example:note": "made by encroot", **fast(keyformat)}, key=key)
     table = zfs.get([name], ["encryption", "keyformat", "keylocation", "encryptionroot",
                              "keystatus", "com.example:note", "mounted"])
     assert table.value(name, "encryption") == "aes-256-gcm"
@@ -71,7 +77,7 @@ def test_create_encrypted_dataset_with_each_key_format(zfs: Zfs, pool: str,
 def test_unload_then_load_and_check_keys(zfs: Zfs, pool: str, keyformat: str) -> None:
     name = f"{pool}/enc"
     with new_key(keyformat) as key:
-        zfs.create(name, key=key)
+        zfs.create(name, fast(keyformat), key=key)
         zfs.unmount(name)
         zfs.unload_key(name)
         assert zfs.get([name], ["keystatus"]).value(name, "keystatus") == "unavailable"
@@ -103,7 +109,7 @@ def test_typed_errors_for_missing_unloaded_and_misused(zfs: Zfs, pool: str) -> N
 
     name = f"{pool}/enc"
     with Key.passphrase(PASSPHRASE) as key:
-        zfs.create(name, key=key)
+        zfs.create(name, fast("passphrase"), key=key)
         zfs.create(f"{name}/child")
         with pytest.raises(e.DatasetExists):
             zfs.create(name, key=key)
