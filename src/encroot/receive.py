@@ -78,6 +78,18 @@ class ReceiveRequest:
     allow_encryption_change: bool = False
     keep_old: DatasetName | None = None
 
+    def __post_init__(self) -> None:
+        if self.allow_encryption_change and not self.force:
+            raise InputError("--allow-encryption-change requires -F (it replaces the target)",
+                             subject="--allow-encryption-change")
+        if self.keep_old is not None and not self.allow_encryption_change:
+            raise InputError("--keep-old goes with --allow-encryption-change",
+                             subject="--keep-old")
+        if self.keep_old is not None and (self.keep_old == self.target or
+                                          self.keep_old.is_descendant_of(self.target)):
+            raise InputError(f"--keep-old {self.keep_old!r}: must be outside the target",
+                             subject="--keep-old")
+
     def zfs_flags(self) -> list[str]:
         """The plain ``zfs receive`` flags this request carries."""
         pairs = (("-F", self.force), ("-u", self.no_mount), ("-v", self.verbose),
@@ -360,9 +372,6 @@ def plan_receive(request: ReceiveRequest, state: TargetState, stream: StreamInfo
         ReceiveRefused: a precondition fails; the message names it.
     """
     target = DatasetName(request.target)
-    if not request.force:
-        raise InputError("--allow-encryption-change requires -F (it replaces the target)",
-                         subject="--allow-encryption-change")
     if target.is_pool_root:
         raise _refuse(f"target {target!r} is a pool's root dataset, which user space cannot "
                       "rename or destroy; to move an encrypted pool root use `encroot "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,32 @@ def test_unknown_lab_version_is_one_line_exit_2(capsys: pytest.CaptureFixture[st
     assert main(["lab", "build", "--zfs", "9.9"]) == 2
     err = capsys.readouterr().err
     assert err == "encroot: --zfs '9.9': the lab offers OpenZFS 2.1, 2.3, 2.4\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["receive", "--allow-encryption-change", "tank/x"], "requires -F"),
+    (["receive", "-F", "-o", "novalue", "tank/x"], "expected property=value"),
+    (["receive", "-F", "tank/../x"], "dataset name"),
+    (["receive", "-F", "--keep-old", "tank/old", "tank/x"], "goes with"),
+])
+def test_receive_input_errors_exit_2_before_touching_zfs(
+        args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_stream_inspect_of_a_sample(capsys: pytest.CaptureFixture[str]) -> None:
+    sample = Path(__file__).parent.parent / "data" / "streams" / "raw-replication.zstream"
+    assert main(["stream", "inspect", str(sample)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("replication package: full, raw")
+    assert "dataset p/enc/child/grandchild" in out
+
+
+def test_stream_inspect_of_garbage_names_the_file(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"x" * 400)
+    assert main(["stream", "inspect", str(garbage)]) == 2
+    assert f"stream file '{garbage}': not a zfs send stream" in capsys.readouterr().err

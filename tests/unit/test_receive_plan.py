@@ -89,7 +89,6 @@ def test_keep_old_keeps_instead_of_destroying() -> None:
 
 
 @pytest.mark.parametrize(("options", "current", "stream_name", "message"), [
-    ({"force": False}, state(), "raw-full", "requires -F"),
     ({"target": DatasetName("dst")}, state(), "raw-full", "encroot migrate"),
     ({}, state(feature="disabled"), "raw-full", "zpool set feature@encryption=enabled dst"),
     ({"properties": {"keyformat": "hex"}}, state(), "raw-full", "cannot be set or excluded"),
@@ -114,6 +113,17 @@ def test_refusals_name_the_rule(options: dict[str, object], current: TargetState
         plan_receive(request(**options), current, info)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"force": False}, "requires -F"),
+    ({"allow_encryption_change": False, "keep_old": DatasetName("dst/x")}, "goes with"),
+    ({"keep_old": DatasetName("dst/fs/inside")}, "outside the target"),
+])
+def test_bad_option_combinations_are_input_errors(options: dict[str, object],
+                                                  message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        request(**options)
 
 
 def test_feature_disabled_does_not_matter_for_unencrypted_streams() -> None:
