@@ -807,13 +807,8 @@ def _all_unmounted(state: TargetState) -> bool:
 
 def run_plain(zfs: Zfs, request: ReceiveRequest, stream_fd: int) -> Result:
     """Plain ``zfs receive`` with the request's options; the result is ZFS's own."""
-    args = ["receive", *request.zfs_flags()]
-    for key, value in request.properties.items():
-        args += ["-o", f"{key}={value}"]
-    for name in request.excluded:
-        args += ["-x", name]
-    args.append(request.target)
-    return zfs.execute(zfs.zfs_command(*args, mutates=True), check=False, stdin_fd=stream_fd)
+    return zfs.receive(request.target, stream_fd, options=request.zfs_flags(),
+                       properties=request.properties, excluded=request.excluded, check=False)
 
 
 def pass_options(values: Sequence[str]) -> dict[str, str]:

@@ -52,7 +52,6 @@ class JobResult:
     returncode: int
     zfs_version: str
     seconds: float
-    console_log: Path | None
 
 
 def source_share() -> tuple[Path, str]:
@@ -219,4 +218,4 @@ def _collect(job_dir: Path, out_dir: Path | None, started: float) -> JobResult:
         shutil.copytree(job_dir / "out", out_dir, dirs_exist_ok=True)
         (out_dir / "zfs-version.txt").write_text(zfs_version + "\n")
     return JobResult(int(rc_file.read_text().strip() or SETUP_FAILED), zfs_version,
-                     time.monotonic() - started, None)
+                     time.monotonic() - started)

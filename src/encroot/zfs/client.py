@@ -272,10 +272,11 @@ class Zfs:
 
     def receive(self, target: str, stream_fd: int, *, options: Sequence[str] = (),
                 properties: Mapping[str, str] | None = None,
-                excluded: Sequence[str] = ()) -> Result:
+                excluded: Sequence[str] = (), check: bool = True) -> Result:
         """``zfs receive [OPTIONS] [-o P=V]... [-x P]... TARGET`` reading ``stream_fd``.
 
         ``options`` are single-letter flags such as ``-u``, ``-s``, ``-F``, ``-v``.
+        With ``check`` False a failure is returned as ZFS reported it, not raised.
         """
         for option in options:
             if option not in RECEIVE_FLAGS:
@@ -285,7 +286,8 @@ class Zfs:
         for name in excluded:
             args += ["-x", _check_property_name(name)]
         args.append(DatasetName(target))
-        return self.execute(self.zfs_command(*args, mutates=True), stdin_fd=stream_fd)
+        return self.execute(self.zfs_command(*args, mutates=True), stdin_fd=stream_fd,
+                            check=check)
 
     def mount(self, name: str) -> None:
         self.execute(self.zfs_command("mount", DatasetName(name), mutates=True))
