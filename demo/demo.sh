@@ -53,7 +53,7 @@ echo "  snapshot GUIDs: src $(zfs get -H -o value guid src/fs@A), dst $(zfs get 
 zfs list -r -o name,encryption,encryptionroot,keystatus,mounted dst
 
 echo "== history of src holds no key material:"
-if zpool history -il src | grep -c -e 'correct horse' -e 5a5a5a5a; then
+if zpool history -il src | grep -q -e 'correct horse' -e 5a5a5a5a; then
     echo "KEY FOUND IN HISTORY"; exit 1
 fi
 echo "  none found"
