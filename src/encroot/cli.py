@@ -149,7 +149,9 @@ def _receive(args: argparse.Namespace) -> int:
     from .zfs import Zfs
 
     target = DatasetName(args.target)
-    zfs = Zfs(log=_stderr_line if args.verbose else None)
+    # Plain receives print only what zfs prints; -v there is zfs's own verbose mode.
+    ours = args.allow_encryption_change or args.recover
+    zfs = Zfs(log=_stderr_line if args.verbose and ours else None)
     say = _stderr_line if args.verbose else _quiet
     if args.recover:
         report = rx.recover(zfs, target, say=say)
