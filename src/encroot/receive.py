@@ -143,8 +143,7 @@ class TargetState:
     @property
     def temp_resumable(self) -> bool:
         """The temporary holds a partial receive that ``zfs send -t`` can resume."""
-        top = self.temp.get(temp_name(self.target), {})
-        return top.get("receive_resume_token", "-") not in ("-", "")
+        return _resumable(self.temp.get(temp_name(self.target)))
 
     def needs_recovery(self, *, resuming: bool = False) -> bool:
         """An interrupted replacement left names or markers to clean up first.
@@ -431,7 +430,7 @@ def _plan_resume(request: ReceiveRequest, state: TargetState, checks: list[str],
                                                                 "interrupted receive"]),
                            notes=tuple(notes), steps=_replace_steps(request, state, old),
                            **base)
-    if state.tree.get(target, {}).get("receive_resume_token", "-") not in ("-", ""):
+    if _resumable(state.tree.get(target)):
         steps = (Step("receive", target, "zfs receive -s resumes the interrupted receive"),)
         return ReceivePlan("resume", target, target, None, checks=tuple(checks), notes=(),
                            steps=steps, **base)
@@ -557,8 +556,9 @@ def _recover_after_failure(zfs: Zfs, target: DatasetName, say: Callable[[str], N
 def _undo_before_swap(context: _Context) -> None:
     """The old tree is untouched: drop the temporary and mount what we unmounted."""
     temp = temp_name(context.plan.target)
-    keep_partial = context.request.resumable and _has_resume_token(context.zfs, temp)
-    if not keep_partial and context.zfs.exists(temp):
+    props = _get(context.zfs, [temp]).get(temp)
+    keep_partial = context.request.resumable and _resumable(props)
+    if props is not None and not keep_partial:
         context.zfs.destroy(temp, recursive=True)
     for name in reversed(context.unmounted):
         try:
@@ -567,12 +567,9 @@ def _undo_before_swap(context: _Context) -> None:
             context.say(f"could not mount {name} again: {exc}")
 
 
-def _has_resume_token(zfs: Zfs, name: str) -> bool:
-    try:
-        token = zfs.get([name], ["receive_resume_token"]).value(name, "receive_resume_token")
-    except DatasetNotFound:
-        return False
-    return token not in (None, "-", "")
+def _resumable(props: Props | None) -> bool:
+    """The dataset holds a partial ``-s`` receive that ``zfs send -t`` can resume."""
+    return props is not None and props.get("receive_resume_token", "-") not in ("-", "")
 
 
 def _do_unmount(context: _Context, step: Step) -> None:
