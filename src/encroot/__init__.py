@@ -6,6 +6,7 @@ The public API is what ``__all__`` lists; everything else may change.
 """
 
 from ._version import __version__
+from .dataset import ChangeKey, Dataset, change_keys, change_keys_async
 from .errors import (
     DatasetBusy,
     DatasetExists,
@@ -31,9 +32,20 @@ from .errors import (
 )
 from .keys import Key
 from .names import DatasetName, PoolName, SnapshotName, UserPropertyName
+from .rotate import (
+    ChangeKeyResult,
+    PendingRotation,
+    RecoveryResult,
+    RotationFailed,
+    RotationRefused,
+    StrategyUnavailable,
+)
 from .zfs import Zfs
 
 __all__ = [
+    "ChangeKey",
+    "ChangeKeyResult",
+    "Dataset",
     "DatasetBusy",
     "DatasetExists",
     "DatasetName",
@@ -53,13 +65,20 @@ __all__ = [
     "NotEncrypted",
     "NotEncryptionRoot",
     "OutOfSpace",
+    "PendingRotation",
     "PermissionDenied",
     "PoolName",
     "PoolNotFound",
+    "RecoveryResult",
+    "RotationFailed",
+    "RotationRefused",
     "SnapshotName",
+    "StrategyUnavailable",
     "UserPropertyName",
     "Zfs",
     "ZfsError",
     "ZfsUnavailable",
     "__version__",
+    "change_keys",
+    "change_keys_async",
 ]

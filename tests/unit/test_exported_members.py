@@ -13,7 +13,9 @@ def test_top_level_exports() -> None:
         "InvalidName", "InvalidProperty", "Key", "KeyAlreadyLoaded", "KeyNotLoaded", "LabError",
         "NotEncrypted", "NotEncryptionRoot", "OutOfSpace", "PermissionDenied", "PoolName",
         "PoolNotFound", "SnapshotName", "UserPropertyName", "Zfs", "ZfsError", "ZfsUnavailable",
-        "__version__",
+        "__version__", "ChangeKey", "ChangeKeyResult", "Dataset", "PendingRotation",
+        "RecoveryResult", "RotationFailed", "RotationRefused", "StrategyUnavailable",
+        "change_keys", "change_keys_async",
     }
     for name in encroot.__all__:
         assert hasattr(encroot, name), name

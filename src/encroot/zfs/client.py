@@ -10,11 +10,13 @@ shown as ``< <secret>``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, PoolNotFound
+from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, PoolNotFound, ZfsError
 from ..keys import Key
 from ..names import DatasetName, PoolName, SnapshotName, validate_property_value
 from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, parse_version
@@ -67,6 +69,8 @@ class Zfs:
     dry_run: bool = False
     log: Callable[[str], None] | None = None
     planned: list[Command] = field(default_factory=list)
+    # Detected features (e.g. which rotation strategies exist), kept for this Zfs's life.
+    features: dict[str, object] = field(default_factory=dict, repr=False)
     _version: ZfsVersion | None = field(default=None, repr=False)
 
     # -- plumbing --------------------------------------------------------------
@@ -83,11 +87,13 @@ class Zfs:
         return Command((self._paths().zpool, *args), mutates=mutates, secret_stdin=secret)
 
     def execute(self, command: Command, *, key: Key | None = None, check: bool = True,
-                stdin_fd: int | None = None, timeout: float | None = None) -> Result:
+                stdin_fd: int | None = None, data: bytes | None = None,
+                timeout: float | None = None) -> Result:
         """Run ``command`` (or record it in a dry run); raise its typed error unless ``check``.
 
         ``key`` is written to the command's stdin from the key's own buffer;
-        ``stdin_fd`` is handed to the command as its stdin instead.
+        ``data`` (never a secret, e.g. a channel program) is written there
+        instead; ``stdin_fd`` is handed to the command as its stdin instead.
         """
         if command.secret_stdin != (key is not None):
             raise ValueError("a command takes a key on stdin exactly when it is marked secret")
@@ -97,14 +103,14 @@ class Zfs:
         if self.dry_run and command.mutates:
             self.planned.append(command)
             return Result(command, 0, "", "")
-        stdin = key.material() if key is not None else None
+        stdin: memoryview | bytes | None = key.material() if key is not None else data
         try:
             if stdin_fd is not None:
                 result = self.runner.run(command, stdin_fd=stdin_fd, timeout=timeout)
             else:
                 result = self.runner.run(command, stdin=stdin, timeout=timeout)
         finally:
-            if stdin is not None:
+            if isinstance(stdin, memoryview):
                 stdin.release()
         if check and not result.ok:
             raise translate(result)
@@ -317,6 +323,70 @@ class Zfs:
         except IncorrectKey:
             return False
         return True
+
+    def change_key(self, name: str, key: Key | None = None, *,
+                   properties: Mapping[str, str] | None = None, inherit: bool = False,
+                   check: bool = True) -> Result:
+        """``zfs change-key [-i] [-o P=V]... NAME``; ``key`` (if any) goes on stdin.
+
+        ZFS reads the new key from the dataset's ``keylocation`` (the one
+        given in ``properties`` or the current one): pass ``key`` exactly
+        when that is ``prompt``; for ``file://`` ZFS reads the file itself.
+        ``properties`` may hold keyformat, keylocation, pbkdf2iters and, on
+        an OpenZFS whose change-key accepts them, user properties.
+
+        Raises:
+            KeyNotLoaded, NotEncrypted, NotEncryptionRoot, DatasetNotFound, ZfsError.
+        """
+        if inherit and key is not None:
+            raise ValueError("change-key -i takes no key")
+        args = ["change-key"] + (["-i"] if inherit else [])
+        args += [*_property_args("-o", properties or {}), DatasetName(name)]
+        return self.execute(self.zfs_command(*args, mutates=True, secret=key is not None),
+                            key=key, check=check)
+
+    def change_key_accepts_user_properties(self, name: str) -> bool:
+        """Whether this ``zfs change-key`` can set user properties (upstream e635d27ebc).
+
+        Detected, not inferred from a version: ``-o atime=on`` is refused by
+        every ``zfs change-key`` before anything changes, and the refusal
+        names the properties it would accept.  ``name`` must be an encrypted
+        dataset that is not a clone, or the refusal comes earlier and says
+        nothing about properties.
+        """
+        probe = self.zfs_command("change-key", "-o", "atime=on", DatasetName(name))
+        result = self.execute(probe, check=False, data=b"")
+        if result.ok:
+            raise ZfsError(f"zfs change-key accepted atime on {name}; refusing to go on",
+                           argv=probe.argv, stderr=result.stderr)
+        return "and user properties may be set" in result.stderr
+
+    def program(self, pool: str, script: str, *, read_only: bool = False,
+                instructions: int | None = None, memory: int | None = None) -> Any:
+        """Run a channel program (``zfs program -j``, script on stdin); return its value.
+
+        A read-only program (``-n``) runs in a dry run too, as a read.
+
+        Raises:
+            PermissionDenied (channel programs need root), ZfsError (the
+            program failed; ZFS's message says where).
+        """
+        args = ["program", "-j"] + (["-n"] if read_only else [])
+        if instructions is not None:
+            args += ["-t", str(int(instructions))]
+        if memory is not None:
+            args += ["-m", str(int(memory))]
+        args += [PoolName(pool), "-"]
+        result = self.execute(self.zfs_command(*args, mutates=not read_only),
+                              data=script.encode())
+        if self.dry_run and not read_only:
+            return None
+        try:
+            return json.loads(result.stdout).get("return")
+        except (ValueError, AttributeError) as exc:
+            raise ZfsError(f"zfs program printed something other than JSON: "
+                           f"{result.stdout[:200]!r}", argv=result.command.argv,
+                           stderr=result.stderr) from exc
 
     def unload_key(self, name: str, *, recursive: bool = False) -> None:
         args = ["unload-key"] + (["-r"] if recursive else []) + [DatasetName(name)]

@@ -1,0 +1,149 @@
+"""The rotation journal: what encroot writes before a key change, and how a
+pending one is resolved from ZFS's own evidence.
+
+Protocol (docs/design.md, "Key rotation"):
+
+1. *intent*: one channel program sets ``encroot:rotation`` (this module's
+   ``Marker``, JSON) and stages each new user property value ``P=V`` as
+   ``encroot:P=V``, on every dataset of the batch, in one transaction group;
+2. ``zfs change-key`` on each dataset;
+3. *finish*: one channel program copies the staged values onto their
+   properties and removes the staged copies and the marker (commit), or
+   only removes them (abort), again in one transaction group.
+
+The user-visible properties change only in step 3, atomically.  A marker
+found later means step 2's outcome is unknown; ``decide`` tells from
+evidence whether the key changed (commit) or not (abort), or says that it
+cannot tell without a key.  Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from ..errors import InputError
+
+__all__ = ["Decision", "Marker", "Owner", "decide", "history_shows_change"]
+
+Verdict = Literal["commit", "abort", "unknown"]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that wrote a marker: a live owner is still working on it."""
+
+    host: str
+    boot_id: str
+    pid: int
+    start: str
+
+
+@dataclass(frozen=True)
+class Marker:
+    """The value of ``encroot:rotation``: enough to decide after a crash.
+
+    ``old_*`` are the dataset's key properties before the rotation; the
+    ``new_*`` fields are what the change-key asked for (None: unchanged).
+    """
+
+    id: str
+    started: str
+    owner: Owner
+    inherit: bool
+    old_keyformat: str
+    old_pbkdf2salt: str
+    old_pbkdf2iters: str
+    old_encryptionroot: str
+    new_keyformat: str | None = None
+    new_pbkdf2iters: str | None = None
+    new_keylocation: str | None = None
+    version: int = field(default=1)
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str) -> Marker:
+        """Parse a marker; InputError when it is not one encroot wrote."""
+        try:
+            data = json.loads(text)
+            owner = Owner(**data.pop("owner"))
+            marker = cls(owner=owner, **data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InputError(f"encroot:rotation value {text[:80]!r}: not a journal encroot "
+                             "wrote (expected its JSON)") from exc
+        if marker.version != 1:
+            raise InputError(f"encroot:rotation: journal version {marker.version} is newer "
+                             "than this encroot understands")
+        return marker
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a pending journal, and the evidence for it."""
+
+    verdict: Verdict
+    evidence: str
+
+
+def decide(marker: Marker, dataset: str, now: Mapping[str, str], *,
+           new_key_matches: bool | None = None, old_key_matches: bool | None = None,
+           history: str | None = None) -> Decision:
+    """Did the interrupted rotation's ``zfs change-key`` take effect?
+
+    Args:
+        now: the dataset's current keyformat, pbkdf2salt, pbkdf2iters, encryptionroot.
+        new_key_matches / old_key_matches: result of ``zfs load-key -n`` with
+            the rotation's new or old key, when the caller supplied one.
+        history: ``zpool history -i`` text of the pool, when read.
+
+    Only evidence that proves one outcome is used: the key itself, or a
+    property that only a change-key can alter.  "unknown" means a key is needed.
+    """
+    if new_key_matches is not None:
+        return Decision("commit" if new_key_matches else "abort",
+                        f"the new key {'is' if new_key_matches else 'is not'} the current key "
+                        "(zfs load-key -n)")
+    if old_key_matches is not None:
+        return Decision("abort" if old_key_matches else "commit",
+                        f"the old key {'is still' if old_key_matches else 'is no longer'} "
+                        "the current key (zfs load-key -n)")
+    if marker.inherit:
+        changed = now.get("encryptionroot") != marker.old_encryptionroot
+        return Decision("commit" if changed else "abort",
+                        f"encryptionroot is {now.get('encryptionroot')!r} "
+                        f"(was {marker.old_encryptionroot!r})")
+    if now.get("keyformat") != marker.old_keyformat:
+        return Decision("commit", f"keyformat changed from {marker.old_keyformat} "
+                                  f"to {now.get('keyformat')}")
+    if marker.old_keyformat == "passphrase":
+        changed = now.get("pbkdf2salt") != marker.old_pbkdf2salt
+        return Decision("commit" if changed else "abort",
+                        "pbkdf2salt " + ("changed (every passphrase change draws a new salt)"
+                                         if changed else "is unchanged (a passphrase change "
+                                         "would have drawn a new salt)"))
+    if (marker.new_pbkdf2iters is not None and marker.new_pbkdf2iters != marker.old_pbkdf2iters
+            and now.get("pbkdf2iters") == marker.new_pbkdf2iters):
+        return Decision("commit", "pbkdf2iters took the new value")
+    if history is not None and history_shows_change(history, marker.id, dataset):
+        return Decision("commit", "pool history records the zfs change-key after the journal")
+    return Decision("unknown", "the key format stayed the same and pool history has no record "
+                               "of the change-key; a key is needed to tell")
+
+
+def history_shows_change(history: str, journal_id: str, dataset: str) -> bool:
+    """True when ``zpool history -i`` records ``zfs change-key ... DATASET`` after the journal.
+
+    libzfs logs a command line only after the command succeeded, so such a
+    line proves the key changed.  Its absence proves nothing: a crash can
+    come between the change and the log.
+    """
+    start = history.find(journal_id)
+    if start < 0:
+        return False
+    command = re.compile(r"^\S+ zfs change-key(?: \S+)* " + re.escape(dataset) + r"(?: \[.*\])?$")
+    return any(command.match(line) for line in history[start:].splitlines())
