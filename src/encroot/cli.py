@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .cli_rotate import add_rotate_commands
 from .errors import EncrootError, InputError, LabError, ZfsError, ZfsUnavailable
 
 __all__ = ["main"]
@@ -151,11 +152,11 @@ def _receive(args: argparse.Namespace) -> int:
     target = DatasetName(args.target)
     # Plain receives print only what zfs prints; -v there is zfs's own verbose mode.
     ours = args.allow_encryption_change or args.recover
-    zfs = Zfs(log=_stderr_line if args.verbose and ours else None)
-    say = _stderr_line if args.verbose else _quiet
+    zfs = Zfs(log=say_to_stderr if args.verbose and ours else None)
+    say = say_to_stderr if args.verbose else _quiet
     if args.recover:
         report = rx.recover(zfs, target, say=say)
-        _print(args.json, {"target": str(target), "recovery": report.actions},
+        emit(args.json, {"target": str(target), "recovery": report.actions},
                [f"{target}: " + ("; ".join(report.actions) or "nothing to recover")])
         return EXIT_OK
     request = rx.ReceiveRequest(
@@ -173,11 +174,11 @@ def _receive(args: argparse.Namespace) -> int:
         sys.stderr.write(outcome.plain.stderr)
         return outcome.plain.returncode
     if outcome.plan is not None:
-        _print(args.json, {"dry_run": True, **outcome.plan.to_json()}, _plan_lines(outcome.plan))
+        emit(args.json, {"dry_run": True, **outcome.plan.to_json()}, _plan_lines(outcome.plan))
         return EXIT_OK
     assert outcome.result is not None
     sys.stderr.write(outcome.result.zfs_output)
-    _print(args.json, outcome.result.to_json(), _result_lines(outcome.result))
+    emit(args.json, outcome.result.to_json(), _result_lines(outcome.result))
     return EXIT_OK
 
 
@@ -261,11 +262,11 @@ def _stream_inspect(args: argparse.Namespace) -> int:
         root = " [encryption root]" if dataset.is_encroot else ""
         lines.append(f"  dataset {dataset.name}{root}")
         lines += [f"    @{snap.name} guid {snap.guid}" for snap in dataset.snapshots]
-    _print(args.json, info.to_json(), lines)
+    emit(args.json, info.to_json(), lines)
     return EXIT_OK
 
 
-def _stderr_line(line: str) -> None:
+def say_to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -273,7 +274,7 @@ def _quiet(line: str) -> None:
     del line
 
 
-def _print(as_json: bool, document: dict[str, object], lines: Sequence[str]) -> None:
+def emit(as_json: bool, document: dict[str, object], lines: Sequence[str]) -> None:
     if as_json:
         print(json.dumps(document, indent=2, sort_keys=True))
     else:
@@ -290,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
     _add_receive(commands)
+    add_rotate_commands(commands)
     _add_stream(commands)
     _add_lab(commands)
     return parser

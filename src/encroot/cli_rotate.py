@@ -1,0 +1,266 @@
+"""The ``change-key``, ``recover`` and ``get`` subcommands (see ``encroot.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .keys import Key, KeyFormat
+from .names import DatasetName
+from .rotate import STRATEGIES, ChangeKeyRequest, RotationFailed, plan_for, recover, rotate_keys
+from .rotate.run import read_state, user_properties
+from .zfs import Zfs
+
+__all__ = ["add_rotate_commands"]
+
+KEY_OPTIONS = ("keyformat", "keylocation", "pbkdf2iters")
+
+
+def add_rotate_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add change-key, recover and get to the ``encroot`` parser."""
+    change = commands.add_parser(
+        "change-key",
+        help="change a key and user properties as one step",
+        description="Change the key of each DATASET (an encryption root) and set user "
+                    "properties with it, so that a crash never leaves properties describing "
+                    "the wrong key. The strategy is chosen automatically (native: zfs "
+                    "change-key sets the properties itself; journal: a crash-safe protocol "
+                    "that `encroot recover` finishes) and reported. Keys are read from files, "
+                    "stdin or the terminal and reach zfs only on its stdin.")
+    change.add_argument("-l", dest="load", action="store_true",
+                        help="load the current key first if it is not loaded")
+    change.add_argument("-i", dest="inherit", action="store_true",
+                        help="inherit the parent's key instead of a new one")
+    change.add_argument("-o", dest="options", action="append", default=[], metavar="PROP=VALUE",
+                        help="keyformat, keylocation, pbkdf2iters, or a user property ns:prop")
+    keys = change.add_mutually_exclusive_group()
+    keys.add_argument("--key-file", action="append", default=[], metavar="FILE",
+                      help="the new key (once per DATASET, in order)")
+    keys.add_argument("--key-dir", type=Path, metavar="DIR",
+                      help="new keys as files DIR/<dataset name>")
+    keys.add_argument("--key-stdin", action="store_true", help="read the new key from stdin")
+    change.add_argument("--current-key-file", action="append", default=[], metavar="FILE",
+                        help="with -l: the current key (once per DATASET); else prompted")
+    change.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                        help="auto (default): native, then channel-program, then journal")
+    change.add_argument("-n", dest="dry_run", action="store_true",
+                        help="print the plan and change nothing")
+    change.add_argument("-v", dest="verbose", action="store_true",
+                        help="print each step and zfs command")
+    change.add_argument("--json", action="store_true", help="print one JSON object")
+    change.add_argument("datasets", nargs="+", metavar="DATASET")
+    change.set_defaults(handler=_change_key)
+
+    rec = commands.add_parser(
+        "recover", help="finish or undo an interrupted change-key",
+        description="Resolve a pending key rotation on DATASET: from the rotation's new or "
+                    "old key when given (zfs load-key -n), else from key-free evidence "
+                    "(encryptionroot, keyformat, pbkdf2salt, pool history).")
+    which = rec.add_mutually_exclusive_group()
+    which.add_argument("--new-key-file", metavar="FILE",
+                       help="the key the interrupted rotation was installing")
+    which.add_argument("--old-key-file", metavar="FILE", help="the key before that rotation")
+    rec.add_argument("--force", action="store_true",
+                     help="resolve even if the writing process still seems to run")
+    rec.add_argument("-n", dest="dry_run", action="store_true",
+                     help="say what would be done and change nothing")
+    rec.add_argument("--json", action="store_true", help="print one JSON object")
+    rec.add_argument("dataset", metavar="DATASET")
+    rec.set_defaults(handler=_recover)
+
+    get = commands.add_parser(
+        "get", help="user properties, never stale during a rotation",
+        description="Print DATASET's user properties. A pending key rotation is resolved "
+                    "first, or reported as an error, rather than showing values that may "
+                    "describe the wrong key.")
+    get.add_argument("--json", action="store_true", help="print one JSON object")
+    get.add_argument("dataset", metavar="DATASET")
+    get.add_argument("properties", nargs="*", metavar="PROP")
+    get.set_defaults(handler=_get)
+
+
+def _split_options(options: Sequence[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``-o`` values as (key options, user properties)."""
+    key_options: dict[str, str] = {}
+    user: dict[str, str] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep:
+            raise InputError(f"-o {option!r}: expected PROP=VALUE")
+        target = key_options if name in KEY_OPTIONS else user
+        if name in target:
+            raise InputError(f"-o {name}: given twice")
+        if name not in KEY_OPTIONS and ":" not in name:
+            raise InputError(f"-o {name}: change-key sets only keyformat, keylocation, "
+                             "pbkdf2iters and user properties (ns:prop)")
+        target[name] = value
+    return key_options, user
+
+
+def _key_format(key_options: dict[str, str]) -> KeyFormat | None:
+    value = key_options.get("keyformat")
+    if value is not None and value not in ("hex", "raw", "passphrase"):
+        raise InputError(f"-o keyformat={value}: use hex, raw or passphrase")
+    return value  # type: ignore[return-value]
+
+
+def _iterations(key_options: dict[str, str]) -> int | None:
+    value = key_options.get("pbkdf2iters")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InputError(f"-o pbkdf2iters={value}: must be a whole number")
+    return int(value)
+
+
+def _per_dataset(files: Sequence[str], datasets: Sequence[str], option: str) -> list[str | None]:
+    if not files:
+        return [None] * len(datasets)
+    if len(files) != len(datasets):
+        raise InputError(f"{option}: given {len(files)} time(s) for {len(datasets)} dataset(s); "
+                         "give it once per dataset, in order")
+    return list(files)
+
+
+def _read_key(path: str | os.PathLike[str], keyformat: KeyFormat | None, what: str) -> Key:
+    try:
+        return Key.from_file(path, keyformat)
+    except OSError as exc:
+        raise InputError(f"{what} {str(path)!r}: cannot read it ({exc.strerror})",
+                         subject=str(path)) from exc
+
+
+@contextlib.contextmanager
+def _closing_all(keys: list[Key | None]) -> Iterator[list[Key | None]]:
+    try:
+        yield keys
+    finally:
+        for key in keys:
+            if key is not None:
+                key.close()
+
+
+def _new_keys(args: argparse.Namespace, zfs: Zfs, keyformat: KeyFormat | None,
+              location: str | None) -> list[Key | None]:
+    datasets = args.datasets
+    if args.inherit:
+        if args.key_file or args.key_dir or args.key_stdin:
+            raise InputError("-i inherits the parent's key; give no new key")
+        return [None] * len(datasets)
+    if args.key_stdin:
+        if len(datasets) > 1:
+            raise InputError("--key-stdin: one key for one dataset; use --key-file or --key-dir")
+        return [Key.from_stdin(keyformat)]
+    if args.key_dir is not None:
+        return [_read_key(args.key_dir / name, keyformat, "key file") for name in datasets]
+    files = _per_dataset(args.key_file, datasets, "--key-file")
+    if args.key_file:
+        return [_read_key(f, keyformat, "--key-file") for f in files if f is not None]
+    if location is not None and location.startswith("file://"):
+        return [None] * len(datasets)  # zfs reads the new key from the keylocation file
+    formats = _current(zfs, datasets, "keyformat")
+    return [Key.prompt(keyformat or formats.get(name) or "passphrase",  # type: ignore[arg-type]
+                       confirm=True, label=f"{name} (new)") for name in datasets]
+
+
+def _current(zfs: Zfs, datasets: Sequence[str], prop: str) -> dict[str, str]:
+    return {name: state.props.get(prop, "") for name, state in read_state(zfs, datasets).items()}
+
+
+def _current_keys(args: argparse.Namespace, zfs: Zfs) -> list[Key | None]:
+    if not args.load:
+        if args.current_key_file:
+            raise InputError("--current-key-file is used with -l only")
+        return [None] * len(args.datasets)
+    files = _per_dataset(args.current_key_file, args.datasets, "--current-key-file")
+    status = _current(zfs, args.datasets, "keystatus")
+    formats = _current(zfs, args.datasets, "keyformat")
+    keys: list[Key | None] = []
+    for name, path in zip(args.datasets, files, strict=True):
+        if status.get(name) == "available":
+            keys.append(None)
+        elif path is not None:
+            keys.append(_read_key(path, formats.get(name) or None,  # type: ignore[arg-type]
+                                  "--current-key-file"))
+        else:
+            keys.append(Key.prompt(formats.get(name) or "passphrase",  # type: ignore[arg-type]
+                                   label=f"{name} (current)"))
+    return keys
+
+
+def _change_key(args: argparse.Namespace) -> int:
+    from .cli import EXIT_FAILED, EXIT_OK, emit, say_to_stderr
+
+    key_options, user = _split_options(args.options)
+    datasets = [DatasetName(name) for name in args.datasets]
+    zfs = Zfs(dry_run=args.dry_run, log=say_to_stderr if args.verbose else None)
+    keyformat = _key_format(key_options)
+    location = key_options.get("keylocation")
+    with _closing_all(_new_keys(args, zfs, keyformat, location)) as new, \
+            _closing_all(_current_keys(args, zfs)) as current:
+        requests = [ChangeKeyRequest(
+            name, key, user, keyformat=None if key is not None else keyformat,
+            keylocation=location, pbkdf2iters=_iterations(key_options), inherit=args.inherit,
+            load_key=old, strategy=args.strategy)
+            for name, key, old in zip(datasets, new, current, strict=True)]
+        if args.dry_run:
+            plan = plan_for(zfs, requests)
+            emit(args.json, {"dry_run": True, **plan.as_json()},
+                 [f"strategy: {plan.strategy}", "checks:"]
+                 + [f"  ok  {check}" for check in plan.checks]
+                 + ["steps:"] + [f"  {n}. {s}" for n, s in enumerate(plan.steps(), 1)])
+            return EXIT_OK
+        try:
+            results = rotate_keys(zfs, requests, say=say_to_stderr if args.verbose else None)
+        except RotationFailed as failed:
+            results = failed.results
+    emit(args.json, {"results": [r.as_json() for r in results]},
+         [_result_line(r) for r in results])
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _result_line(result: object) -> str:
+    from .rotate import ChangeKeyResult
+
+    assert isinstance(result, ChangeKeyResult)
+    if not result.ok:
+        return f"{result.dataset}: not changed: {result.error}"
+    props = " ".join(f"{k}={v}" for k, v in result.properties.items())
+    line = (f"{result.dataset}: key changed ({result.keyformat}, encryption root "
+            f"{result.encryptionroot}; strategy {result.strategy})")
+    return line + (f"; {props}" if props else "")
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from .cli import EXIT_OK, emit
+
+    zfs = Zfs(dry_run=args.dry_run)
+    name = DatasetName(args.dataset)
+    path = args.new_key_file or args.old_key_file
+    key = _read_key(path, None, "key file") if path else None
+    with _closing_all([key]):
+        outcome = recover(zfs, name, new_key=key if args.new_key_file else None,
+                          old_key=key if args.old_key_file else None, force=args.force)
+    verb = {"none": "nothing to recover", "committed": "rotation finished (committed)",
+            "aborted": "rotation undone (aborted)",
+            "in-progress": "a rotation is running now; left alone"}[outcome.action]
+    emit(args.json, {"dry_run": args.dry_run, **outcome.as_json()},
+         [f"{name}: {'(dry run) ' if args.dry_run else ''}{verb}: {outcome.evidence}"])
+    return EXIT_OK
+
+
+def _get(args: argparse.Namespace) -> int:
+    from .cli import EXIT_OK, emit
+
+    values = user_properties(Zfs(), DatasetName(args.dataset))
+    if args.properties:
+        values = {p: values[p] for p in args.properties if p in values}
+    emit(args.json, {"dataset": args.dataset, "properties": values},
+         [f"{k}\t{v}" for k, v in sorted(values.items())])
+    return EXIT_OK
+
