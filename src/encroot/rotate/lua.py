@@ -123,10 +123,10 @@ for _, e in ipairs(plan) do
   if props[MARKER] ~= nil then
     errors[e.ds] = "a rotation is already pending (" .. MARKER .. " is set)"
   else
-    local err = zfs.check.set_property(e.ds, MARKER, e.marker)
+    local err = zfs.check.set_prop(e.ds, MARKER, e.marker)
     if err ~= 0 then errors[e.ds] = "cannot set " .. MARKER .. ": error " .. err end
     for name, value in pairs(e.staged) do
-      err = zfs.check.set_property(e.ds, PREFIX .. name, value)
+      err = zfs.check.set_prop(e.ds, PREFIX .. name, value)
       if err ~= 0 then errors[e.ds] = "cannot stage " .. name .. ": error " .. err end
     end
   end
@@ -228,7 +228,7 @@ for name, _ in pairs(props) do before[name] = current[name] or {} end
 
 -- Check everything before changing anything.
 for name, value in pairs(props) do
-  local err = zfs.check.set_property(ds, name, value)
+  local err = zfs.check.set_prop(ds, name, value)
   if err ~= 0 then return {error = "cannot set " .. name .. ": error " .. err} end
 end
 local err = zfs.check.change_key(ds, key, format)

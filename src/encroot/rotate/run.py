@@ -412,9 +412,14 @@ def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key 
 
 def _decide(zfs: Zfs, name: DatasetName, marker: Marker, state: DatasetState,
             new_key: Key | None, old_key: Key | None) -> Decision:
-    new_matches = zfs.check_key(name, new_key) if new_key is not None else None
-    old_matches = (zfs.check_key(name, old_key)
-                   if old_key is not None and new_key is None else None)
+    def matches(key: Key | None) -> bool | None:
+        """``load-key -n``; a key of another format than the current one cannot match."""
+        if key is None:
+            return None
+        return key.format == state.props.get("keyformat") and zfs.check_key(name, key)
+
+    new_matches = matches(new_key)
+    old_matches = matches(old_key) if new_key is None else None
     decision = decide(marker, name, state.props, new_key_matches=new_matches,
                       old_key_matches=old_matches)
     if decision.verdict == "unknown":

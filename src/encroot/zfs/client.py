@@ -377,8 +377,14 @@ class Zfs:
         if memory is not None:
             args += ["-m", str(int(memory))]
         args += [PoolName(pool), "-"]
-        result = self.execute(self.zfs_command(*args, mutates=not read_only),
-                              data=script.encode())
+        command = self.zfs_command(*args, mutates=not read_only)
+        result = self.execute(command, data=script.encode(), check=False)
+        if not result.ok:
+            error = translate(result)
+            if type(error) is ZfsError:  # a failed program: keep Lua's message, all lines
+                error = ZfsError(" ".join(result.stderr.split()), argv=command.argv,
+                                 returncode=result.returncode, stderr=result.stderr)
+            raise error
         if self.dry_run and not read_only:
             return None
         try:
