@@ -120,15 +120,20 @@ def decide(marker: Marker, dataset: str, now: Mapping[str, str], *,
     if now.get("keyformat") != marker.old_keyformat:
         return Decision("commit", f"keyformat changed from {marker.old_keyformat} "
                                   f"to {now.get('keyformat')}")
+    if marker.new_keyformat not in (None, marker.old_keyformat):
+        return Decision("abort", f"keyformat is still {marker.old_keyformat} (the change-key "
+                                 f"would have made it {marker.new_keyformat})")
     if marker.old_keyformat == "passphrase":
         changed = now.get("pbkdf2salt") != marker.old_pbkdf2salt
         return Decision("commit" if changed else "abort",
                         "pbkdf2salt " + ("changed (every passphrase change draws a new salt)"
                                          if changed else "is unchanged (a passphrase change "
                                          "would have drawn a new salt)"))
-    if (marker.new_pbkdf2iters is not None and marker.new_pbkdf2iters != marker.old_pbkdf2iters
-            and now.get("pbkdf2iters") == marker.new_pbkdf2iters):
-        return Decision("commit", "pbkdf2iters took the new value")
+    if marker.new_pbkdf2iters not in (None, marker.old_pbkdf2iters):
+        changed = now.get("pbkdf2iters") == marker.new_pbkdf2iters
+        return Decision("commit" if changed else "abort",
+                        f"pbkdf2iters is {now.get('pbkdf2iters')} (was {marker.old_pbkdf2iters}, "
+                        f"the change-key sets {marker.new_pbkdf2iters})")
     if history is not None and history_shows_change(history, marker.id, dataset):
         return Decision("commit", "pool history records the zfs change-key after the journal")
     return Decision("unknown", "the key format stayed the same and pool history has no record "

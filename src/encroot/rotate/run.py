@@ -95,17 +95,20 @@ class ChangeKeyResult:
 
 # -- state and capabilities -------------------------------------------------------
 
-def read_state(zfs: Zfs, datasets: Iterable[str]) -> dict[str, DatasetState]:
-    """Key properties and local user properties of ``datasets`` in one ``zfs get``.
+def read_state(zfs: Zfs, datasets: Iterable[str],
+               user_properties: Iterable[str] = ()) -> dict[str, DatasetState]:
+    """Key properties, the journal marker and the named user properties, in one ``zfs get``.
 
-    Datasets that do not exist are simply absent from the result.
+    The properties are named, not ``all``: ``all`` leaves out hidden ones
+    such as pbkdf2salt.  Datasets that do not exist are absent from the result.
     """
     wanted = list(dict.fromkeys(datasets))
+    names = list(dict.fromkeys([*STATE_PROPERTIES, JOURNAL_MARKER, *user_properties]))
     try:
-        table = zfs.get(wanted, ("all",), use_json=False) if wanted else None
+        table = zfs.get(wanted, names, use_json=False) if wanted else None
     except DatasetNotFound:
         existing = [n for n in wanted if zfs.exists(n)]
-        table = zfs.get(existing, ("all",), use_json=False) if existing else None
+        table = zfs.get(existing, names, use_json=False) if existing else None
     if table is None:
         return {}
     state: dict[str, DatasetState] = {}
@@ -115,6 +118,19 @@ def read_state(zfs: Zfs, datasets: Iterable[str]) -> dict[str, DatasetState]:
         user = {p: v.value for p, v in values.items() if ":" in p and v.source == "local"}
         state[name] = DatasetState(name, props, user)
     return state
+
+
+def _journal_properties(requests: Sequence[ChangeKeyRequest]) -> list[str]:
+    """The user properties a batch sets, and their staged copies."""
+    names = {p for r in requests for p in r.properties}
+    return sorted(names | {STAGE_PREFIX + p for p in names})
+
+
+def _staged_values(zfs: Zfs, name: str) -> dict[str, str]:
+    """A pending journal's staged values, read from all local user properties."""
+    table = zfs.get([name], ("all",), sources=("local",), use_json=False)
+    values = {p: v.value for p, v in table[name].items()} if name in table else {}
+    return DatasetState(name, {}, values).staged()
 
 
 def detect_capabilities(zfs: Zfs, dataset: str) -> Capabilities:
@@ -188,7 +204,13 @@ def plan_for(zfs: Zfs, requests: Sequence[ChangeKeyRequest]) -> RotationPlan:
     """Read state (one ``zfs get``), detect capabilities, and plan."""
     names = [str(r.dataset) for r in requests]
     parents = [str(r.dataset.parent) for r in requests if r.inherit and r.dataset.parent]
-    state = read_state(zfs, names + parents)
+    user = _journal_properties(requests)
+    state = read_state(zfs, names + parents, user)
+    pending = [n for n in names if n in state and state[n].marker is not None]
+    if pending and not zfs.dry_run:
+        for name in pending:  # the next operation on a dataset finishes its old rotation
+            recover(zfs, name)
+        state = read_state(zfs, names + parents, user)
     probe_on = next((n for n in names if n in state
                      and state[n].props.get("encryption", "off") != "off"
                      and state[n].props.get("origin", "-") in ("", "-")), None)
@@ -325,7 +347,8 @@ def _finish(run: _Run, journaled: Sequence[Rotation]) -> None:
 
 def _verify(run: _Run) -> list[ChangeKeyResult]:
     """Read every dataset once more and compare with the plan."""
-    state = read_state(run.zfs, [r.dataset for r in run.plan.rotations])
+    state = read_state(run.zfs, [r.dataset for r in run.plan.rotations],
+                       _journal_properties(list(run.requests.values())))
     results = []
     for rotation in run.plan.rotations:
         error = run.errors.get(rotation.dataset)
@@ -400,7 +423,7 @@ def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key 
                                     f"interrupted and {decision.evidence}; run: encroot recover "
                                     f"{name} --new-key-file FILE (or --old-key-file FILE)")
     commit = decision.verdict == "commit"
-    staged = state.staged()
+    staged = _staged_values(zfs, name)
     result = _run_program(zfs, name.pool, finish_program({name: (marker.id, commit)}),
                           len(staged) + 1)
     outcome = (result or {}).get(name) if isinstance(result, dict) else None
