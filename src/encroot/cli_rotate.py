@@ -174,8 +174,6 @@ def _current(zfs: Zfs, datasets: Sequence[str], prop: str) -> dict[str, str]:
 
 def _current_keys(args: argparse.Namespace, zfs: Zfs) -> list[Key | None]:
     if not args.load:
-        if args.current_key_file:
-            raise InputError("--current-key-file is used with -l only")
         return [None] * len(args.datasets)
     files = _per_dataset(args.current_key_file, args.datasets, "--current-key-file")
     status = _current(zfs, args.datasets, "keystatus")
@@ -197,6 +195,8 @@ def _change_key(args: argparse.Namespace) -> int:
     from .cli import EXIT_FAILED, EXIT_OK, emit, say_to_stderr
 
     key_options, user = _split_options(args.options)
+    if args.current_key_file and not args.load:
+        raise InputError("--current-key-file is used with -l only")
     datasets = [DatasetName(name) for name in args.datasets]
     zfs = Zfs(dry_run=args.dry_run, log=say_to_stderr if args.verbose else None)
     keyformat = _key_format(key_options)

@@ -70,3 +70,31 @@ def test_stream_inspect_of_garbage_names_the_file(tmp_path: Path,
     garbage.write_bytes(b"x" * 400)
     assert main(["stream", "inspect", str(garbage)]) == 2
     assert f"stream file '{garbage}': not a zfs send stream" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["change-key", "-o", "atime=on", "--key-stdin", "tank/a"], "-o atime"),
+    (["change-key", "-o", "x:e", "--key-stdin", "tank/a"], "expected PROP=VALUE"),
+    (["change-key", "-o", "x:e=1", "-o", "x:e=2", "--key-stdin", "tank/a"], "given twice"),
+    (["change-key", "--key-file", "/nonexistent", "tank/a", "tank/b"], "once per dataset"),
+    (["change-key", "--key-stdin", "tank/a", "tank/b"], "one key for one dataset"),
+    (["change-key", "-i", "--key-stdin", "tank/a"], "-i inherits"),
+    (["change-key", "--key-file", "/nonexistent/k", "tank/a"], "cannot read it"),
+    (["change-key", "--current-key-file", "/k", "--key-stdin", "tank/a"], "with -l only"),
+    (["change-key", "-o", "keyformat=des", "--key-stdin", "tank/a"], "hex, raw or passphrase"),
+    (["change-key", "--key-stdin", "tank/a@s"], "'@'"),
+    (["recover", "tank/a#b"], "'#'"),
+])
+def test_change_key_input_errors(args: list[str], message: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_change_key_help_names_the_contract_flags() -> None:
+    done = run_cli("change-key", "--help")
+    for flag in ("-l", "-i", "-o", "--key-file", "--key-stdin", "--strategy", "-n", "--json",
+                 "auto,native,channel-program,journal"):
+        assert flag in done.stdout, flag
+    assert "recover" in run_cli("--help").stdout
