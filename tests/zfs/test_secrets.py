@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from encroot import Dataset
 from encroot import errors as e
 from encroot.keys import Key
 from encroot.zfs import Command, SubprocessRunner, Zfs
@@ -122,3 +123,40 @@ def test_scanner_would_see_a_key_in_argv() -> None:
         child.kill()
         child.wait()
     assert scanner.leaks and scanner.saw_child
+
+
+@pytest.mark.parametrize(("old_format", "new_format"), [("passphrase", "hex"),
+                                                        ("hex", "raw"), ("raw", "passphrase")])
+def test_rotation_never_leaks_either_key(make_pool: PoolFactory, old_format: str,
+                                         new_format: str) -> None:
+    """change-key with properties and -l: both keys stay out of /proc, history, logs, files."""
+    material = {"hex": lambda: os.urandom(32).hex().encode(), "raw": lambda: os.urandom(32),
+                "passphrase": lambda: os.urandom(24).hex().encode()}
+    build = {"hex": Key.hex, "raw": Key.raw, "passphrase": Key.passphrase}
+    old_secret, new_secret = material[old_format](), material[new_format]()
+    needles = needles_for(old_secret, old_format) + needles_for(new_secret, new_format)
+    scanner = ProcScanner(needles)
+    log: list[str] = []
+    zfs = Zfs(runner=SubprocessRunner(on_start=scanner), log=log.append)
+    pool = make_pool()
+    name = f"{pool}/rotated"
+    props = {"pbkdf2iters": "100000"} if old_format == "passphrase" else {}
+    with build[old_format](old_secret) as old, build[new_format](new_secret) as new:
+        zfs.create(name, props, key=old)
+        zfs.unmount(name)
+        zfs.unload_key(name)
+        change = Dataset(name, zfs=zfs).change_key(new).load_key_first(old) \
+            .property("oxide:epoch", "2")
+        if new_format == "passphrase":
+            change.pbkdf2iters(100000)
+        result = change.run()
+    assert result.ok and result.strategy == "journal"
+    assert any(" change-key " in c for c in scanner.saw_child)
+    assert any(" load-key " in c for c in scanner.saw_child)
+    assert scanner.leaks == []
+    history = subprocess.run(["zpool", "history", "-il", pool], capture_output=True,
+                             check=True).stdout
+    assert b"change-key" in history and b"channel_program" in history
+    assert not any(needle in history for needle in needles)
+    assert not any(needle in "\n".join(log).encode() for needle in needles)
+    assert scan_files(needles) == []
