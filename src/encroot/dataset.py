@@ -15,7 +15,6 @@ builders as one batch: one journal write and one commit per pool.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
@@ -122,6 +121,8 @@ class ChangeKey:
         return rotate_keys(self.dataset.zfs, [self.request()])[0]
 
     def __await__(self) -> Generator[Any, None, ChangeKeyResult]:
+        import asyncio  # here, not at the top: importing it costs the CLI ~0.5 s
+
         return asyncio.to_thread(self.run).__await__()
 
 
@@ -139,4 +140,6 @@ def change_keys(changes: Iterable[ChangeKey], *, zfs: Zfs | None = None) -> list
 
 async def change_keys_async(changes: Iterable[ChangeKey], *,
                             zfs: Zfs | None = None) -> list[ChangeKeyResult]:
+    import asyncio
+
     return await asyncio.to_thread(change_keys, list(changes), zfs=zfs)
