@@ -4,6 +4,7 @@ and the exact commands the native and journal strategies build (recorded, not ru
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -244,3 +245,25 @@ def test_journal_strategy_commands_and_the_key_only_on_stdin() -> None:
     assert all(HEX not in " ".join(argv) for argv in runner.argvs)
     programs = [stdin for command, stdin in runner.calls if "program" in command.argv]
     assert all(p is not None and HEX.encode() not in p for p in programs)
+
+
+def test_a_current_file_keylocation_must_hold_the_given_key(tmp_path: Path) -> None:
+    """zfs reads the new key from a file:// keylocation; a different key there is refused."""
+    key_file = tmp_path / "k"
+    key_file.write_text("cd" * 32)
+    state = {"tank/a": root_state(keylocation=f"file://{key_file}")}
+    zfs, runner = make_zfs(dry_run=True)
+    with Key.hex(HEX) as key:
+        request = ChangeKeyRequest("tank/a", key, {"x:e": "2"})
+        rotation_plan = plan([request], state)
+        assert rotation_plan.rotations[0].keylocation == f"file://{key_file}"
+        assert not rotation_plan.rotations[0].stdin_key
+        with pytest.raises(RotationRefused, match="holds a different key"):
+            execute(zfs, rotation_plan, [request])
+    assert zfs.planned == [] and runner.calls == []
+    key_file.write_text("ab" * 32 + "\n")
+    with Key.hex(HEX) as key:
+        request = ChangeKeyRequest("tank/a", key, {"x:e": "2"})
+        execute(zfs, plan([request], state), [request])
+    assert [c.argv[1] for c in zfs.planned] == ["program", "change-key", "program"]
+    assert not zfs.planned[1].secret_stdin

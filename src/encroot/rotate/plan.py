@@ -101,9 +101,8 @@ class ChangeKeyRequest:
         location = self.keylocation
         if location is not None and location != "prompt" and not location.startswith("file:///"):
             raise InputError(f"keylocation {location!r}: use prompt or file:///absolute/path")
-        if self.key is None and (location is None or location == "prompt"):
-            if location == "prompt":
-                raise InputError("keylocation=prompt needs the new key (give a key)")
+        if self.key is None and location == "prompt":
+            raise InputError("keylocation=prompt needs the new key (give a key)")
         if self.pbkdf2iters is not None:
             if isinstance(self.pbkdf2iters, bool) or not isinstance(self.pbkdf2iters, int):
                 raise InputError(f"pbkdf2iters {self.pbkdf2iters!r}: must be a whole number")
@@ -158,6 +157,7 @@ class Rotation:
     change_options: Mapping[str, str]
     inherit: bool
     stdin_key: bool
+    keylocation: str  # where zfs reads the new key: prompt (stdin) or a file:// URI
     properties: Mapping[str, str]
     marker: Marker | None
     load_key: bool
@@ -266,9 +266,9 @@ def _plan_one(request: ChangeKeyRequest, state: Mapping[str, DatasetState], stra
         options: dict[str, str] = {}
         expect_format = state[str(name.parent)].props.get("keyformat", "")
         expect_root = parent_root
-        stdin_key = False
+        location = ""
     else:
-        options, stdin_key = _new_key_options(request, props)
+        options, location = _new_key_options(request, props)
         expect_format = options.get("keyformat", props.get("keyformat", ""))
         expect_root = name
     checks.append(f"{name}: encrypted, an encryption root, not a clone, key "
@@ -285,7 +285,8 @@ def _plan_one(request: ChangeKeyRequest, state: Mapping[str, DatasetState], stra
                         new_pbkdf2iters=options.get("pbkdf2iters"),
                         new_keylocation=options.get("keylocation"))
     return Rotation(dataset=name, pool=name.pool, change_options=options,
-                    inherit=request.inherit, stdin_key=stdin_key,
+                    inherit=request.inherit, stdin_key=location == "prompt",
+                    keylocation=location,
                     properties=dict(request.properties), marker=marker,
                     load_key=props.get("keystatus") != "available",
                     expect_keyformat=expect_format, expect_encryptionroot=expect_root)
@@ -337,8 +338,8 @@ def _check_inherit_parent(request: ChangeKeyRequest, state: Mapping[str, Dataset
 
 
 def _new_key_options(request: ChangeKeyRequest,
-                     props: Mapping[str, str]) -> tuple[dict[str, str], bool]:
-    """The ``-o`` options of ``zfs change-key`` and whether the key goes on stdin."""
+                     props: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The ``-o`` options of ``zfs change-key``, and where zfs will read the new key."""
     options: dict[str, str] = {}
     new_format = request.new_format
     final_format = new_format or props.get("keyformat", "")
@@ -357,4 +358,4 @@ def _new_key_options(request: ChangeKeyRequest,
             raise _refuse(request.dataset, f"pbkdf2iters applies to passphrase keys only "
                                            f"(the new key is {final_format})")
         options["pbkdf2iters"] = str(request.pbkdf2iters)
-    return options, location == "prompt"
+    return options, location

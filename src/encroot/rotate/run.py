@@ -274,8 +274,8 @@ def execute(zfs: Zfs, plan: RotationPlan, requests: Sequence[ChangeKeyRequest], 
 
 def _check_key_file(rotation: Rotation, request: ChangeKeyRequest) -> None:
     """With a ``file://`` keylocation ZFS reads the new key there: it must be the key given."""
-    location = rotation.change_options.get("keylocation") or ""
-    if request.key is None or rotation.stdin_key or not location.startswith("file://"):
+    location = rotation.keylocation
+    if request.key is None or not location.startswith("file://"):
         return
     path = location[len("file://"):]
     try:
