@@ -6,6 +6,7 @@ Interruption tests live in test_rotate_interrupted.py.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Iterator
@@ -268,3 +269,33 @@ def test_cli_change_key_and_get(rpool: str, tmp_path_factory: pytest.TempPathFac
     bad = encroot(f"change-key -o oxide:Epoch=6 --key-file {folder}/new.key {name}")
     assert bad.returncode == 2 and "oxide:Epoch" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_awaitable_form(rpool: str) -> None:
+    async def rotate(name: str, key: Key) -> str:
+        result = await Dataset(name).change_key(key).properties({"oxide:epoch": "2"})
+        return result.strategy
+
+    with fresh_key("hex") as old, fresh_key("hex") as new:
+        name = make_root(rpool, old)
+        assert asyncio.run(rotate(name, new)) == "journal"
+        assert prop(name, "oxide:epoch") == "2" and key_is(name, new)
+
+
+def test_cli_batch_with_a_key_directory(rpool: str,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("keydir")
+    names, keys = [], {}
+    for _ in range(2):
+        with fresh_key("hex") as old:
+            names.append(make_root(rpool, old))
+        keys[names[-1]] = os.urandom(32).hex()
+        path = folder / names[-1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(keys[names[-1]])
+    done = encroot(f"change-key --json --key-dir {folder} -o oxide:epoch=9 {' '.join(names)}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('"ok": true') == 2
+    for name in names:
+        with Key.hex(keys[name]) as key:
+            assert key_is(name, key) and prop(name, "oxide:epoch") == "9"
