@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .cli_doctor import add_doctor_commands
 from .cli_rotate import add_rotate_commands
 from .errors import EncrootError, InputError, LabError, ZfsError, ZfsUnavailable
 
@@ -292,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=_Parser)
     _add_receive(commands)
     add_rotate_commands(commands)
+    add_doctor_commands(commands)
     _add_stream(commands)
     _add_lab(commands)
     return parser

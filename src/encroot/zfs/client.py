@@ -211,6 +211,25 @@ class Zfs:
             result[prop] = value
         return result
 
+    def pools_get(self, pools: Sequence[str],
+                  properties: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Properties of several pools in one ``zpool get``: ``{pool: {property: value}}``."""
+        if not pools:
+            return {}
+        props = ",".join(_check_property_name(p) for p in properties)
+        out = self.execute(self.zpool_command("get", "-H", "-p", "-o", "name,property,value",
+                                              props, *[PoolName(p) for p in pools])).stdout
+        result: dict[str, dict[str, str]] = {}
+        for line in out.splitlines():
+            pool, prop, value = [*line.split("\t", 2), "", ""][:3]
+            result.setdefault(pool, {})[prop] = value
+        return result
+
+    def list_pools(self) -> list[str]:
+        """Names of the imported pools (``zpool list -H -o name``)."""
+        out = self.execute(self.zpool_command("list", "-H", "-o", "name")).stdout
+        return [line for line in out.splitlines() if line]
+
     def pool_history(self, pool: str, *, internal: bool = True, long: bool = True) -> str:
         """``zpool history`` text; ``-i`` adds internal events, ``-l`` user and host."""
         flags = "-" + ("i" if internal else "") + ("l" if long else "")

@@ -1,0 +1,109 @@
+"""The ``doctor`` and ``status`` subcommands (see ``encroot.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .doctor import (
+    SEVERITY_ORDER,
+    STATUS_COLUMNS,
+    Finding,
+    apply_fixes,
+    audit,
+    plan_fixes,
+    read_audit_state,
+    status_rows,
+)
+from .errors import EncrootError, ZfsError
+from .zfs import Zfs
+
+__all__ = ["add_doctor_commands"]
+
+EXIT_AUDIT_FAILED = 2
+
+
+def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add doctor and status to the ``encroot`` parser."""
+    doctor = commands.add_parser(
+        "doctor", help="audit encryption hierarchies; repair the safe findings",
+        description="Audit the encryption of every dataset in the given pools or datasets "
+                    "(default: every imported pool): which key each needs, what will fail at "
+                    "the next boot, what a raw incremental would break, what encroot left "
+                    "behind. Each finding has a stable code, a severity, an explanation and "
+                    "the command that fixes it. Exit status 0 when nothing is at warning level "
+                    "or above, 1 when something is, 2 when the audit could not run.")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument("--fix", action="store_true",
+                        help="apply the repairs that cannot lose data or access (re-parent "
+                             "when both keys are loaded and the dataset is no raw replica; "
+                             "finish an interrupted change-key; clean up after an "
+                             "interrupted receive)")
+    doctor.add_argument("-n", dest="dry_run", action="store_true",
+                        help="with --fix: show what it would do and change nothing")
+    doctor.add_argument("targets", nargs="*", metavar="POOL|DATASET")
+    doctor.set_defaults(handler=_doctor)
+
+    status = commands.add_parser(
+        "status", help="a table of every dataset's encryption, root and key",
+        description="One row per dataset: encryption, encryption root, key format, key "
+                    "location, key status, and whether it is its own root or inherits.")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument("targets", nargs="*", metavar="POOL|DATASET")
+    status.set_defaults(handler=_status)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .cli import EXIT_FAILED, EXIT_OK, emit
+
+    zfs = Zfs(dry_run=args.dry_run)
+    try:
+        state = read_audit_state(zfs, args.targets)
+    except (ZfsError, EncrootError) as exc:
+        print(f"encroot: doctor: the audit could not run: {exc}", file=sys.stderr)
+        return EXIT_AUDIT_FAILED
+    findings = audit(state)
+    fixed: list[dict[str, object]] = []
+    if args.fix:
+        fixes = plan_fixes(findings, state)
+        if args.dry_run:
+            fixed = [{"command": f.command, "code": f.finding.code, "done": False,
+                      "detail": "would run (dry run)"} for f in fixes]
+        else:
+            fixed = [{"command": o.fix.command, "code": o.fix.finding.code, "done": o.done,
+                      "detail": o.detail} for o in apply_fixes(zfs, fixes)]
+            if fixes:
+                state = read_audit_state(zfs, args.targets)
+                findings = audit(state)
+    worst = max((SEVERITY_ORDER[f.severity] for f in findings), default=-1)
+    emit(args.json, {"findings": [f.as_json() for f in findings], "fixes": fixed,
+                     "datasets": len(state.props)},
+         _doctor_lines(findings, fixed, len(state.props)))
+    return EXIT_FAILED if worst >= SEVERITY_ORDER["warning"] else EXIT_OK
+
+
+def _doctor_lines(findings: list[Finding], fixed: list[dict[str, object]],
+                  datasets: int) -> list[str]:
+    lines = [f"{'fixed' if f['done'] else 'not fixed'}: {f['command']} ({f['detail']})"
+             for f in fixed]
+    for finding in findings:
+        lines.append(f"{finding.severity.upper():7} {finding.code:28} {finding.dataset}")
+        lines.append(f"        {finding.message}")
+        if finding.fix:
+            lines.append(f"        fix: {finding.fix}")
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITY_ORDER}
+    lines.append(f"{datasets} datasets audited: {counts['error']} errors, "
+                 f"{counts['warning']} warnings, {counts['info']} notes")
+    return lines
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .cli import EXIT_OK, emit
+
+    rows = status_rows(read_audit_state(Zfs(), args.targets))
+    widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in STATUS_COLUMNS}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in STATUS_COLUMNS).rstrip()]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in STATUS_COLUMNS).rstrip() for r in rows]
+    emit(args.json, {"datasets": rows}, lines)
+    return EXIT_OK

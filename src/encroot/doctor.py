@@ -1,0 +1,424 @@
+"""``encroot doctor`` and ``encroot status``: audit encryption hierarchies, repair the safe part.
+
+Three parts, like every operation: ``read_audit_state`` reads everything in a
+constant number of processes (one recursive ``zfs get`` of the properties
+that matter, one of received properties, one ``zpool get``, and one
+``zpool history`` per pool only when a raw replica may have been
+re-parented); ``audit`` (pure, given a way to look at key files) turns that
+into findings; ``plan_fixes`` picks the findings ``--fix`` may repair and
+``apply_fixes`` repairs them, each after checking its precondition again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import EncrootError, ZfsError
+from .names import DatasetName
+from .receive import MARK_REPLACED, MARK_VERIFIED, OLD_SUFFIX, TEMP_SUFFIX
+from .rotate.lua import JOURNAL_MARKER
+from .zfs import Zfs
+
+__all__ = [
+    "AuditState",
+    "Finding",
+    "Fix",
+    "apply_fixes",
+    "audit",
+    "plan_fixes",
+    "read_audit_state",
+    "status_rows",
+]
+
+Severity = Literal["info", "warning", "error"]
+SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
+DEFAULT_PBKDF2_ITERS = 350_000  # OpenZFS's default since 2.0 (DEFAULT_PBKDF2_ITERATIONS)
+AUDIT_PROPERTIES = ("type", "encryption", "encryptionroot", "keyformat", "keylocation",
+                    "keystatus", "pbkdf2iters", "canmount", "mountpoint", "mounted", "origin",
+                    "receive_resume_token", JOURNAL_MARKER, MARK_VERIFIED, MARK_REPLACED)
+_RAW_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One hazard: ``code`` is stable for monitoring; ``fix`` is a command, or None."""
+
+    dataset: str
+    code: str
+    severity: Severity
+    message: str
+    fix: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"dataset": self.dataset, "code": self.code, "severity": self.severity,
+                "message": self.message, "fix": self.fix}
+
+
+@dataclass
+class AuditState:
+    """What ZFS reported: properties (and their sources) by dataset, pools, history."""
+
+    props: dict[str, dict[str, str]]
+    sources: dict[str, dict[str, str]]
+    received: set[str]
+    encryption_feature: dict[str, str]
+    reparented: dict[str, set[str]] = field(default_factory=dict)  # pool -> datasets
+
+    def get(self, name: str, prop: str) -> str:
+        return self.props.get(name, {}).get(prop, "")
+
+    def is_local(self, name: str, prop: str) -> bool:
+        return self.sources.get(name, {}).get(prop) == "local"
+
+    def parent(self, name: str) -> str | None:
+        parent = DatasetName(name).parent
+        return None if parent is None else str(parent)
+
+    def encrypted(self, name: str) -> bool:
+        return self.get(name, "encryption") not in ("", "off")
+
+    def is_root(self, name: str) -> bool:
+        return self.encrypted(name) and self.get(name, "encryptionroot") == name
+
+
+# -- reading ------------------------------------------------------------------------
+
+def read_audit_state(zfs: Zfs, targets: Sequence[str] = ()) -> AuditState:
+    """Read all the audit needs in a constant number of processes.
+
+    ``targets``: pools or datasets (each with everything below it); none
+    means every imported pool.
+    """
+    names = [str(DatasetName(t)) for t in targets] or zfs.list_pools()
+    if not names:
+        return AuditState({}, {}, set(), {})
+    table = zfs.get(names, AUDIT_PROPERTIES, recursive=True, types=("filesystem", "volume"),
+                    use_json=False)
+    props = {n: {p: v.value for p, v in table[n].items()} for n in table}
+    sources = {n: {p: v.source for p, v in table[n].items()} for n in table}
+    received_table = zfs.get(names, ("all",), recursive=True, types=("filesystem", "volume"),
+                             sources=("received",), use_json=False)
+    pools = sorted({DatasetName(n).pool for n in props})
+    feature = {pool: values.get("feature@encryption", "")
+               for pool, values in zfs.pools_get(pools, ("feature@encryption",)).items()}
+    state = AuditState(props, sources, set(received_table), feature)
+    suspects = _reparent_suspects(state)
+    for pool in sorted({DatasetName(n).pool for n in suspects}):
+        history = zfs.pool_history(pool, internal=False, long=False)
+        state.reparented[pool] = _reparented_in_history(history)
+    return state
+
+
+def _reparent_suspects(state: AuditState) -> list[str]:
+    """Datasets that inherit a key and show signs of raw receives: history decides."""
+    return [n for n in state.props if state.encrypted(n) and not state.is_root(n)
+            and (n in state.received or state.get(n, "receive_resume_token") not in ("", "-"))]
+
+
+_CHANGE_KEY_INHERIT = re.compile(r"^\S+ zfs change-key(?: \S+)* -i(?: \S+)* (\S+)$")
+
+
+def _reparented_in_history(history: str) -> set[str]:
+    """Datasets that ``zfs change-key -i`` re-parented, by pool history."""
+    found = set()
+    for line in history.splitlines():
+        match = _CHANGE_KEY_INHERIT.match(line.strip())
+        if match:
+            found.add(match.group(1))
+    return found
+
+
+# -- key files ----------------------------------------------------------------------
+
+def key_file_problem(path: str, keyformat: str) -> str | None:
+    """Why the file at a ``file://`` keylocation cannot deliver a ``keyformat`` key, or None."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return f"the key file {path} does not exist"
+    except OSError as exc:
+        return f"the key file {path} cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return f"the key file {path} is not a regular file"
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1026)
+    except OSError as exc:
+        return f"the key file {path} cannot be read ({exc.strerror})"
+    return _material_problem(data, keyformat, path)
+
+
+def _material_problem(data: bytes, keyformat: str, path: str) -> str | None:
+    if keyformat == "raw":
+        return None if len(data) == _RAW_KEY_BYTES else (
+            f"the key file {path} holds {len(data)} bytes; a raw key is exactly 32")
+    line = data.split(b"\n", 1)[0]
+    if keyformat == "hex":
+        ok = len(line) == 64 and all(c in b"0123456789abcdefABCDEF" for c in line)
+        return None if ok else f"the key file {path} does not hold 64 hex digits"
+    if keyformat == "passphrase":
+        return None if 8 <= len(line) <= 512 else (
+            f"the key file {path} holds a passphrase of {len(line)} bytes (8 to 512 needed)")
+    return None
+
+
+# -- the audit (pure) ---------------------------------------------------------------
+
+def audit(state: AuditState, *,
+          key_file: Callable[[str, str], str | None] = key_file_problem) -> list[Finding]:
+    """Every finding, ordered by dataset then severity (errors first)."""
+    findings: list[Finding] = []
+    for name in state.props:
+        for check in _CHECKS:
+            findings.extend(check(state, name, key_file))
+    findings.extend(_pool_findings(state))
+    findings.extend(_leftovers(state))
+    return sorted(findings, key=lambda f: (f.dataset, -SEVERITY_ORDER[f.severity], f.code))
+
+
+CheckFn = Callable[[AuditState, str, Callable[[str, str], str | None]], Iterable[Finding]]
+
+
+def _own_root(state: AuditState, name: str, _: object) -> Iterable[Finding]:
+    parent = state.parent(name)
+    if not state.is_root(name) or parent is None or not state.encrypted(parent):
+        return
+    parent_root = state.get(parent, "encryptionroot")
+    same_source = (state.get(name, "keyformat") == state.get(parent_root, "keyformat")
+                   and state.get(name, "keylocation") in (state.get(parent_root, "keylocation"),
+                                                          "prompt"))
+    yield Finding(
+        name, "own-root-could-inherit", "warning" if same_source else "info",
+        f"{name} is its own encryption root although its parent is encrypted (root "
+        f"{parent_root}); it needs its own key at every load. "
+        + ("Its key format and location match the parent's, as after a raw receive without "
+           "-R; it can inherit the parent's key once both keys are loaded."
+           if same_source else "Its key source differs from the parent's: fine if intended."),
+        f"zfs change-key -i {name}")
+
+
+def _keylocation(state: AuditState, name: str,
+                 key_file: Callable[[str, str], str | None]) -> Iterable[Finding]:
+    if not state.is_root(name):
+        return
+    location = state.get(name, "keylocation")
+    if location.startswith("file://"):
+        problem = key_file(location[len("file://"):], state.get(name, "keyformat"))
+        if problem is not None:
+            yield Finding(name, "keylocation-unusable", "error",
+                          f"keylocation {location} cannot deliver the key: {problem}; "
+                          f"zfs load-key {name} will fail (at boot too)", None)
+    elif location == "prompt" and _mounts_at_boot(state, name):
+        yield Finding(name, "prompt-key-at-boot", "warning",
+                      f"{name} mounts at boot (canmount=on) but its key is typed at a prompt; "
+                      "without an unlock step (e.g. zfs-load-key or a boot-time prompt) it "
+                      "stays locked and unmounted after a reboot", None)
+
+
+def _mounts_at_boot(state: AuditState, name: str) -> bool:
+    return (state.get(name, "type") == "filesystem" and state.get(name, "canmount") == "on"
+            and state.get(name, "mountpoint") not in ("none", "legacy", "-", ""))
+
+
+def _key_status(state: AuditState, name: str, _: object) -> Iterable[Finding]:
+    if not state.encrypted(name):
+        return
+    status = state.get(name, "keystatus")
+    root = state.get(name, "encryptionroot")
+    if status == "unavailable" and _mounts_at_boot(state, name):
+        yield Finding(name, "key-unavailable", "warning",
+                      f"{name} should be mounted (canmount=on) but the key of {root} is not "
+                      "loaded", f"zfs load-key {root} && zfs mount {name}")
+    elif status == "available" and _mounts_at_boot(state, name) and \
+            state.get(name, "mounted") == "no":
+        yield Finding(name, "key-loaded-not-mounted", "info",
+                      f"the key of {root} is loaded but {name} is not mounted",
+                      f"zfs mount {name}")
+
+
+def _plaintext(state: AuditState, name: str, _: object) -> Iterable[Finding]:
+    parent = state.parent(name)
+    if state.encrypted(name) or parent is None or not state.encrypted(parent):
+        return
+    yield Finding(name, "plaintext-under-encrypted", "warning",
+                  f"{name} is not encrypted although its parent {parent} is: its data is "
+                  "stored in plaintext. Encryption cannot be turned on in place; receive a "
+                  "copy into an encrypted dataset (encroot receive --allow-encryption-change "
+                  "replaces it safely)", None)
+
+
+def _raw_replica(state: AuditState, name: str, _: object) -> Iterable[Finding]:
+    pool = DatasetName(name).pool
+    if name not in state.reparented.get(pool, set()) or state.is_root(name):
+        return
+    if name not in state.received and state.get(name, "receive_resume_token") in ("", "-"):
+        return
+    yield Finding(name, "raw-replica-reparented", "error",
+                  f"{name} was received raw and then re-parented (zfs change-key -i) to "
+                  f"{state.get(name, 'encryptionroot')}; the next raw incremental received "
+                  "into it would leave it unmountable once its key is unloaded (OpenZFS "
+                  "12614). Do not send raw incrementals into it; send a fresh full stream "
+                  "instead", None)
+
+
+def _weak_iterations(state: AuditState, name: str, _: object) -> Iterable[Finding]:
+    if not state.is_root(name) or state.get(name, "keyformat") != "passphrase":
+        return
+    iterations = state.get(name, "pbkdf2iters")
+    if iterations.isdigit() and int(iterations) < DEFAULT_PBKDF2_ITERS:
+        yield Finding(name, "weak-pbkdf2iters", "warning",
+                      f"pbkdf2iters is {iterations}, below ZFS's default of "
+                      f"{DEFAULT_PBKDF2_ITERS}: the passphrase is cheaper to guess",
+                      f"zfs change-key -o pbkdf2iters={DEFAULT_PBKDF2_ITERS} {name}")
+
+
+def _pending(state: AuditState, name: str, _: object) -> Iterable[Finding]:
+    if state.is_local(name, JOURNAL_MARKER):
+        yield Finding(name, "pending-rotation", "error",
+                      f"an encroot change-key on {name} was interrupted; until it is resolved "
+                      "its user properties may describe the wrong key",
+                      f"encroot recover {name}")
+
+
+_CHECKS: tuple[CheckFn, ...] = (_own_root, _keylocation, _key_status, _plaintext, _raw_replica,
+                                _weak_iterations, _pending)
+
+
+def _pool_findings(state: AuditState) -> Iterable[Finding]:
+    for pool, value in sorted(state.encryption_feature.items()):
+        if value != "disabled":
+            continue
+        managed = any(DatasetName(n).pool == pool and any(
+            state.is_local(n, m) for m in (JOURNAL_MARKER, MARK_VERIFIED, MARK_REPLACED))
+            for n in state.props)
+        yield Finding(pool, "encryption-feature-disabled", "warning" if managed else "info",
+                      f"pool {pool} has feature@encryption disabled: it cannot receive or "
+                      "create encrypted datasets" + (" although encroot manages datasets "
+                                                      "in it" if managed else ""),
+                      f"zpool set feature@encryption=enabled {pool}")
+
+
+def leftover_target(state: AuditState, name: str) -> str | None:
+    """The target an interrupted ``encroot receive`` left ``name`` behind for, if any."""
+    for suffix in (TEMP_SUFFIX, OLD_SUFFIX):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    if state.is_local(name, MARK_REPLACED):
+        return state.get(name, MARK_REPLACED)
+    if state.is_local(name, MARK_VERIFIED):
+        return name
+    return None
+
+
+def _leftovers(state: AuditState) -> Iterable[Finding]:
+    seen: set[str] = set()
+    for name in state.props:
+        target = leftover_target(state, name)
+        parent = state.parent(name)
+        if target is None or target in seen or (
+                parent is not None and leftover_target(state, parent) == target):
+            continue
+        seen.add(target)
+        yield Finding(name, "leftover-temporary", "warning",
+                      f"{name} is left from an interrupted encroot receive into {target}",
+                      f"encroot receive --recover {target}")
+
+
+# -- fixes ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fix:
+    """One repair ``--fix`` applies; ``command`` is what it runs, for ``-n``."""
+
+    finding: Finding
+    command: str
+
+
+def plan_fixes(findings: Sequence[Finding], state: AuditState) -> list[Fix]:
+    """The findings whose repair cannot lose data or access, with preconditions met."""
+    fixes = []
+    for finding in findings:
+        if finding.code == "own-root-could-inherit" and _can_reparent(state, finding.dataset):
+            fixes.append(Fix(finding, f"zfs change-key -i {finding.dataset}"))
+        elif finding.code == "pending-rotation":
+            fixes.append(Fix(finding, f"encroot recover {finding.dataset}"))
+        elif finding.code == "leftover-temporary" and finding.fix is not None:
+            fixes.append(Fix(finding, finding.fix))
+    return fixes
+
+
+def _can_reparent(state: AuditState, name: str) -> bool:
+    """Both keys loaded, the key source matches the parent's, and no raw-receive history."""
+    parent = state.parent(name)
+    if parent is None:
+        return False
+    raw_replica = name in state.received or \
+        state.get(name, "receive_resume_token") not in ("", "-")
+    return (state.get(name, "keystatus") == "available"
+            and state.get(parent, "keystatus") == "available"
+            and not raw_replica and _own_root_severity(state, name) == "warning")
+
+
+def _own_root_severity(state: AuditState, name: str) -> str:
+    return next((f.severity for f in _own_root(state, name, None)), "")
+
+
+@dataclass(frozen=True)
+class FixOutcome:
+    fix: Fix
+    done: bool
+    detail: str
+
+
+def apply_fixes(zfs: Zfs, fixes: Sequence[Fix]) -> list[FixOutcome]:
+    """Apply each fix; a failing one is reported and the others go on."""
+    from .receive import recover as recover_receive
+    from .rotate import recover as recover_rotation
+
+    outcomes = []
+    for fix in fixes:
+        name = fix.finding.dataset
+        try:
+            if fix.finding.code == "own-root-could-inherit":
+                zfs.change_key(name, inherit=True)
+                detail = f"{name} now inherits its key"
+            elif fix.finding.code == "pending-rotation":
+                result = recover_rotation(zfs, name)
+                detail = f"rotation {result.action}: {result.evidence}"
+            else:
+                target = (fix.finding.fix or "").rsplit(" ", 1)[-1]
+                report = recover_receive(zfs, DatasetName(target))
+                detail = "; ".join(report.actions) or "nothing left to do"
+            outcomes.append(FixOutcome(fix, True, detail))
+        except (EncrootError, ZfsError) as exc:
+            outcomes.append(FixOutcome(fix, False, str(exc)))
+    return outcomes
+
+
+# -- status ---------------------------------------------------------------------------
+
+STATUS_COLUMNS = ("dataset", "encryption", "encryptionroot", "keyformat", "keylocation",
+                  "keystatus", "root")
+
+
+def status_rows(state: AuditState) -> list[dict[str, str]]:
+    """One row per dataset: encryption, its root, key format/location/status, own or inherited."""
+    rows = []
+    for name in state.props:
+        encrypted = state.encrypted(name)
+        root = state.get(name, "encryptionroot") if encrypted else "-"
+        rows.append({
+            "dataset": name, "encryption": state.get(name, "encryption"),
+            "encryptionroot": root,
+            "keyformat": state.get(root, "keyformat") if encrypted else "-",
+            "keylocation": state.get(root, "keylocation") if encrypted else "-",
+            "keystatus": state.get(name, "keystatus") if encrypted else "-",
+            "root": "-" if not encrypted else ("own" if root == name else "inherited"),
+        })
+    return rows
+

@@ -1,0 +1,140 @@
+"""The audit's pure logic on constructed states: each finding's code, severity and fix,
+the safe-fix selection, history parsing and the status table."""
+
+from __future__ import annotations
+
+from encroot.doctor import (
+    AuditState,
+    _reparented_in_history,
+    audit,
+    key_file_problem,
+    plan_fixes,
+    status_rows,
+)
+
+
+def enc_root(name: str, **extra: str) -> dict[str, str]:
+    return {"type": "filesystem", "encryption": "aes-256-gcm", "encryptionroot": name,
+            "keyformat": "hex", "keylocation": "file:///k", "keystatus": "available",
+            "pbkdf2iters": "0", "canmount": "on", "mountpoint": f"/{name}", "mounted": "yes",
+            "origin": "-", "receive_resume_token": "-", **extra}
+
+
+def child_of(root: str, name: str, **extra: str) -> dict[str, str]:
+    return {**enc_root(name), "encryptionroot": root, **extra}
+
+
+def state_of(props: dict[str, dict[str, str]], *, received: set[str] | None = None,
+             local: dict[str, set[str]] | None = None, feature: str = "active",
+             reparented: set[str] | None = None) -> AuditState:
+    sources = {n: {p: ("local" if p in (local or {}).get(n, set()) else "-") for p in v}
+               for n, v in props.items()}
+    return AuditState(props, sources, received or set(), {"tank": feature},
+                      {"tank": reparented or set()})
+
+
+def codes(state: AuditState) -> list[tuple[str, str, str]]:
+    return [(f.dataset, f.code, f.severity)
+            for f in audit(state, key_file=lambda path, fmt: None)]
+
+
+def test_a_healthy_tree_has_no_findings() -> None:
+    state = state_of({"tank": enc_root("tank"), "tank/a": child_of("tank", "tank/a")})
+    assert codes(state) == []
+
+
+def test_own_root_under_encrypted_parent() -> None:
+    same = state_of({"tank": enc_root("tank"), "tank/a": enc_root("tank/a")})
+    assert codes(same) == [("tank/a", "own-root-could-inherit", "warning")]
+    other = state_of({"tank": enc_root("tank"),
+                      "tank/a": enc_root("tank/a", keyformat="passphrase",
+                                         pbkdf2iters="350000")})
+    assert codes(other) == [("tank/a", "own-root-could-inherit", "info")]
+
+
+def test_keylocation_problems() -> None:
+    state = state_of({"tank": enc_root("tank")})
+    findings = audit(state, key_file=lambda path, fmt: f"{path} is missing")
+    assert [(f.code, f.severity) for f in findings] == [("keylocation-unusable", "error")]
+    prompt = state_of({"tank": enc_root("tank", keylocation="prompt")})
+    assert codes(prompt) == [("tank", "prompt-key-at-boot", "warning")]
+    noauto = state_of({"tank": enc_root("tank", keylocation="prompt", canmount="noauto")})
+    assert codes(noauto) == []
+
+
+def test_key_files_are_checked_for_their_format(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    raw = tmp_path / "raw"
+    raw.write_bytes(bytes(31))
+    assert "32" in (key_file_problem(str(raw), "raw") or "")
+    raw.write_bytes(bytes(32))
+    assert key_file_problem(str(raw), "raw") is None
+    hexfile = tmp_path / "hex"
+    hexfile.write_text("ab" * 32 + "\n")
+    assert key_file_problem(str(hexfile), "hex") is None
+    assert "does not exist" in (key_file_problem(str(tmp_path / "nope"), "hex") or "")
+
+
+def test_key_status_findings() -> None:
+    state = state_of({"tank": enc_root("tank", keystatus="unavailable", mounted="no"),
+                      "tank/b": enc_root("tank/b", mounted="no", keylocation="file:///b")})
+    found = codes(state)
+    assert ("tank", "key-unavailable", "warning") in found
+    assert ("tank/b", "key-loaded-not-mounted", "info") in found
+
+
+def test_plaintext_under_encrypted() -> None:
+    state = state_of({"tank": enc_root("tank"),
+                      "tank/p": {"type": "filesystem", "encryption": "off"}})
+    assert codes(state) == [("tank/p", "plaintext-under-encrypted", "warning")]
+
+
+def test_raw_replica_reparented_needs_history_and_receive_signs() -> None:
+    props = {"tank": enc_root("tank"), "tank/r": child_of("tank", "tank/r")}
+    assert codes(state_of(props, received={"tank/r"}, reparented={"tank/r"})) == [
+        ("tank/r", "raw-replica-reparented", "error")]
+    assert codes(state_of(props, received=set(), reparented={"tank/r"})) == []
+    assert codes(state_of(props, received={"tank/r"}, reparented=set())) == []
+
+
+def test_weak_pbkdf2iters_pending_rotation_and_feature() -> None:
+    state = state_of({"tank": enc_root("tank", keyformat="passphrase", pbkdf2iters="100000",
+                                       **{"encroot:rotation": "{}"})},
+                     local={"tank": {"encroot:rotation"}}, feature="disabled")
+    found = codes(state)
+    assert ("tank", "weak-pbkdf2iters", "warning") in found
+    assert ("tank", "pending-rotation", "error") in found
+    assert ("tank", "encryption-feature-disabled", "warning") in found
+
+
+def test_leftover_temporaries_reported_once_per_target() -> None:
+    state = state_of({"tank": enc_root("tank"),
+                      "tank/x.encroot-recv": child_of("tank", "tank/x.encroot-recv"),
+                      "tank/x.encroot-recv/c": child_of("tank", "tank/x.encroot-recv/c")})
+    findings = [f for f in audit(state, key_file=lambda p, f: None)]
+    assert [(f.dataset, f.code, f.fix) for f in findings] == [
+        ("tank/x.encroot-recv", "leftover-temporary", "encroot receive --recover tank/x")]
+
+
+def test_fix_selects_only_the_safe_set() -> None:
+    props = {"tank": enc_root("tank"), "tank/a": enc_root("tank/a"),
+             "tank/r": enc_root("tank/r"), "tank/u": enc_root("tank/u", keystatus="unavailable"),
+             "tank/o": enc_root("tank/o", keyformat="raw"),
+             "tank/p": {"type": "filesystem", "encryption": "off"}}
+    state = state_of(props, received={"tank/r"})
+    fixes = plan_fixes(audit(state, key_file=lambda p, f: None), state)
+    assert [f.command for f in fixes] == ["zfs change-key -i tank/a"]
+
+
+def test_history_parsing_finds_inherit_changes() -> None:
+    history = ("2026-11-22.10:00:00 zfs change-key -i tank/r\n"
+               "2026-11-22.10:00:01 zfs change-key tank/s\n"
+               "2026-11-22.10:00:02 zfs change-key -l -i tank/t\n")
+    assert _reparented_in_history(history) == {"tank/r", "tank/t"}
+
+
+def test_status_rows() -> None:
+    state = state_of({"tank": enc_root("tank"), "tank/a": child_of("tank", "tank/a"),
+                      "tank/p": {"type": "filesystem", "encryption": "off"}})
+    rows = {r["dataset"]: r for r in status_rows(state)}
+    assert rows["tank"]["root"] == "own" and rows["tank/a"]["root"] == "inherited"
+    assert rows["tank/a"]["keylocation"] == "file:///k" and rows["tank/p"]["root"] == "-"
