@@ -67,7 +67,10 @@ class AuditState:
     sources: dict[str, dict[str, str]]
     received: set[str]
     encryption_feature: dict[str, str]
-    reparented: dict[str, set[str]] = field(default_factory=dict)  # pool -> datasets
+    # From pool history, read only where needed: datasets re-parented with
+    # `zfs change-key -i`, and datasets that `zfs receive` created or updated.
+    reparented: set[str] = field(default_factory=set)
+    received_in_history: set[str] = field(default_factory=set)
 
     def get(self, name: str, prop: str) -> str:
         return self.props.get(name, {}).get(prop, "")
@@ -84,6 +87,11 @@ class AuditState:
 
     def is_root(self, name: str) -> bool:
         return self.encrypted(name) and self.get(name, "encryptionroot") == name
+
+    def raw_receive_signs(self, name: str) -> bool:
+        """Received properties, a resume token, or a receive in pool history."""
+        return (name in self.received or name in self.received_in_history
+                or self.get(name, "receive_resume_token") not in ("", "-"))
 
 
 # -- reading ------------------------------------------------------------------------
@@ -107,30 +115,41 @@ def read_audit_state(zfs: Zfs, targets: Sequence[str] = ()) -> AuditState:
     feature = {pool: values.get("feature@encryption", "")
                for pool, values in zfs.pools_get(pools, ("feature@encryption",)).items()}
     state = AuditState(props, sources, set(received_table), feature)
-    suspects = _reparent_suspects(state)
-    for pool in sorted({DatasetName(n).pool for n in suspects}):
-        history = zfs.pool_history(pool, internal=False, long=False)
-        state.reparented[pool] = _reparented_in_history(history)
+    for pool in sorted({DatasetName(n).pool for n in _history_suspects(state)}):
+        reparented, received = history_facts(zfs.pool_history(pool, internal=False,
+                                                              long=False))
+        state.reparented |= reparented
+        state.received_in_history |= received
     return state
 
 
-def _reparent_suspects(state: AuditState) -> list[str]:
-    """Datasets that inherit a key and show signs of raw receives: history decides."""
-    return [n for n in state.props if state.encrypted(n) and not state.is_root(n)
-            and (n in state.received or state.get(n, "receive_resume_token") not in ("", "-"))]
+def _history_suspects(state: AuditState) -> list[str]:
+    """Datasets whose story only pool history tells: inheriting a key (re-parented?) or
+    their own root below an encrypted parent (received raw?)."""
+    suspects = []
+    for name in state.props:
+        parent = state.parent(name)
+        if not state.encrypted(name) or parent is None or not state.encrypted(parent):
+            continue
+        suspects.append(name)
+    return suspects
 
 
 _CHANGE_KEY_INHERIT = re.compile(r"^\S+ zfs change-key(?: \S+)* -i(?: \S+)* (\S+)$")
+_RECEIVE = re.compile(r"^\S+ zfs (?:receive|recv)(?: \S+)* (\S+)$")
 
 
-def _reparented_in_history(history: str) -> set[str]:
-    """Datasets that ``zfs change-key -i`` re-parented, by pool history."""
-    found = set()
+def history_facts(history: str) -> tuple[set[str], set[str]]:
+    """From ``zpool history``: (datasets re-parented by ``zfs change-key -i``, datasets
+    ``zfs receive`` wrote)."""
+    reparented, received = set(), set()
     for line in history.splitlines():
-        match = _CHANGE_KEY_INHERIT.match(line.strip())
-        if match:
-            found.add(match.group(1))
-    return found
+        line = line.strip()
+        if match := _CHANGE_KEY_INHERIT.match(line):
+            reparented.add(match.group(1))
+        elif match := _RECEIVE.match(line):
+            received.add(match.group(1))
+    return reparented, received
 
 
 # -- key files ----------------------------------------------------------------------
@@ -253,10 +272,7 @@ def _plaintext(state: AuditState, name: str, _: object) -> Iterable[Finding]:
 
 
 def _raw_replica(state: AuditState, name: str, _: object) -> Iterable[Finding]:
-    pool = DatasetName(name).pool
-    if name not in state.reparented.get(pool, set()) or state.is_root(name):
-        return
-    if name not in state.received and state.get(name, "receive_resume_token") in ("", "-"):
+    if name not in state.reparented or state.is_root(name) or not state.raw_receive_signs(name):
         return
     yield Finding(name, "raw-replica-reparented", "error",
                   f"{name} was received raw and then re-parented (zfs change-key -i) to "
@@ -357,11 +373,10 @@ def _can_reparent(state: AuditState, name: str) -> bool:
     parent = state.parent(name)
     if parent is None:
         return False
-    raw_replica = name in state.received or \
-        state.get(name, "receive_resume_token") not in ("", "-")
     return (state.get(name, "keystatus") == "available"
             and state.get(parent, "keystatus") == "available"
-            and not raw_replica and _own_root_severity(state, name) == "warning")
+            and not state.raw_receive_signs(name)
+            and _own_root_severity(state, name) == "warning")
 
 
 def _own_root_severity(state: AuditState, name: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from encroot.doctor import (
     AuditState,
-    _reparented_in_history,
     audit,
+    history_facts,
     key_file_problem,
     plan_fixes,
     status_rows,
@@ -30,7 +30,7 @@ def state_of(props: dict[str, dict[str, str]], *, received: set[str] | None = No
     sources = {n: {p: ("local" if p in (local or {}).get(n, set()) else "-") for p in v}
                for n, v in props.items()}
     return AuditState(props, sources, received or set(), {"tank": feature},
-                      {"tank": reparented or set()})
+                      reparented or set())
 
 
 def codes(state: AuditState) -> list[tuple[str, str, str]]:
@@ -125,11 +125,20 @@ def test_fix_selects_only_the_safe_set() -> None:
     assert [f.command for f in fixes] == ["zfs change-key -i tank/a"]
 
 
-def test_history_parsing_finds_inherit_changes() -> None:
+def test_history_parsing_finds_inherit_changes_and_receives() -> None:
     history = ("2026-11-22.10:00:00 zfs change-key -i tank/r\n"
                "2026-11-22.10:00:01 zfs change-key tank/s\n"
-               "2026-11-22.10:00:02 zfs change-key -l -i tank/t\n")
-    assert _reparented_in_history(history) == {"tank/r", "tank/t"}
+               "2026-11-22.10:00:02 zfs change-key -l -i tank/t\n"
+               "2026-11-22.10:00:03 zfs receive -u -o x:y=1 tank/v\n"
+               "2026-11-22.10:00:04 zfs recv tank/w\n")
+    assert history_facts(history) == ({"tank/r", "tank/t"}, {"tank/v", "tank/w"})
+
+
+def test_a_received_own_root_is_not_re_parented_by_fix() -> None:
+    props = {"tank": enc_root("tank"), "tank/a": enc_root("tank/a")}
+    state = state_of(props)
+    state.received_in_history.add("tank/a")
+    assert plan_fixes(audit(state, key_file=lambda p, f: None), state) == []
 
 
 def test_status_rows() -> None:
