@@ -49,6 +49,8 @@ def test_a_healthy_pool_has_no_findings(make_pool: PoolFactory, tmp_path: Path) 
     healthy_root(pool, tmp_path)
     status, findings, _ = doctor(pool)
     assert (status, findings) == (0, [])
+    missing = encroot("doctor nosuchpool")
+    assert missing.returncode == 2 and "could not run" in missing.stderr
     table = encroot(f"status {pool}")
     assert table.returncode == 0
     assert any(line.split()[:2] == [f"{pool}/enc/child", "aes-256-gcm"]
