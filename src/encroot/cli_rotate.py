@@ -176,17 +176,17 @@ def _current_keys(args: argparse.Namespace, zfs: Zfs) -> list[Key | None]:
     if not args.load:
         return [None] * len(args.datasets)
     files = _per_dataset(args.current_key_file, args.datasets, "--current-key-file")
-    status = _current(zfs, args.datasets, "keystatus")
-    formats = _current(zfs, args.datasets, "keyformat")
+    state = read_state(zfs, args.datasets)
     keys: list[Key | None] = []
     for name, path in zip(args.datasets, files, strict=True):
-        if status.get(name) == "available":
+        props = state[name].props if name in state else {}
+        keyformat = props.get("keyformat") or None
+        if props.get("keystatus") == "available":
             keys.append(None)
         elif path is not None:
-            keys.append(_read_key(path, formats.get(name) or None,  # type: ignore[arg-type]
-                                  "--current-key-file"))
+            keys.append(_read_key(path, keyformat, "--current-key-file"))  # type: ignore[arg-type]
         else:
-            keys.append(Key.prompt(formats.get(name) or "passphrase",  # type: ignore[arg-type]
+            keys.append(Key.prompt(keyformat or "passphrase",  # type: ignore[arg-type]
                                    label=f"{name} (current)"))
     return keys
 

@@ -299,3 +299,20 @@ def test_cli_batch_with_a_key_directory(rpool: str,
     for name in names:
         with Key.hex(keys[name]) as key:
             assert key_is(name, key) and prop(name, "oxide:epoch") == "9"
+
+
+def test_cli_load_key_first_from_a_file(rpool: str,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("clil")
+    old_hex, new_hex = os.urandom(32).hex(), os.urandom(32).hex()
+    (folder / "old").write_text(old_hex)
+    (folder / "new").write_text(new_hex)
+    with Key.hex(old_hex) as old:
+        name = make_root(rpool, old)
+    sh(f"zfs unmount '{name}' && zfs unload-key '{name}'")
+    done = encroot(f"change-key -l --current-key-file {folder}/old --key-file {folder}/new "
+                   f"-o oxide:epoch=4 {name}")
+    assert done.returncode == 0, done.stderr
+    assert prop(name, "keystatus") == "available" and prop(name, "oxide:epoch") == "4"
+    with Key.hex(new_hex) as new:
+        assert key_is(name, new)
