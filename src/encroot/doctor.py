@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import EncrootError, ZfsError
+from .errors import EncrootError, InvalidKey, ZfsError
+from .keys import Key
 from .names import DatasetName
 from .receive import MARK_REPLACED, MARK_VERIFIED, OLD_SUFFIX, TEMP_SUFFIX
 from .rotate.lua import JOURNAL_MARKER
@@ -41,7 +42,6 @@ DEFAULT_PBKDF2_ITERS = 350_000  # OpenZFS's default since 2.0 (DEFAULT_PBKDF2_IT
 AUDIT_PROPERTIES = ("type", "encryption", "encryptionroot", "keyformat", "keylocation",
                     "keystatus", "pbkdf2iters", "canmount", "mountpoint", "mounted", "origin",
                     "receive_resume_token", JOURNAL_MARKER, MARK_VERIFIED, MARK_REPLACED)
-_RAW_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -164,26 +164,13 @@ def key_file_problem(path: str, keyformat: str) -> str | None:
         return f"the key file {path} cannot be read ({exc.strerror})"
     if not stat.S_ISREG(info.st_mode):
         return f"the key file {path} is not a regular file"
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(1026)
-    except OSError as exc:
-        return f"the key file {path} cannot be read ({exc.strerror})"
-    return _material_problem(data, keyformat, path)
-
-
-def _material_problem(data: bytes, keyformat: str, path: str) -> str | None:
-    if keyformat == "raw":
-        return None if len(data) == _RAW_KEY_BYTES else (
-            f"the key file {path} holds {len(data)} bytes; a raw key is exactly 32")
-    line = data.split(b"\n", 1)[0]
-    if keyformat == "hex":
-        ok = len(line) == 64 and all(c in b"0123456789abcdefABCDEF" for c in line)
-        return None if ok else f"the key file {path} does not hold 64 hex digits"
-    if keyformat == "passphrase":
-        return None if 8 <= len(line) <= 512 else (
-            f"the key file {path} holds a passphrase of {len(line)} bytes (8 to 512 needed)")
-    return None
+    if keyformat not in ("hex", "raw", "passphrase"):
+        return None
+    try:  # read it as ZFS would: encroot's Key applies ZFS's rules for each format
+        with Key.from_file(path, keyformat):  # type: ignore[arg-type]
+            return None
+    except InvalidKey as exc:
+        return str(exc)
 
 
 # -- the audit (pure) ---------------------------------------------------------------
