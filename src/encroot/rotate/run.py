@@ -423,7 +423,7 @@ def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key 
                                     f"interrupted and {decision.evidence}; run: encroot recover "
                                     f"{name} --new-key-file FILE (or --old-key-file FILE)")
     commit = decision.verdict == "commit"
-    staged = _staged_values(zfs, name)
+    staged = _staged_values(zfs, name)  # also for an abort: they size the program's limits
     result = _run_program(zfs, name.pool, finish_program({name: (marker.id, commit)}),
                           len(staged) + 1)
     outcome = (result or {}).get(name) if isinstance(result, dict) else None
