@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_doctor import add_doctor_commands
+from .cli_migrate import add_migrate_commands
 from .cli_rotate import add_rotate_commands
 from .errors import EncrootError, InputError, LabError, ZfsError, ZfsUnavailable
 
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_receive(commands)
     add_rotate_commands(commands)
     add_doctor_commands(commands)
+    add_migrate_commands(commands)
     _add_stream(commands)
     _add_lab(commands)
     return parser

@@ -5,7 +5,7 @@ to observe or replace process execution; ``parse`` and ``translate`` hold
 the pure text-to-record and stderr-to-exception logic.
 """
 
-from .client import Zfs
+from .client import SendSpec, Zfs
 from .parse import PropertyTable, PropertyValue, ZfsVersion, parse_get_json, parse_get_table
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 from .translate import translate
@@ -17,6 +17,7 @@ __all__ = [
     "PropertyValue",
     "Result",
     "Runner",
+    "SendSpec",
     "SubprocessRunner",
     "Zfs",
     "ZfsVersion",

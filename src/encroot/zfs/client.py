@@ -23,7 +23,7 @@ from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, p
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 from .translate import translate
 
-__all__ = ["Zfs"]
+__all__ = ["SendSpec", "Zfs"]
 
 # Native property names are lowercase words; user properties contain ':'.
 _PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_.:@-]*")
@@ -32,6 +32,39 @@ _KEY_PROPERTIES = ("keyformat", "keylocation")
 TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
 SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
 RECEIVE_FLAGS = ("-F", "-u", "-v", "-n", "-s", "-e", "-d", "-h", "-M")
+
+
+@dataclass(frozen=True)
+class SendSpec:
+    """What one ``zfs send`` sends: a snapshot, optionally from a base, or a resume token.
+
+    Attributes:
+        snapshot: the snapshot sent (``pool/fs@snap``); ignored with a token.
+        base: with ``intermediates`` ``-I BASE`` (every snapshot between), else
+            ``-i BASE``; a clone's origin snapshot makes a clone stream.
+        raw: ``-w``, blocks as they are on disk (encrypted data stays encrypted).
+        replicate: ``-R``, the dataset's whole tree with properties and snapshots.
+        properties: ``-p`` for a single dataset.
+        resume_token: ``-t TOKEN``, finishing a partial ``receive -s``.
+    """
+
+    snapshot: str = ""
+    base: str | None = None
+    raw: bool = True
+    replicate: bool = False
+    properties: bool = False
+    intermediates: bool = True
+    resume_token: str | None = None
+
+    def describe(self) -> str:
+        """The send part of the pipeline, as a user would type it."""
+        if self.resume_token is not None:
+            return "zfs send -t <token>"
+        flags = " ".join(flag for flag, wanted in (
+            ("-w", self.raw), ("-R", self.replicate),
+            ("-p", self.properties and not self.replicate)) if wanted)
+        base = f" {'-I' if self.intermediates else '-i'} {self.base}" if self.base else ""
+        return f"zfs send {flags}{base} {self.snapshot}".replace("  ", " ")
 
 
 def _check_property_name(name: str) -> str:
@@ -314,6 +347,63 @@ class Zfs:
         return self.execute(self.zfs_command(*args, mutates=True), stdin_fd=stream_fd,
                             check=check)
 
+    # -- streams ----------------------------------------------------------------
+
+    @staticmethod
+    def _send_args(stream: SendSpec) -> list[str]:
+        if stream.resume_token is not None:
+            if not re.fullmatch(r"[0-9a-f]+-[0-9a-f]+-[0-9a-f]+-[0-9a-f]+", stream.resume_token):
+                raise InvalidProperty(f"resume token {stream.resume_token[:40]!r}: not a "
+                                      "receive_resume_token value", subject="resume token")
+            return ["send", "-t", stream.resume_token]
+        args = ["send"] + (["-w"] if stream.raw else []) + (["-R"] if stream.replicate else [])
+        args += ["-p"] if stream.properties and not stream.replicate else []
+        if stream.base is not None:
+            args += ["-I" if stream.intermediates else "-i", _dataset_or_snapshot(stream.base)]
+        return [*args, SnapshotName(stream.snapshot)]
+
+    def send_size(self, stream: SendSpec) -> int:
+        """The bytes ``zfs send`` estimates for ``stream`` (``zfs send -nP``)."""
+        args = self._send_args(stream)
+        out = self.execute(self.zfs_command(args[0], "-n", "-P", *args[1:])).stdout
+        for line in reversed(out.splitlines()):
+            field_name, _, value = line.partition("\t")
+            if field_name == "size" and value.strip().isdigit():
+                return int(value)
+        raise ZfsError(f"zfs send -nP printed no size line: {out[-200:]!r}")
+
+    def transfer(self, stream: SendSpec, target: str, *, options: Sequence[str] = ("-u", "-s"),
+                 progress: Callable[[int], None] | None = None) -> Result:
+        """``zfs send ... | zfs receive OPTIONS TARGET``; return the receive's result.
+
+        ``progress`` is called with byte counts as the stream passes.
+
+        Raises:
+            the receive's typed error, or ``ZfsError`` naming the send when
+            the send failed while the receive reported nothing.
+        """
+        for option in options:
+            if option not in RECEIVE_FLAGS:
+                raise InvalidProperty(f"receive option {option!r}: use one of "
+                                      f"{' '.join(RECEIVE_FLAGS)}")
+        sender = self.zfs_command(*self._send_args(stream))
+        receiver = self.zfs_command("receive", *options, DatasetName(target), mutates=True)
+        if self.log is not None:
+            self.log(("(dry run) " if self.dry_run else "")
+                     + f"{sender.shell_line()} | {receiver.shell_line()}")
+        if self.dry_run:
+            self.planned += [sender, receiver]
+            return Result(receiver, 0, "", "")
+        sent, received = self.runner.pipe(sender, receiver, progress=progress)
+        if not received.ok:
+            raise translate(Result(receiver, received.returncode, received.stdout,
+                                   (received.stderr + "\n" + sent.stderr).strip()))
+        if not sent.ok:
+            raise ZfsError(f"zfs send failed: {' '.join(sent.stderr.split()) or 'no message'}"
+                           f" (status {sent.returncode})", argv=sender.argv,
+                           returncode=sent.returncode, stderr=sent.stderr)
+        return received
+
     def mount(self, name: str) -> None:
         self.execute(self.zfs_command("mount", DatasetName(name), mutates=True))
 
@@ -334,6 +424,10 @@ class Zfs:
         """
         args = ["load-key"] + (["-n"] if noop else []) + ["-L", "prompt", DatasetName(name)]
         self.execute(self.zfs_command(*args, mutates=not noop, secret=True), key=key)
+
+    def load_key_at_location(self, name: str) -> None:
+        """``zfs load-key NAME``: ZFS reads the key from the dataset's ``file://`` keylocation."""
+        self.execute(self.zfs_command("load-key", DatasetName(name), mutates=True))
 
     def check_key(self, name: str, key: Key) -> bool:
         """True when ``key`` is the dataset's current key (``load-key -n``)."""
@@ -456,11 +550,30 @@ class Zfs:
         self.execute(self.zpool_command("export", PoolName(name), mutates=True))
 
     def import_pool(self, name: str, *, search_dirs: Sequence[str] = (),
-                    no_mount: bool = False) -> None:
+                    no_mount: bool = False, altroot: str | None = None) -> None:
+        """``zpool import [-N] [-R ALTROOT] [-d DIR]... NAME``.
+
+        An ``altroot`` prefixes every mount point (and sets ``cachefile=none``),
+        which lets a pool be mounted beside another with the same mount points.
+        """
         args = ["import"] + (["-N"] if no_mount else [])
+        if altroot is not None:
+            if not altroot.startswith("/") or "\0" in altroot:
+                raise InvalidProperty(f"altroot {altroot!r}: must be an absolute path")
+            args += ["-R", altroot]
         for directory in search_dirs:
             args += ["-d", directory]
         self.execute(self.zpool_command(*args, PoolName(name), mutates=True))
+
+    def pool_device_paths(self, name: str) -> list[str]:
+        """Paths of the pool's leaf devices or files (``zpool list -v -H -P``)."""
+        out = self.execute(self.zpool_command("list", "-v", "-H", "-P", PoolName(name))).stdout
+        paths = []
+        for line in out.splitlines():
+            first = line.strip().split("\t")[0]
+            if first.startswith("/"):
+                paths.append(first)
+        return paths
 
     def pool_exists(self, name: str) -> bool:
         try:

@@ -18,9 +18,10 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol
 
 from ..errors import ZfsUnavailable
 
@@ -87,6 +88,11 @@ class Runner(Protocol):
 
     def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
             stdin_fd: int | None = None, timeout: float | None = None) -> Result: ...
+
+    def pipe(self, sender: Command, receiver: Command, *,
+             progress: Callable[[int], None] | None = None) -> tuple[Result, Result]:
+        """Run ``sender | receiver``; ``progress`` is told how many bytes went through."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -178,3 +184,101 @@ class SubprocessRunner:
             raise
         return Result(command, process.returncode, out.decode(errors="replace"),
                       err.decode(errors="replace"))
+
+    def pipe(self, sender: Command, receiver: Command, *,
+             progress: Callable[[int], None] | None = None) -> tuple[Result, Result]:
+        """Run ``sender | receiver`` (``zfs send | zfs receive``) and relay the stream.
+
+        encroot relays the bytes itself (with ``splice`` where the kernel has it,
+        so nothing is copied through Python) to count them for the progress
+        display.  If the receiver dies, the sender is killed; if the sender
+        dies, the receiver sees the stream end and fails as ZFS does on a cut
+        stream.
+        """
+        env = self._environment()
+        try:
+            send = subprocess.Popen(sender.argv, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        except OSError as exc:
+            raise ZfsUnavailable(f"{sender.argv[0]}: cannot start it ({exc.strerror})") from exc
+        try:
+            receive = subprocess.Popen(receiver.argv, stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        except OSError as exc:
+            send.kill()
+            send.wait()
+            raise ZfsUnavailable(f"{receiver.argv[0]}: cannot start it ({exc.strerror})") from exc
+        outputs = _drain({"send-err": send.stderr, "recv-out": receive.stdout,
+                          "recv-err": receive.stderr})
+        try:
+            for process, command in ((send, sender), (receive, receiver)):
+                if self.on_start is not None:
+                    self.on_start(command, process)
+            assert send.stdout is not None and receive.stdin is not None
+            _relay(send.stdout.fileno(), receive.stdin.fileno(), progress)
+        except BrokenPipeError:
+            send.kill()
+        except BaseException:
+            send.kill()
+            receive.kill()
+            raise
+        finally:
+            for stream in (send.stdout, receive.stdin):
+                if stream is not None:
+                    stream.close()
+            send.wait()
+            receive.wait()
+            for thread in outputs.values():
+                thread.join()
+        return (Result(sender, send.returncode, "", outputs["send-err"].text),
+                Result(receiver, receive.returncode, outputs["recv-out"].text,
+                       outputs["recv-err"].text))
+
+
+class _Reader(threading.Thread):
+    """Reads one output of a child to its end, so that no pipe fills up and blocks."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.text = ""
+
+    def run(self) -> None:
+        self.text = self.stream.read().decode(errors="replace")
+        self.stream.close()
+
+
+def _drain(streams: Mapping[str, IO[bytes] | None]) -> dict[str, _Reader]:
+    readers = {}
+    for label, stream in streams.items():
+        assert stream is not None
+        readers[label] = _Reader(stream)
+        readers[label].start()
+    return readers
+
+
+RELAY_CHUNK = 1 << 20
+
+
+def _relay(source: int, target: int, progress: Callable[[int], None] | None) -> None:
+    """Move every byte from ``source`` to ``target``; report counts to ``progress``."""
+    splice = getattr(os, "splice", None)
+    while True:
+        if splice is not None:
+            try:
+                moved = splice(source, target, RELAY_CHUNK)
+            except BrokenPipeError:
+                raise
+            except OSError:  # a kernel or descriptor kind without splice: copy instead
+                splice = None
+                continue
+        else:
+            chunk = os.read(source, RELAY_CHUNK)
+            moved = len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(target, view):]
+        if moved == 0:
+            return
+        if progress is not None:
+            progress(moved)

@@ -1,0 +1,233 @@
+"""What a migration reads and asks for: requests and the state of both pools (pure data).
+
+``MigrateRequest`` validates the user's input when it is made.  ``Side`` is
+one pool's (or root's) datasets with their snapshots, as ``read_state``
+found them; ``MigrateState`` is both sides plus the few pool facts the plan
+needs.  Nothing here starts a process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import EncrootError, InputError
+from ..names import DatasetName, PoolName, SnapshotName
+
+__all__ = [
+    "MARKER",
+    "PHASES",
+    "SNAPSHOT_PREFIX",
+    "MigrateRefused",
+    "MigrateRequest",
+    "MigrateState",
+    "Node",
+    "Side",
+    "Snap",
+]
+
+PHASES = ("initial", "catch-up", "cutover")
+SNAPSHOT_PREFIX = "encroot-migrate-"
+# On DST's root while a cutover re-parents: JSON {source, snapshot, stage}.
+MARKER = "encroot:migrate"
+
+
+class MigrateRefused(EncrootError):
+    """A precondition failed; nothing was changed.  The message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class MigrateRequest:
+    """``encroot migrate`` options, validated.
+
+    Attributes:
+        source: SRC's encrypted root (a pool's root dataset, or any encryption root).
+        destination: the pool that receives it; its root takes SRC root's place.
+        phase: ``initial``, ``catch-up``, ``cutover`` or ``all``.
+        snapshot: the snapshot name to send up to (created recursively if missing).
+        root_data: what to do with files stored directly in SRC's root:
+            ``copy``, ``skip`` or ``dataset:NAME``.
+        verify_mount: after the cold start, compare every file's SHA-256.
+        allow_unencrypted_destination: DST's root is unencrypted on purpose; the
+            migrated trees then stay encryption roots with SRC's key.
+    """
+
+    source: DatasetName
+    destination: PoolName
+    phase: str = "all"
+    snapshot: str | None = None
+    root_data: str | None = None
+    verify_mount: bool = False
+    allow_unencrypted_destination: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", DatasetName(self.source))
+        object.__setattr__(self, "destination", PoolName(self.destination))
+        if self.phase not in (*PHASES, "all"):
+            raise InputError(f"--phase {self.phase!r}: use one of {', '.join(PHASES)} "
+                             "(or leave it out for all three)", subject="--phase")
+        if self.source.pool == self.destination:
+            raise InputError(f"DST_POOL {self.destination!r}: must be another pool than "
+                             f"SRC's ({self.source.pool!r})", subject="DST_POOL")
+        if self.snapshot is not None:
+            SnapshotName(f"{self.source}@{self.snapshot}")
+        if self.root_data is not None:
+            self._check_root_data(self.root_data)
+
+    @staticmethod
+    def _check_root_data(mode: str) -> None:
+        if mode in ("copy", "skip"):
+            return
+        kind, _, name = mode.partition(":")
+        if kind != "dataset" or not name or "/" in name:
+            raise InputError(f"--root-data {mode!r}: use copy, skip or dataset:NAME (NAME one "
+                             "dataset name component)", subject="--root-data")
+        DatasetName(f"x/{name}")
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases this request runs, in order.
+
+        ``all`` runs initial and cutover: a catch-up right after the initial
+        copy would have nothing new to send, and cutover ends with the same
+        incremental a catch-up would send.
+        """
+        return ("initial", "cutover") if self.phase == "all" else (self.phase,)
+
+    @property
+    def root_dataset(self) -> str | None:
+        """The name (below DST) that receives SRC root's own data, with ``dataset:NAME``."""
+        if self.root_data and self.root_data.startswith("dataset:"):
+            return self.root_data.split(":", 1)[1]
+        return None
+
+    def destination_name(self, source_name: str) -> str:
+        """Where a SRC dataset lands on DST: the same path below DST's root."""
+        if source_name == self.source:
+            name = self.root_dataset
+            return f"{self.destination}/{name}" if name else str(self.destination)
+        if not source_name.startswith(self.source + "/"):
+            raise ValueError(f"{source_name} is not below {self.source}")
+        return f"{self.destination}{source_name[len(self.source):]}"
+
+
+@dataclass(frozen=True)
+class Snap:
+    """A snapshot: its short name (after '@'), GUID and creation txg."""
+
+    name: str
+    guid: str
+    txg: int
+
+
+@dataclass(frozen=True)
+class Node:
+    """A filesystem or volume and its snapshots (oldest first)."""
+
+    name: str
+    type: str = "filesystem"
+    guid: str = ""
+    encryption: str = "off"
+    encryptionroot: str = "-"
+    keystatus: str = "-"
+    keyformat: str = "none"
+    keylocation: str = "none"
+    origin: str = "-"
+    canmount: str = "on"
+    mountpoint: str = "-"
+    mounted: str = "-"
+    written: int = 0
+    createtxg: int = 0
+    resume_token: str = "-"  # noqa: S105 (a receive_resume_token, no secret)
+    snapshots: tuple[Snap, ...] = ()
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption not in ("off", "-", "")
+
+    @property
+    def is_encryption_root(self) -> bool:
+        return self.encrypted and self.encryptionroot == self.name
+
+    @property
+    def resumable(self) -> bool:
+        return self.resume_token not in ("-", "")
+
+    def snapshot(self, short: str) -> Snap | None:
+        for snap in self.snapshots:
+            if snap.name == short:
+                return snap
+        return None
+
+    def newest_common(self, other: Node) -> Snap | None:
+        """Our newest snapshot that ``other`` holds with the same GUID."""
+        theirs = {snap.guid for snap in other.snapshots}
+        for snap in reversed(self.snapshots):
+            if snap.guid in theirs:
+                return snap
+        return None
+
+
+@dataclass(frozen=True)
+class Side:
+    """The datasets below (and including) ``root`` on one side, by full name."""
+
+    root: str
+    nodes: Mapping[str, Node] = field(default_factory=dict)
+    # Every property read for the root itself (available, the marker...).
+    root_values: Mapping[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> Node | None:
+        return self.nodes.get(name)
+
+    def children(self, name: str) -> list[Node]:
+        """Direct children, oldest first (an origin is always older than its clones)."""
+        found = [node for node in self.nodes.values()
+                 if node.name.rsplit("/", 1)[0] == name and "/" in node.name]
+        return sorted(found, key=lambda node: (node.createtxg, node.name))
+
+    def subtree(self, name: str) -> list[Node]:
+        """``name`` and every descendant, parents first."""
+        return sorted((node for node in self.nodes.values()
+                       if node.name == name or node.name.startswith(name + "/")),
+                      key=lambda node: (node.name.count("/"), node.createtxg, node.name))
+
+    @property
+    def root_node(self) -> Node | None:
+        return self.nodes.get(self.root)
+
+
+@dataclass(frozen=True)
+class MigrateState:
+    """Everything a migration plan is made from, read in a few bulk calls.
+
+    Attributes:
+        source, destination: both sides; ``destination`` is None when DST is
+            not an imported pool.
+        destination_pool: DST's pool properties (``feature@encryption``...).
+        destination_available: bytes DST's root can still take.
+        source_root_local: SRC root's locally set properties.
+        root_files: entries found in SRC root's own file system, or None when
+            it is not mounted (so encroot cannot tell).
+        marker: DST root's ``encroot:migrate`` marker, parsed, if any.
+    """
+
+    source: Side
+    destination: Side | None
+    destination_pool: Mapping[str, str] = field(default_factory=dict)
+    destination_available: int = 0
+    source_root_local: Mapping[str, str] = field(default_factory=dict)
+    root_files: tuple[str, ...] | None = ()
+    marker: Mapping[str, str] | None = None
+
+    @staticmethod
+    def parse_marker(value: str | None) -> dict[str, str] | None:
+        """The marker's JSON; a value encroot did not write counts as no marker."""
+        if value is None or value in ("", "-"):
+            return None
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return None
+        return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else None

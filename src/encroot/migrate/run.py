@@ -1,0 +1,577 @@
+"""Reading both pools, and executing a migration phase by phase.
+
+``read_state`` takes two recursive ``zfs get`` calls (SRC and DST, with all
+snapshots), one for SRC root's local properties and one ``zpool get``.
+``migrate`` runs the phases; each plans from what ZFS shows, so a phase that
+was killed or whose stream was cut is simply run again: partial receives
+are resumed (``zfs send -t``), what arrived is kept, nothing on SRC is
+touched beyond its own snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import DatasetNotFound, EncrootError, ZfsError
+from ..keys import Key
+from ..zfs import Zfs
+from .model import (
+    MARKER,
+    SNAPSHOT_PREFIX,
+    MigrateRefused,
+    MigrateRequest,
+    MigrateState,
+    Node,
+    Side,
+    Snap,
+)
+from .plan import (
+    PhasePlan,
+    Step,
+    Transfer,
+    assume_synced,
+    encryption_problems,
+    plan_finish,
+    plan_phase,
+    plan_sync,
+    reparent_order,
+    root_properties,
+    snapshot_problems,
+    with_goal,
+)
+
+__all__ = [
+    "MigrateResult",
+    "PhaseResult",
+    "Progress",
+    "VerificationFailed",
+    "fresh_snapshot_name",
+    "migrate",
+    "plan_migration",
+    "read_state",
+]
+
+STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
+                    "keylocation", "origin", "canmount", "mountpoint", "mounted", "written",
+                    "createtxg", "receive_resume_token", "available", MARKER)
+# Partial receives resumed, then read again: a bound that a healthy run never reaches.
+MAX_SYNC_ROUNDS = 32
+
+
+class VerificationFailed(EncrootError):
+    """DST differs from what the plan promised; the message lists the differences."""
+
+
+class Progress(Protocol):
+    """Told about each transfer as it runs (the CLI draws a progress line)."""
+
+    def start(self, transfer: Transfer) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def finish(self, transfer: Transfer, count: int) -> None: ...
+
+
+@dataclass
+class PhaseResult:
+    """What one phase did."""
+
+    plan: PhasePlan
+    transferred_bytes: int = 0
+    transfers_run: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.plan.to_json(), "transferred_bytes": self.transferred_bytes,
+                "transfers_run": self.transfers_run, "verified": self.verified}
+
+
+@dataclass
+class MigrateResult:
+    """Every phase's result, in order."""
+
+    phases: list[PhaseResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phases": [p.to_json() for p in self.phases]}
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+def read_side(zfs: Zfs, root: str) -> Side:
+    """Every dataset and snapshot under ``root`` in one ``zfs get``; empty if it is absent."""
+    try:
+        table = zfs.get([root], STATE_PROPERTIES, recursive=True,
+                        types=("filesystem", "volume", "snapshot"), use_json=False)
+    except DatasetNotFound:
+        return Side(root, {})
+    values = {name: {p: v.value for p, v in table[name].items()} for name in table}
+    snapshots: dict[str, list[Snap]] = {}
+    for name, props in values.items():
+        if "@" in name:
+            dataset, short = name.split("@", 1)
+            snapshots.setdefault(dataset, []).append(
+                Snap(short, props.get("guid", ""), _int(props.get("createtxg", ""))))
+    nodes = {}
+    for name, props in values.items():
+        if "@" in name:
+            continue
+        snaps = tuple(sorted(snapshots.get(name, []), key=lambda s: s.txg))
+        nodes[name] = Node(
+            name, props.get("type", ""), props.get("guid", ""), props.get("encryption", "off"),
+            props.get("encryptionroot", "-"), props.get("keystatus", "-"),
+            props.get("keyformat", "none"), props.get("keylocation", "none"),
+            props.get("origin", "-"),
+            props.get("canmount", "-"), props.get("mountpoint", "-"),
+            props.get("mounted", "-"), _int(props.get("written", "")),
+            _int(props.get("createtxg", "")), props.get("receive_resume_token", "-"), snaps)
+    return Side(root, nodes, values.get(root, {}))
+
+
+def root_files(side: Side) -> tuple[str, ...] | None:
+    """Entries of the root's own file system (not child mount points); None if unmounted."""
+    root = side.root_node
+    if root is None or root.mounted != "yes" or not root.mountpoint.startswith("/"):
+        return None
+    base = root.mountpoint.rstrip("/") or "/"
+    children = set()
+    for node in side.nodes.values():
+        if node.name != root.name and node.mountpoint.startswith(base.rstrip("/") + "/"):
+            children.add(node.mountpoint[len(base.rstrip("/")) + 1:].split("/", 1)[0])
+    try:
+        entries = sorted(os.listdir(base))
+    except OSError:
+        return None
+    return tuple(e for e in entries if e not in children)
+
+
+def read_state(zfs: Zfs, request: MigrateRequest) -> MigrateState:
+    """Both sides and the pool facts a plan needs, in four or five processes."""
+    source = read_side(zfs, request.source)
+    destination: Side | None = None
+    pool: dict[str, str] = {}
+    available = 0
+    marker = None
+    if zfs.pool_exists(request.destination):
+        destination = read_side(zfs, request.destination)
+        pool = zfs.pool_get(request.destination, ["feature@encryption"])
+        available = _int(destination.root_values.get("available", ""))
+        marker = MigrateState.parse_marker(destination.root_values.get(MARKER))
+    local: dict[str, str] = {}
+    if source.root_node is not None:
+        table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
+        local = {p: v.value for p, v in table[request.source].items()} \
+            if request.source in table else {}
+    return MigrateState(source, destination, pool, available, local, root_files(source), marker)
+
+
+def fresh_snapshot_name(state: MigrateState, now: float | None = None) -> str:
+    """``encroot-migrate-YYYYmmdd-HHMMSS`` (UTC), with a suffix if SRC has it already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    name = SNAPSHOT_PREFIX + stamp
+    root = state.source.root_node
+    taken = {s.name for s in root.snapshots} if root is not None else set()
+    suffix = 1
+    while name in taken:
+        suffix += 1
+        name = f"{SNAPSHOT_PREFIX}{stamp}-{suffix}"
+    return name
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+def _estimates(zfs: Zfs, transfers: Sequence[Transfer], created: bool) -> dict[str, int]:
+    """``zfs send -nP`` for each transfer whose snapshots exist already."""
+    found = {}
+    for transfer in transfers:
+        if created and transfer.kind != "resume":
+            continue
+        try:
+            found[transfer.command()] = zfs.send_size(transfer.spec)
+        except ZfsError:
+            continue
+    return found
+
+
+def plan_migration(zfs: Zfs, request: MigrateRequest) -> list[PhasePlan]:
+    """The plans of the requested phases, for ``-n``: later phases as if earlier ones ran.
+
+    Estimates come from ``zfs send -nP`` where the snapshots exist; a phase
+    that would first take its snapshot is estimated as the incremental from
+    the newest snapshot DST has (the writes since then are not known yet).
+    """
+    state = read_state(zfs, request)
+    plans = []
+    for phase in request.phases:
+        plan = plan_phase(request, state, phase, fresh_snapshot_name(state))
+        if plan.goal is not None and not plan.refusals:
+            estimates = _estimates(zfs, plan.transfers, plan.goal.create)
+            plan = plan_phase(request, state, phase, fresh_snapshot_name(state), estimates)
+        plans.append(plan)
+        if plan.refusals or plan.goal is None:
+            break
+        state = assume_synced(request, with_goal(state, plan.goal.name), plan.goal.name)
+    return plans
+
+
+# -- executing ----------------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    zfs: Zfs
+    request: MigrateRequest
+    say: Callable[[str], None]
+    progress: Progress | None
+    source_key: Key | None
+    destination_key: Key | None
+    result: PhaseResult
+    altroot: str | None = None
+
+
+def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
+            destination_key: Key | None = None, progress: Progress | None = None,
+            say: Callable[[str], None] = lambda line: None) -> MigrateResult:
+    """Run the requested phases; see docs/design.md for what each does.
+
+    Raises:
+        MigrateRefused: a precondition failed (nothing changed in that phase).
+        VerificationFailed: DST differs from the plan after a phase.
+        ZfsError: a zfs command failed; run the same phase again to continue.
+    """
+    result = MigrateResult()
+    for phase in request.phases:
+        result.phases.append(_run_phase(zfs, request, phase, source_key, destination_key,
+                                        progress, say))
+    return result
+
+
+def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | None,
+               destination_key: Key | None, progress: Progress | None,
+               say: Callable[[str], None]) -> PhaseResult:
+    state = read_state(zfs, request)
+    plan = plan_phase(request, state, phase, fresh_snapshot_name(state))
+    plan.refuse_if_needed()
+    assert plan.goal is not None
+    if not plan.transfers_done:
+        estimates = _estimates(zfs, plan.transfers, plan.goal.create)
+        plan = plan_phase(request, state, phase, plan.goal.name, estimates)
+        plan.refuse_if_needed()
+    assert plan.goal is not None
+    run = _Run(zfs, request, say, progress, source_key, destination_key, PhaseResult(plan))
+    if phase == "cutover":
+        _check_keys(run, state)
+    goal = plan.goal.name
+    if not plan.transfers_done:
+        if plan.goal.create:
+            say(f"snapshot: {request.source}@{goal} (recursive)")
+            zfs.snapshot([f"{request.source}@{goal}"], recursive=True)
+        _sync(run, goal, plan.transfers)
+        state = read_state(zfs, request)
+        _fail_on(snapshot_problems(request, state, goal), "after the transfers")
+        run.result.verified.append(f"every SRC snapshot up to @{goal} is on DST with its GUID")
+    if phase == "cutover":
+        _finish(run, goal)
+    return run.result
+
+
+def _fail_on(problems: Sequence[str], when: str) -> None:
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more"
+                                           if len(problems) > 8 else "")
+        raise VerificationFailed(f"{when}: {shown}")
+
+
+def _check_keys(run: _Run, state: MigrateState) -> None:
+    """Cutover needs SRC root's key (to load the received roots) and DST's (cold start)."""
+    request, zfs = run.request, run.zfs
+    if run.source_key is None:
+        raise MigrateRefused(f"cutover needs {request.source}'s key to re-parent: pass "
+                             "--key-file F or --key-stdin, or run it on a terminal")
+    if not zfs.check_key(request.source, run.source_key):
+        raise MigrateRefused(f"the key given for {request.source} is not its key "
+                             "(zfs load-key -n refused it)")
+    assert state.destination is not None and state.destination.root_node is not None
+    root = state.destination.root_node
+    if not root.encrypted:
+        return
+    if root.keystatus != "available":
+        raise MigrateRefused(f"DST root {root.name}'s key is not loaded; fix: "
+                             f"zfs load-key {root.name}")
+    if run.destination_key is None and root.keylocation == "prompt":
+        raise MigrateRefused(f"the cold start reloads {root.name}'s key and its keylocation "
+                             "is prompt: pass --new-key-file F")
+    if run.destination_key is not None and not zfs.check_key(root.name, run.destination_key):
+        raise MigrateRefused(f"--new-key-file does not hold {root.name}'s key")
+
+
+def _sync(run: _Run, goal: str, transfers: Sequence[Transfer]) -> None:
+    """Run transfers; after a resume (or all of them) read ZFS again until nothing is left."""
+    pending = list(transfers)
+    for _ in range(MAX_SYNC_ROUNDS):
+        if not pending:
+            return
+        for transfer in pending:
+            _transfer(run, transfer)
+            if transfer.kind == "resume":
+                break
+        state = read_state(run.zfs, run.request)
+        pending, refusals = plan_sync(run.request, state, goal)
+        if refusals:
+            raise MigrateRefused("; ".join(r.text() for r in refusals))
+    raise ZfsError(f"transfers to @{goal} still pending after {MAX_SYNC_ROUNDS} rounds")
+
+
+def _transfer(run: _Run, transfer: Transfer) -> None:
+    run.say(f"{transfer.kind}: {transfer.command()}")
+    moved = 0
+
+    def advance(count: int) -> None:
+        nonlocal moved
+        moved += count
+        if run.progress is not None:
+            run.progress.advance(count)
+
+    if run.progress is not None:
+        run.progress.start(transfer)
+    try:
+        run.zfs.transfer(transfer.spec, transfer.target, progress=advance)
+    finally:
+        if run.progress is not None:
+            run.progress.finish(transfer, moved)
+        run.result.transferred_bytes += moved
+    run.result.transfers_run.append(transfer.command())
+
+
+# -- cutover after the transfers ------------------------------------------------------------------
+
+def _finish(run: _Run, goal: str) -> None:
+    state = read_state(run.zfs, run.request)
+    steps = plan_finish(run.request, state, goal)
+    for step in steps:
+        run.say(f"{step.action}: {step.dataset}" + (f" ({step.detail})" if step.detail else ""))
+        _ACTIONS[step.action](run, step, goal)
+
+
+def _verify_snapshots(run: _Run, step: Step, goal: str) -> None:
+    state = read_state(run.zfs, run.request)
+    _fail_on(snapshot_problems(run.request, state, goal), "before re-parenting")
+
+
+def _set_root_properties(run: _Run, step: Step, goal: str) -> None:
+    state = read_state(run.zfs, run.request)
+    run.zfs.set(run.request.destination, root_properties(run.request, state))
+    run.result.verified.append(f"SRC root's local properties set on {run.request.destination}")
+
+
+def _mark(run: _Run, step: Step, goal: str) -> None:
+    """Say on DST's root that re-parenting began: catch-up refuses from now on."""
+    value = json.dumps({"source": str(run.request.source), "snapshot": goal,
+                        "stage": "reparent", "devices": " ".join(_device_dirs(run))},
+                       sort_keys=True)
+    run.zfs.set(run.request.destination, {MARKER: value})
+
+
+def _load_key(run: _Run, step: Step, goal: str) -> None:
+    node = read_side(run.zfs, step.dataset).get(step.dataset)
+    if node is not None and node.keystatus == "available":
+        return
+    assert run.source_key is not None
+    run.zfs.load_key(step.dataset, run.source_key)
+
+
+def _inherit_key(run: _Run, step: Step, goal: str) -> None:
+    node = read_side(run.zfs, step.dataset).get(step.dataset)
+    if node is not None and not node.is_encryption_root:
+        return  # done before an interruption
+    run.zfs.change_key(step.dataset, inherit=True)
+
+
+def _verify_encryption(run: _Run, step: Step, goal: str) -> None:
+    state = read_state(run.zfs, run.request)
+    _fail_on(encryption_problems(run.request, state, keys_loaded=True), "after re-parenting")
+    run.result.verified.append("encryption, encryptionroot and keystatus as planned")
+
+
+def _device_dirs(run: _Run) -> list[str]:
+    return sorted({os.path.dirname(p) for p in run.zfs.pool_device_paths(run.request.destination)})
+
+
+def _cold_start(run: _Run, step: Step, goal: str) -> None:
+    """Export and import DST under a temporary altroot; load only its key; mount all."""
+    zfs, dst = run.zfs, run.request.destination
+    dirs = _device_dirs(run)
+    run.altroot = tempfile.mkdtemp(prefix="encroot-migrate-")
+    zfs.export_pool(dst)
+    zfs.import_pool(dst, search_dirs=dirs, no_mount=True, altroot=run.altroot)
+    _load_destination_keys(run)
+    state = read_state(zfs, run.request)
+    _fail_on(encryption_problems(run.request, state, keys_loaded=True), "after the cold start")
+    assert state.destination is not None
+    for node in _mountable(state.destination):
+        zfs.mount(node.name)
+    state = read_state(zfs, run.request)
+    assert state.destination is not None
+    unmounted = [n.name for n in _mountable(state.destination)]
+    _fail_on([f"{name}: not mounted" for name in unmounted], "after the cold start")
+    run.result.verified.append(f"cold start: {dst} exported, imported, its key alone loaded, "
+                               "every file system mounted")
+
+
+def _mountable(side: Side) -> list[Node]:
+    """File systems not mounted that a boot (or ``zfs mount``) could mount, parents first."""
+    return [n for n in side.subtree(side.root)
+            if n.type == "filesystem" and n.canmount != "off" and n.mounted != "yes"
+            and n.keystatus in ("available", "-") and n.mountpoint.startswith("/")]
+
+
+def _load_destination_keys(run: _Run) -> None:
+    zfs, dst = run.zfs, run.request.destination
+    root = read_side(zfs, dst).get(dst)
+    if root is not None and root.encrypted:
+        if run.destination_key is not None:
+            zfs.load_key(dst, run.destination_key)
+        else:
+            zfs.load_key_at_location(dst)
+        return
+    # An unencrypted DST: the moved trees' roots keep SRC's key.
+    for node in reparent_order(run.request, read_state(zfs, run.request)):
+        assert run.source_key is not None
+        if node.keystatus != "available":
+            zfs.load_key(node.name, run.source_key)
+
+
+def _copy_root_data(run: _Run, step: Step, goal: str) -> None:
+    """Copy SRC root's files (from the goal snapshot) into DST's mounted root."""
+    state = read_state(run.zfs, run.request)
+    source_dir, target_dir = _snapshot_dir(state.source, goal), _mounted_dir(state, str(
+        run.request.destination))
+    children = _child_entries(state.source)
+    copied = 0
+    for entry in sorted(os.listdir(source_dir)):
+        if entry in children:
+            continue
+        _copy_entry(Path(source_dir, entry), Path(target_dir, entry))
+        copied += 1
+    os.sync()
+    run.result.verified.append(f"{copied} entries of {run.request.source}@{goal} copied into "
+                               f"{run.request.destination}, re-encrypted with its key")
+
+
+def _child_entries(side: Side) -> set[str]:
+    root = side.root_node
+    assert root is not None
+    base = root.mountpoint.rstrip("/")
+    return {n.mountpoint[len(base) + 1:].split("/", 1)[0] for n in side.nodes.values()
+            if n.name != root.name and n.mountpoint.startswith(base + "/")}
+
+
+def _copy_entry(source: Path, target: Path) -> None:
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _snapshot_dir(side: Side, goal: str) -> str:
+    root = side.root_node
+    assert root is not None
+    path = os.path.join(root.mountpoint, ".zfs", "snapshot", goal)
+    if not os.path.isdir(path):
+        raise MigrateRefused(f"{path}: not readable, so SRC root's files cannot be copied")
+    return path
+
+
+def _mounted_dir(state: MigrateState, name: str) -> str:
+    assert state.destination is not None
+    node = state.destination.get(name)
+    if node is None or node.mounted != "yes":
+        raise MigrateRefused(f"{name} is not mounted, so SRC root's files cannot be copied "
+                             "into it (canmount or mountpoint?)")
+    return node.mountpoint
+
+
+def _verify_files(run: _Run, step: Step, goal: str) -> None:
+    """SHA-256 of every file of every migrated file system, in the goal snapshot on both sides."""
+    state = read_state(run.zfs, run.request)
+    assert state.destination is not None
+    problems, compared = [], 0
+    for node in state.source.subtree(run.request.source):
+        if node.name == run.request.source and not run.request.root_dataset:
+            continue
+        target = state.destination.get(run.request.destination_name(node.name))
+        if node.type != "filesystem" or target is None or target.mounted != "yes" or \
+                node.mounted != "yes":
+            continue
+        ours = file_hashes(os.path.join(node.mountpoint, ".zfs", "snapshot", goal))
+        theirs = file_hashes(os.path.join(target.mountpoint, ".zfs", "snapshot", goal))
+        if ours != theirs:
+            differ = sorted(set(ours.items()) ^ set(theirs.items()))
+            problems.append(f"{target.name}: {len(differ)} files differ "
+                            f"(first: {differ[0][0]})")
+        compared += len(ours)
+    _fail_on(problems, "file contents")
+    run.result.verified.append(f"SHA-256 of {compared} files match SRC's @{goal}")
+
+
+def file_hashes(top: str) -> dict[str, str]:
+    """SHA-256 of every regular file below ``top``, not entering other file systems."""
+    result = {}
+    device = os.stat(top).st_dev
+    for directory, subdirs, files in os.walk(top):
+        subdirs[:] = [d for d in subdirs
+                      if os.lstat(os.path.join(directory, d)).st_dev == device]
+        for name in files:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                result[os.path.relpath(path, top)] = digest.hexdigest()
+    return result
+
+
+def _reimport(run: _Run, step: Step, goal: str) -> None:
+    """Export and import DST normally, without mounting (its mount points are SRC's)."""
+    zfs, dst = run.zfs, run.request.destination
+    dirs = _device_dirs(run)
+    zfs.export_pool(dst)
+    zfs.import_pool(dst, search_dirs=dirs, no_mount=True)
+    _load_destination_keys(run)
+    if run.altroot is not None:
+        try:
+            os.rmdir(run.altroot)
+        except OSError:
+            pass
+
+
+def _unmark(run: _Run, step: Step, goal: str) -> None:
+    run.zfs.inherit(run.request.destination, MARKER)
+
+
+_ACTIONS: dict[str, Callable[[_Run, Step, str], None]] = {
+    "verify-snapshots": _verify_snapshots,
+    "set-root-properties": _set_root_properties,
+    "mark": _mark,
+    "load-key": _load_key,
+    "inherit-key": _inherit_key,
+    "verify-encryption": _verify_encryption,
+    "cold-start": _cold_start,
+    "copy-root-data": _copy_root_data,
+    "verify-files": _verify_files,
+    "reimport": _reimport,
+    "unmark": _unmark,
+}

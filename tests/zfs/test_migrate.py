@@ -1,0 +1,207 @@
+"""encroot migrate on real OpenZFS: a whole encrypted pool root moved to a mirror pool, raw.
+
+SRC is a pool whose root is an encryption root (passphrase) holding: an
+inheriting tree three levels deep, a separately keyed child (hex) with an
+inheriting child, an unencrypted child, a zvol, a boot layout
+``ROOT/default`` (canmount=noauto) with a clone ``ROOT/be2``, user
+properties, several snapshots, files with known hashes, and a file stored
+in the root itself.  DST is a mirror of two file vdevs, encrypted with its
+own passphrase.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from encroot import Key
+
+from .conftest import PoolFactory
+from .helpers import (
+    FAST_PBKDF2,
+    PASSPHRASE,
+    encroot,
+    prop,
+    sh,
+    snapshot_guids,
+    tree_hashes,
+    write_files,
+)
+
+pytestmark = pytest.mark.zfs
+
+DST_PASSPHRASE = "a different passphrase"
+INHERITING = ("data", "data/a", "data/a/b", "data/a/b/c", "ROOT", "ROOT/default", "ROOT/be2",
+              "vol")
+
+
+def passphrase_pool(make_pool: PoolFactory, passphrase: str, **options: object) -> str:
+    """A pool whose root is an encryption root with ``passphrase`` (fast PBKDF2)."""
+    return make_pool(size="256M", key=Key.passphrase(passphrase),
+                     root_properties={"pbkdf2iters": FAST_PBKDF2}, **options)
+
+
+def build_source(pool: str, folder: Path) -> dict[str, dict[str, str]]:
+    """The tree described above; returns the files written per dataset (relative name)."""
+    hex_key = folder / f"{pool}-hex.key"
+    hex_key.write_text(os.urandom(32).hex())
+    sh(f"""
+zfs set compression=lz4 user:site=lab {pool}
+zfs create -p {pool}/data/a/b/c
+zfs set user:tag=deep {pool}/data/a
+zfs create -o encryption=on -o keyformat=hex -o keylocation=file://{hex_key} {pool}/data/h
+zfs create {pool}/data/h/x
+zfs create -o encryption=off {pool}/plain
+zfs create -V 8M {pool}/vol
+zfs create -o canmount=off -o mountpoint=none {pool}/ROOT
+zfs create -o canmount=noauto -o mountpoint=/{pool}-be {pool}/ROOT/default
+zfs mount {pool}/ROOT/default
+""")
+    files = {
+        "": {"root-file.txt": os.urandom(3000).hex()},
+        "data/a": {"a.bin": os.urandom(50_000).hex()},
+        "data/a/b/c": {"deep/c.txt": "deep file"},
+        "data/h/x": {"x.txt": os.urandom(1000).hex()},
+        "plain": {"plain.txt": "not encrypted"},
+        "ROOT/default": {"etc/hostname": "lab"},
+    }
+    write(pool, files)
+    sh(f"zfs snapshot -r {pool}@s1 && zfs clone -o canmount=noauto -o mountpoint=/{pool}-be2 "
+       f"{pool}/ROOT/default@s1 {pool}/ROOT/be2 && zfs snapshot -r {pool}@s2")
+    return files
+
+
+def write(pool: str, files: dict[str, dict[str, str]]) -> None:
+    for relative, content in files.items():
+        mountpoint = prop(f"{pool}/{relative}".rstrip("/"), "mountpoint")
+        write_files(mountpoint, {name: text.encode() for name, text in content.items()})
+
+
+def relative_guids(root: str) -> dict[str, str]:
+    return snapshot_guids(root)
+
+
+@pytest.fixture
+def pools(make_pool: PoolFactory, tmp_path: Path) -> tuple[str, str, Path, Path]:
+    """(SRC, DST, SRC key file, DST key file) with SRC built and DST a mirror."""
+    source = passphrase_pool(make_pool, PASSPHRASE)
+    destination = passphrase_pool(make_pool, DST_PASSPHRASE, vdevs=2, layout="mirror")
+    build_source(source, tmp_path)
+    source_key, destination_key = tmp_path / "src.key", tmp_path / "dst.key"
+    source_key.write_text(PASSPHRASE)
+    destination_key.write_text(DST_PASSPHRASE)
+    return source, destination, source_key, destination_key
+
+
+def cutover_args(source_key: Path, destination_key: Path) -> str:
+    return (f"--key-file {source_key} --new-key-file {destination_key} "
+            "--root-data=dataset:rootdata --verify=mount")
+
+
+def assert_migrated(source: str, destination: str) -> None:
+    """The checks of the issue, made here independently of encroot's own."""
+    src = relative_guids(source)
+    dst = relative_guids(destination)
+    moved = {name: guid for name, guid in src.items() if not name.startswith("@")}
+    assert moved and all(dst.get(name) == guid for name, guid in moved.items()), \
+        sorted(set(moved.items()) - set(dst.items()))[:5]
+    root_snaps = {name[1:]: guid for name, guid in src.items() if name.startswith("@")}
+    assert {n: dst[f"/rootdata@{n}"] for n in root_snaps} == root_snaps
+    for name in INHERITING:
+        assert prop(f"{destination}/{name}", "encryptionroot") == destination, name
+    assert prop(f"{destination}/rootdata", "encryptionroot") == destination
+    assert prop(f"{destination}/data/h", "encryptionroot") == f"{destination}/data/h"
+    assert prop(f"{destination}/data/h/x", "encryptionroot") == f"{destination}/data/h"
+    assert prop(f"{destination}/data/h", "keyformat") == "hex"
+    assert prop(f"{destination}/plain", "encryption") == "off"
+    assert prop(f"{destination}/vol", "type") == "volume"
+    assert prop(f"{destination}/ROOT/be2", "origin") == f"{destination}/ROOT/default@s1"
+    assert prop(f"{destination}/ROOT/default", "canmount") == "noauto"
+    assert prop(f"{destination}/data/a", "user:tag") == "deep"
+    assert prop(destination, "user:site") == "lab"
+    assert prop(destination, "compression") == "lz4"
+    assert prop(destination, "encroot:migrate") == "-"
+
+
+def cold_start_hashes(source: str, destination: str, destination_key: Path) -> None:
+    """Export, import, load only DST's key, mount everything; files match SRC's."""
+    dirs = " ".join(f"-d {d}" for d in sorted({os.path.dirname(p) for p in sh(
+        f"zpool list -v -H -P {destination}").stdout.split() if p.startswith("/")}))
+    sh(f"zpool export {destination} && zpool import {dirs} -N -R /mnt/check-{destination} "
+       f"{destination} && zfs load-key -L file://{destination_key} {destination}")
+    for name in ("rootdata", "data/a", "data/a/b/c", "plain", "ROOT/default"):
+        sh(f"zfs mount {destination}/{name}")
+        ours = tree_hashes(prop(f"{source}/{name}", "mountpoint") if name != "rootdata"
+                           else f"/{source}")
+        theirs = tree_hashes(prop(f"{destination}/{name}", "mountpoint"))
+        if name == "rootdata":
+            ours = {k: v for k, v in ours.items() if "/" not in k}
+        assert ours == theirs, name
+    assert prop(f"{destination}/data/h/x", "keystatus") == "unavailable"
+    sh(f"zpool export {destination}")
+
+
+def test_migrate_in_three_phases_with_writes_between(
+        pools: tuple[str, str, Path, Path]) -> None:
+    source, destination, source_key, destination_key = pools
+    first = encroot(f"migrate --phase initial {source} {destination}")
+    assert first.returncode == 0, first.stderr
+    assert prop(f"{destination}/data", "encryptionroot") == f"{destination}/data"
+    write(source, {"data/a": {"later.txt": "after initial"}, "plain": {"p2": "x"}})
+    second = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
+                     f"{source} {destination}")
+    assert second.returncode == 0, second.stderr
+    write(source, {"data/a/b": {"last.txt": "after catch-up"}, "": {"root2": "r"}})
+    third = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
+                    f"{source} {destination}")
+    assert third.returncode == 0, third.stderr
+    assert "SHA-256" in third.stdout and "cold start" in third.stdout
+    assert_migrated(source, destination)
+    cold_start_hashes(source, destination, destination_key)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(
+        pools: tuple[str, str, Path, Path]) -> None:
+    source, destination, _, _ = pools
+    before_src, before_dst = relative_guids(source), relative_guids(destination)
+    run = encroot(f"migrate -n {source} {destination} --root-data=skip")
+    assert run.returncode == 0, run.stderr
+    assert "phase initial" in run.stdout and "phase cutover" in run.stdout
+    assert f"zfs send -w -R {source}/data@" in run.stdout
+    assert "inherit-key" in run.stdout and "cold-start" in run.stdout
+    assert relative_guids(source) == before_src and relative_guids(destination) == before_dst
+
+
+def test_files_in_the_root_need_a_choice(pools: tuple[str, str, Path, Path]) -> None:
+    source, destination, source_key, destination_key = pools
+    run = encroot(f"migrate --phase cutover --key-file {source_key} "
+                  f"--new-key-file {destination_key} {source} {destination}")
+    assert run.returncode == 1
+    assert "stores files itself (root-file.txt" in run.stderr and "--root-data" in run.stderr
+    assert sh(f"zfs list -H -o name -r {destination}").stdout.split() == [destination]
+
+
+def test_refuses_a_raw_incremental_after_re_parenting(
+        pools: tuple[str, str, Path, Path]) -> None:
+    source, destination, source_key, destination_key = pools
+    done = encroot(f"migrate {cutover_args(source_key, destination_key)} {source} {destination}")
+    assert done.returncode == 0, done.stderr
+    sh(f"zfs load-key -L file://{destination_key} {destination} 2>/dev/null || true")
+    before = relative_guids(destination)
+    again = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
+                    f"{source} {destination}")
+    assert again.returncode == 1
+    assert "12614" in again.stderr and "fresh full transfer" in again.stderr
+    assert relative_guids(destination) == before
+
+
+def test_unencrypted_destination_is_refused_with_the_command_to_create_one(
+        make_pool: PoolFactory, tmp_path: Path) -> None:
+    source = passphrase_pool(make_pool, PASSPHRASE)
+    destination = make_pool()
+    run = encroot(f"migrate --phase initial {source} {destination}")
+    assert run.returncode == 1
+    assert "is not encrypted" in run.stderr
+    assert "zpool create -O encryption=on -O keyformat=passphrase" in run.stderr
