@@ -1,0 +1,120 @@
+"""encroot migrate interrupted in each phase (cut stream, SIGKILL), then run again.
+
+A wrapper put in place of ``zfs`` (through ``ENCROOT_ZFS``) interrupts the
+first real ``zfs send`` after a number of bytes, either by ending the
+stream (a cut stream: the receive fails) or by also killing encroot with
+SIGKILL; another point kills encroot right after its first ``zfs change-key
+-i``.  Running the same phase again must continue from what ZFS shows and
+end, after cutover, with exactly the result of an uninterrupted migration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .helpers import encroot, names_under, prop, sh
+from .test_migrate import assert_migrated, cutover_args, pools, write
+
+pytestmark = pytest.mark.zfs
+__all__ = ["pools"]  # the fixture, shared with test_migrate
+
+CUT_AFTER_BYTES = 120_000
+
+
+def interrupter(folder: Path, how: str) -> Path:
+    """A zfs wrapper: ``cut`` or ``kill`` the first send, or ``kill-after-change-key``."""
+    real = sh("command -v zfs").stdout.strip()
+    once = folder / "interrupted"
+    if how == "kill-after-change-key":
+        trigger = f'[ "$1" = change-key ] && [ "$2" = -i ] && [ ! -e {once} ]'
+        action = f'{real} "$@"; touch {once}; kill -9 $PPID; exit 137'
+    else:
+        trigger = f'[ "$1" = send ] && [ "$2" != -n ] && [ ! -e {once} ]'
+        action = (f'touch {once}; {real} "$@" | head -c {CUT_AFTER_BYTES}; '
+                  + ("kill -9 $PPID; " if how == "kill" else "") + "exit 1")
+    script = folder / "zfs"
+    script.write_text(f"#!/bin/bash\nif {trigger}; then\n  {action}\nfi\nexec {real} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def interrupted(folder: Path, how: str, args: str) -> None:
+    wrapper = interrupter(folder, how)
+    run = sh(f"ENCROOT_ZFS={wrapper} encroot migrate {args}", check=False)
+    assert (folder / "interrupted").exists(), "the interruption point was never reached"
+    expected = (-9, 137) if how.startswith("kill") else (1,)
+    assert run.returncode in expected, (run.returncode, run.stderr)
+
+
+def partial_receives(destination: str) -> list[str]:
+    out = sh(f"zfs get -H -o name,value -r receive_resume_token {destination}").stdout
+    return [line.split("\t")[0] for line in out.splitlines() if not line.endswith("\t-")]
+
+
+def big_write(source: str) -> None:
+    write(source, {"data/a": {"big.bin": os.urandom(300_000).hex()}})
+
+
+def test_initial_killed_mid_stream_continues(pools: tuple[str, str, Path, Path],
+                                             tmp_path: Path) -> None:
+    source, destination, source_key, destination_key = pools
+    interrupted(tmp_path, "kill", f"--phase initial {source} {destination}")
+    assert partial_receives(destination), "the cut left no partial receive to resume"
+    before = set(names_under(source))
+    again = encroot(f"migrate --phase initial {source} {destination}")
+    assert again.returncode == 0, again.stderr
+    assert not partial_receives(destination)
+    assert set(names_under(source)) - before <= {n for n in names_under(source) if "@" in n}
+    done = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
+                   f"{source} {destination}")
+    assert done.returncode == 0, done.stderr
+    assert_migrated(source, destination)
+
+
+def test_catch_up_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
+                                              tmp_path: Path) -> None:
+    source, destination, source_key, destination_key = pools
+    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+    big_write(source)
+    interrupted(tmp_path, "cut", f"--phase catch-up {source} {destination}")
+    assert partial_receives(destination)
+    again = encroot(f"migrate --phase catch-up {source} {destination}")
+    assert again.returncode == 0, again.stderr
+    done = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
+                   f"{source} {destination}")
+    assert done.returncode == 0, done.stderr
+    assert_migrated(source, destination)
+
+
+def test_cutover_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
+                                             tmp_path: Path) -> None:
+    source, destination, source_key, destination_key = pools
+    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+    big_write(source)
+    interrupted(tmp_path, "cut", f"--phase cutover {cutover_args(source_key, destination_key)} "
+                f"{source} {destination}")
+    assert prop(destination, "encroot:migrate") == "-", "re-parenting began after a cut stream"
+    again = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
+                    f"{source} {destination}")
+    assert again.returncode == 0, again.stderr
+    assert_migrated(source, destination)
+
+
+def test_cutover_killed_while_re_parenting_continues(pools: tuple[str, str, Path, Path],
+                                                     tmp_path: Path) -> None:
+    source, destination, source_key, destination_key = pools
+    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+    interrupted(tmp_path, "kill-after-change-key",
+                f"--phase cutover {cutover_args(source_key, destination_key)} "
+                f"{source} {destination}")
+    assert prop(destination, "encroot:migrate") != "-"
+    refused = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
+                      f"{source} {destination}")
+    assert refused.returncode == 1 and "12614" in refused.stderr
+    again = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
+                    f"{source} {destination}")
+    assert again.returncode == 0, again.stderr
+    assert_migrated(source, destination)
