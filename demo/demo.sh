@@ -58,4 +58,23 @@ if zpool history -il src | grep -q -e 'correct horse' -e 5a5a5a5a; then
 fi
 echo "  none found"
 zpool export src; zpool export dst
+
+echo "== encroot migrate: an encrypted pool root with its children, raw, onto a mirror pool"
+echo -n "old root passphrase" > "$work/old.key"; echo -n "new root passphrase" > "$work/new.key"
+truncate -s 256M "$work/old.img" "$work/new-a.img" "$work/new-b.img"
+zpool create -f -O encryption=on -O keyformat=passphrase -O keylocation=prompt \
+    -O pbkdf2iters=100000 -O compression=lz4 -O mountpoint=/old old "$work/old.img" < "$work/old.key"
+zpool create -f -O encryption=on -O keyformat=passphrase -O keylocation=prompt \
+    -O pbkdf2iters=100000 -O mountpoint=/new new mirror "$work/new-a.img" "$work/new-b.img" \
+    < "$work/new.key"
+zfs create -p old/home/alice; zfs create -o canmount=off -o mountpoint=none old/ROOT
+zfs create -o canmount=noauto -o mountpoint=/old-be old/ROOT/default
+echo "alice's notes" > /old/home/alice/notes; zfs snapshot -r old@monday
+echo "-- stock OpenZFS cannot: new's root exists, and a child received alone gets its own key"
+echo "-- encroot migrate -n (the plan):"
+encroot migrate -n old new
+echo "-- encroot migrate --verify=mount (initial copy, then cutover):"
+encroot migrate --verify=mount --key-file "$work/old.key" --new-key-file "$work/new.key" old new
+encroot status new
+zpool export old; zpool export new
 echo "demo finished: $(head -1 <(zfs version))" | tee "$OUT/demo.txt"

@@ -20,6 +20,8 @@ from typing import Literal
 
 from .errors import EncrootError, InvalidKey, ZfsError
 from .keys import Key
+from .migrate.model import MARKER as MIGRATE_MARKER
+from .migrate.model import MigrateState
 from .names import DatasetName
 from .receive import MARK_REPLACED, MARK_VERIFIED, OLD_SUFFIX, TEMP_SUFFIX
 from .rotate.lua import JOURNAL_MARKER
@@ -41,7 +43,8 @@ SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
 DEFAULT_PBKDF2_ITERS = 350_000  # OpenZFS's default since 2.0 (DEFAULT_PBKDF2_ITERATIONS)
 AUDIT_PROPERTIES = ("type", "encryption", "encryptionroot", "keyformat", "keylocation",
                     "keystatus", "pbkdf2iters", "canmount", "mountpoint", "mounted", "origin",
-                    "receive_resume_token", JOURNAL_MARKER, MARK_VERIFIED, MARK_REPLACED)
+                    "receive_resume_token", JOURNAL_MARKER, MARK_VERIFIED, MARK_REPLACED,
+                    MIGRATE_MARKER)
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,21 @@ def _leftovers(state: AuditState) -> Iterable[Finding]:
         yield Finding(name, "leftover-temporary", "warning",
                       f"{name} is left from an interrupted encroot receive into {target}",
                       f"encroot receive --recover {target}")
+    yield from _migrate_leftovers(state)
+
+
+def _migrate_leftovers(state: AuditState) -> Iterable[Finding]:
+    """A cutover that stopped while re-parenting; finishing it needs SRC's key (no --fix)."""
+    for name in state.props:
+        if not state.is_local(name, MIGRATE_MARKER):
+            continue
+        marker = MigrateState.parse_marker(state.get(name, MIGRATE_MARKER)) or {}
+        source = marker.get("source", "SRC")
+        yield Finding(name, "leftover-temporary", "warning",
+                      f"{name} is in the middle of an encroot migrate cutover from {source} "
+                      "(re-parenting began; no raw incremental may follow)",
+                      f"encroot migrate --phase cutover --key-file <{source} key> {source} "
+                      f"{name}")
 
 
 # -- fixes ----------------------------------------------------------------------------
@@ -350,7 +368,8 @@ def plan_fixes(findings: Sequence[Finding], state: AuditState) -> list[Fix]:
             fixes.append(Fix(finding, f"zfs change-key -i {finding.dataset}"))
         elif finding.code == "pending-rotation":
             fixes.append(Fix(finding, f"encroot recover {finding.dataset}"))
-        elif finding.code == "leftover-temporary" and finding.fix is not None:
+        elif finding.code == "leftover-temporary" and finding.fix is not None and \
+                finding.fix.startswith("encroot receive"):
             fixes.append(Fix(finding, finding.fix))
     return fixes
 

@@ -147,3 +147,15 @@ def test_status_rows() -> None:
     rows = {r["dataset"]: r for r in status_rows(state)}
     assert rows["tank"]["root"] == "own" and rows["tank/a"]["root"] == "inherited"
     assert rows["tank/a"]["keylocation"] == "file:///k" and rows["tank/p"]["root"] == "-"
+
+
+def test_an_interrupted_migrate_cutover_is_a_leftover_that_fix_leaves_alone() -> None:
+    marker = '{"source": "src", "snapshot": "s1", "stage": "reparent"}'
+    state = state_of({"tank": enc_root("tank", **{"encroot:migrate": marker})},
+                     local={"tank": {"encroot:migrate"}})
+    findings = audit(state, key_file=lambda p, f: None)
+    assert [(f.dataset, f.code, f.fix) for f in findings] == [
+        ("tank", "leftover-temporary",
+         "encroot migrate --phase cutover --key-file <src key> src tank")]
+    assert "re-parenting began" in findings[0].message
+    assert plan_fixes(findings, state) == []

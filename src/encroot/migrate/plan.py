@@ -181,7 +181,7 @@ def choose_goal(request: MigrateRequest, state: MigrateState, phase: str,
             if _on_every_dataset(state, snap.name) and not _synced(request, state, snap.name):
                 return Goal(snap.name, False)
             break
-    return Goal(fresh_name, True)
+    return Goal(fresh_name, not _on_every_dataset(state, fresh_name))
 
 
 def _synced(request: MigrateRequest, state: MigrateState, short: str) -> bool:

@@ -17,13 +17,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import DatasetNotFound, EncrootError, ZfsError
 from ..keys import Key
-from ..zfs import Zfs
+from ..zfs import SendSpec, Zfs
 from .model import (
     MARKER,
     SNAPSHOT_PREFIX,
@@ -178,6 +178,15 @@ def read_state(zfs: Zfs, request: MigrateRequest) -> MigrateState:
     return MigrateState(source, destination, pool, available, local, root_files(source), marker)
 
 
+def refresh_destination(zfs: Zfs, request: MigrateRequest,
+                        state: MigrateState) -> MigrateState:
+    """``state`` with DST read again (one ``zfs get``): what changes while a phase runs."""
+    destination = read_side(zfs, request.destination)
+    return replace(state, destination=destination,
+                   destination_available=_int(destination.root_values.get("available", "")),
+                   marker=MigrateState.parse_marker(destination.root_values.get(MARKER)))
+
+
 def fresh_snapshot_name(state: MigrateState, now: float | None = None) -> str:
     """``encroot-migrate-YYYYmmdd-HHMMSS`` (UTC), with a suffix if SRC has it already."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
@@ -193,17 +202,36 @@ def fresh_snapshot_name(state: MigrateState, now: float | None = None) -> str:
 
 # -- planning ----------------------------------------------------------------------------------
 
-def _estimates(zfs: Zfs, transfers: Sequence[Transfer], created: bool) -> dict[str, int]:
-    """``zfs send -nP`` for each transfer whose snapshots exist already."""
+def _estimates(zfs: Zfs, transfers: Sequence[Transfer], state: MigrateState) -> dict[str, int]:
+    """``zfs send -nP`` of each transfer, keyed by its command.
+
+    A snapshot not taken yet is stood in for by the dataset's newest one,
+    so the estimate leaves out only what was written since.
+    """
     found = {}
     for transfer in transfers:
-        if created and transfer.kind != "resume":
+        spec = _existing(transfer.spec, state)
+        if spec is None:
+            found[transfer.command()] = 0
             continue
         try:
-            found[transfer.command()] = zfs.send_size(transfer.spec)
+            found[transfer.command()] = zfs.send_size(spec)
         except ZfsError:
             continue
     return found
+
+
+def _existing(spec: SendSpec, state: MigrateState) -> SendSpec | None:
+    """``spec`` with a snapshot SRC has; None when nothing would be sent yet."""
+    if spec.resume_token is not None:
+        return spec
+    dataset, short = spec.snapshot.split("@", 1)
+    node = state.source.get(dataset)
+    if node is None or node.snapshot(short) is not None:
+        return spec
+    if not node.snapshots or f"{dataset}@{node.snapshots[-1].name}" == spec.base:
+        return None
+    return replace(spec, snapshot=f"{dataset}@{node.snapshots[-1].name}")
 
 
 def plan_migration(zfs: Zfs, request: MigrateRequest) -> list[PhasePlan]:
@@ -218,7 +246,7 @@ def plan_migration(zfs: Zfs, request: MigrateRequest) -> list[PhasePlan]:
     for phase in request.phases:
         plan = plan_phase(request, state, phase, fresh_snapshot_name(state))
         if plan.goal is not None and not plan.refusals:
-            estimates = _estimates(zfs, plan.transfers, plan.goal.create)
+            estimates = _estimates(zfs, plan.transfers, state)
             plan = plan_phase(request, state, phase, fresh_snapshot_name(state), estimates)
         plans.append(plan)
         if plan.refusals or plan.goal is None:
@@ -238,7 +266,12 @@ class _Run:
     source_key: Key | None
     destination_key: Key | None
     result: PhaseResult
+    state: MigrateState
     altroot: str | None = None
+
+    def refresh(self) -> MigrateState:
+        self.state = refresh_destination(self.zfs, self.request, self.state)
+        return self.state
 
 
 def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
@@ -265,25 +298,31 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
     plan = plan_phase(request, state, phase, fresh_snapshot_name(state))
     plan.refuse_if_needed()
     assert plan.goal is not None
-    if not plan.transfers_done:
-        estimates = _estimates(zfs, plan.transfers, plan.goal.create)
-        plan = plan_phase(request, state, phase, plan.goal.name, estimates)
-        plan.refuse_if_needed()
-    assert plan.goal is not None
-    run = _Run(zfs, request, say, progress, source_key, destination_key, PhaseResult(plan))
+    goal = plan.goal
+    if not plan.transfers_done:  # a first space check, before anything changes
+        plan_phase(request, state, phase, goal.name,
+                   _estimates(zfs, plan.transfers, state)).refuse_if_needed()
+    run = _Run(zfs, request, say, progress, source_key, destination_key, PhaseResult(plan),
+               state)
     if phase == "cutover":
         _check_keys(run, state)
-    goal = plan.goal.name
     if not plan.transfers_done:
-        if plan.goal.create:
-            say(f"snapshot: {request.source}@{goal} (recursive)")
-            zfs.snapshot([f"{request.source}@{goal}"], recursive=True)
-        _sync(run, goal, plan.transfers)
-        state = read_state(zfs, request)
-        _fail_on(snapshot_problems(request, state, goal), "after the transfers")
-        run.result.verified.append(f"every SRC snapshot up to @{goal} is on DST with its GUID")
+        if goal.create:
+            say(f"snapshot: {request.source}@{goal.name} (recursive)")
+            zfs.snapshot([f"{request.source}@{goal.name}"], recursive=True)
+            state = replace(state, source=read_side(zfs, request.source))
+        plan = plan_phase(request, state, phase, goal.name)
+        plan = plan_phase(request, state, phase, goal.name,
+                          _estimates(zfs, plan.transfers, state))
+        plan.goal = goal
+        plan.refuse_if_needed()
+        run.result.plan, run.state = plan, state
+        _sync(run, goal.name, plan.transfers)
+        _fail_on(snapshot_problems(request, run.state, goal.name), "after the transfers")
+        run.result.verified.append(f"every SRC snapshot up to @{goal.name} is on DST "
+                                   "with its GUID")
     if phase == "cutover":
-        _finish(run, goal)
+        _finish(run, goal.name)
     return run.result
 
 
@@ -327,8 +366,7 @@ def _sync(run: _Run, goal: str, transfers: Sequence[Transfer]) -> None:
             _transfer(run, transfer)
             if transfer.kind == "resume":
                 break
-        state = read_state(run.zfs, run.request)
-        pending, refusals = plan_sync(run.request, state, goal)
+        pending, refusals = plan_sync(run.request, run.refresh(), goal)
         if refusals:
             raise MigrateRefused("; ".join(r.text() for r in refusals))
     raise ZfsError(f"transfers to @{goal} still pending after {MAX_SYNC_ROUNDS} rounds")
@@ -358,21 +396,18 @@ def _transfer(run: _Run, transfer: Transfer) -> None:
 # -- cutover after the transfers ------------------------------------------------------------------
 
 def _finish(run: _Run, goal: str) -> None:
-    state = read_state(run.zfs, run.request)
-    steps = plan_finish(run.request, state, goal)
+    steps = plan_finish(run.request, run.refresh(), goal)
     for step in steps:
         run.say(f"{step.action}: {step.dataset}" + (f" ({step.detail})" if step.detail else ""))
         _ACTIONS[step.action](run, step, goal)
 
 
 def _verify_snapshots(run: _Run, step: Step, goal: str) -> None:
-    state = read_state(run.zfs, run.request)
-    _fail_on(snapshot_problems(run.request, state, goal), "before re-parenting")
+    _fail_on(snapshot_problems(run.request, run.state, goal), "before re-parenting")
 
 
 def _set_root_properties(run: _Run, step: Step, goal: str) -> None:
-    state = read_state(run.zfs, run.request)
-    run.zfs.set(run.request.destination, root_properties(run.request, state))
+    run.zfs.set(run.request.destination, root_properties(run.request, run.state))
     run.result.verified.append(f"SRC root's local properties set on {run.request.destination}")
 
 
@@ -385,7 +420,8 @@ def _mark(run: _Run, step: Step, goal: str) -> None:
 
 
 def _load_key(run: _Run, step: Step, goal: str) -> None:
-    node = read_side(run.zfs, step.dataset).get(step.dataset)
+    assert run.state.destination is not None
+    node = run.state.destination.get(step.dataset)  # as read when the cutover began
     if node is not None and node.keystatus == "available":
         return
     assert run.source_key is not None
@@ -393,15 +429,12 @@ def _load_key(run: _Run, step: Step, goal: str) -> None:
 
 
 def _inherit_key(run: _Run, step: Step, goal: str) -> None:
-    node = read_side(run.zfs, step.dataset).get(step.dataset)
-    if node is not None and not node.is_encryption_root:
-        return  # done before an interruption
     run.zfs.change_key(step.dataset, inherit=True)
 
 
 def _verify_encryption(run: _Run, step: Step, goal: str) -> None:
-    state = read_state(run.zfs, run.request)
-    _fail_on(encryption_problems(run.request, state, keys_loaded=True), "after re-parenting")
+    _fail_on(encryption_problems(run.request, run.refresh(), keys_loaded=True),
+             "after re-parenting")
     run.result.verified.append("encryption, encryptionroot and keystatus as planned")
 
 
@@ -417,12 +450,12 @@ def _cold_start(run: _Run, step: Step, goal: str) -> None:
     zfs.export_pool(dst)
     zfs.import_pool(dst, search_dirs=dirs, no_mount=True, altroot=run.altroot)
     _load_destination_keys(run)
-    state = read_state(zfs, run.request)
+    state = run.refresh()
     _fail_on(encryption_problems(run.request, state, keys_loaded=True), "after the cold start")
     assert state.destination is not None
     for node in _mountable(state.destination):
         zfs.mount(node.name)
-    state = read_state(zfs, run.request)
+    state = run.refresh()
     assert state.destination is not None
     unmounted = [n.name for n in _mountable(state.destination)]
     _fail_on([f"{name}: not mounted" for name in unmounted], "after the cold start")
@@ -438,24 +471,23 @@ def _mountable(side: Side) -> list[Node]:
 
 
 def _load_destination_keys(run: _Run) -> None:
+    """After an import: DST's key, or (unencrypted DST) SRC's key for each moved tree."""
     zfs, dst = run.zfs, run.request.destination
-    root = read_side(zfs, dst).get(dst)
-    if root is not None and root.encrypted:
+    assert run.state.destination is not None and run.state.destination.root_node is not None
+    if run.state.destination.root_node.encrypted:
         if run.destination_key is not None:
             zfs.load_key(dst, run.destination_key)
         else:
             zfs.load_key_at_location(dst)
         return
-    # An unencrypted DST: the moved trees' roots keep SRC's key.
-    for node in reparent_order(run.request, read_state(zfs, run.request)):
+    for node in reparent_order(run.request, run.state):
         assert run.source_key is not None
-        if node.keystatus != "available":
-            zfs.load_key(node.name, run.source_key)
+        zfs.load_key(node.name, run.source_key)
 
 
 def _copy_root_data(run: _Run, step: Step, goal: str) -> None:
     """Copy SRC root's files (from the goal snapshot) into DST's mounted root."""
-    state = read_state(run.zfs, run.request)
+    state = run.state
     source_dir, target_dir = _snapshot_dir(state.source, goal), _mounted_dir(state, str(
         run.request.destination))
     children = _child_entries(state.source)
@@ -505,7 +537,7 @@ def _mounted_dir(state: MigrateState, name: str) -> str:
 
 def _verify_files(run: _Run, step: Step, goal: str) -> None:
     """SHA-256 of every file of every migrated file system, in the goal snapshot on both sides."""
-    state = read_state(run.zfs, run.request)
+    state = run.state
     assert state.destination is not None
     problems, compared = [], 0
     for node in state.source.subtree(run.request.source):

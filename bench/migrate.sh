@@ -1,0 +1,99 @@
+#!/bin/bash
+# Benchmark: `encroot migrate` (initial + cutover, with re-parenting, verification and the
+# cold start) against `zfs send -Rw | zfs receive` of the same tree, in the same guest run.
+# Run in the lab:
+#   encroot lab run --out bench-out bench/migrate.sh [SIZE_MIB] [ROUNDS]
+# Also counts the zfs/zpool processes encroot starts for a small tree with 3 and with 30
+# snapshots (they must not grow with snapshots).  Writes $OUT/bench-migrate.json.
+# Not part of CI (heavy).
+set -euo pipefail
+size_mib=${1:-1024}
+rounds=${2:-3}
+work=$(mktemp -d /var/tmp/bench.XXXXXX)
+pool_mib=$(( size_mib * 13 / 10 + 256 ))
+echo -n 'correct horse battery' > "$work/src.key"
+echo -n 'another pass phrase' > "$work/dst.key"
+seconds() { python3 -c 'import time; print(time.monotonic())'; }
+
+make_source() {  # make_source POOL SNAPSHOTS MIB: an encrypted root with three child trees
+    local pool=$1 snaps=$2 mib=$3
+    truncate -s "${pool_mib}M" "$work/$pool.img"
+    zpool create -f -O encryption=on -O keyformat=passphrase -O keylocation=prompt \
+        -O compression=off -O mountpoint="/$pool" "$pool" "$work/$pool.img" < "$work/src.key"
+    zfs create -p "$pool/data/projects/2026"; zfs create "$pool/home"
+    zfs create -o canmount=off -o mountpoint=none "$pool/ROOT"
+    zfs create -o canmount=noauto -o mountpoint="/$pool-be" "$pool/ROOT/default"
+    local per=$(( mib / snaps / 3 + 1 )) i
+    for i in $(seq "$snaps"); do
+        head -c "$((per << 20))" /dev/urandom > "/$pool/data/projects/2026/f$i"
+        head -c "$((per << 20))" /dev/urandom > "/$pool/home/f$i"
+        head -c "$((per << 20))" /dev/urandom > "/$pool/data/f$i"
+        zfs snapshot -r "$pool@s$i"
+    done
+}
+make_destination() {  # a mirror of two file vdevs, encrypted with its own passphrase
+    truncate -s "${pool_mib}M" "$work/$1-a.img" "$work/$1-b.img"
+    zpool create -f -O encryption=on -O keyformat=passphrase -O keylocation=prompt \
+        -O mountpoint="/$1" "$1" mirror "$work/$1-a.img" "$work/$1-b.img" < "$work/dst.key"
+}
+
+echo "writing ${size_mib} MiB of random data in 3 snapshots" >&2
+make_source bsrc 3 "$size_mib"
+plain_bytes=$(zfs send -Rw -nP "bsrc@s3" | awk '/^size/ {print $2}')
+declare -a t_plain t_encroot b_encroot
+for round in $(seq "$rounds"); do
+    make_destination bplain
+    start=$(seconds); zfs send -Rw bsrc@s3 | zfs receive -u bplain/copy; end=$(seconds)
+    t_plain+=("$(python3 -c "print(f'{$end - $start:.3f}')")"); zpool destroy bplain
+    make_destination bdst
+    start=$(seconds)
+    encroot migrate --json --key-file "$work/src.key" --new-key-file "$work/dst.key" \
+        bsrc bdst > "$work/result.json"
+    end=$(seconds)
+    t_encroot+=("$(python3 -c "print(f'{$end - $start:.3f}')")")
+    b_encroot+=("$(python3 -c "import json; print(sum(p['transferred_bytes'] for p in json.load(open('$work/result.json'))['phases']))")")
+    zpool destroy bdst
+    for s in $(zfs list -H -o name -t snapshot -d 1 bsrc | grep @encroot-migrate-); do
+        zfs destroy -r "$s"
+    done
+    echo "round $round: zfs send -Rw | zfs receive ${t_plain[-1]} s; encroot migrate" \
+         "${t_encroot[-1]} s, ${b_encroot[-1]} bytes" >&2
+done
+
+count_processes() {  # count_processes SNAPSHOTS: zfs/zpool processes of one migrate
+    local snaps=$1 log="$work/calls-$1.log"
+    make_source "pc$snaps" "$snaps" 30 >/dev/null
+    make_destination "pd$snaps"
+    printf '#!/bin/bash\necho zfs >> %s\nexec zfs "$@"\n' "$log" > "$work/zfs-$snaps"
+    printf '#!/bin/bash\necho zpool >> %s\nexec zpool "$@"\n' "$log" > "$work/zpool-$snaps"
+    chmod +x "$work/zfs-$snaps" "$work/zpool-$snaps"
+    ENCROOT_ZFS="$work/zfs-$snaps" ENCROOT_ZPOOL="$work/zpool-$snaps" encroot migrate \
+        --key-file "$work/src.key" --new-key-file "$work/dst.key" "pc$snaps" "pd$snaps" \
+        > /dev/null
+    wc -l < "$log"
+    zpool destroy "pd$snaps"; zpool destroy "pc$snaps"
+}
+p3=$(count_processes 3)
+p30=$(count_processes 30)
+
+python3 - "$plain_bytes" "${t_plain[*]}" "${t_encroot[*]}" "${b_encroot[*]}" "$p3" "$p30" \
+    <<'PY' | tee "$OUT/bench-migrate.json"
+import json, statistics, subprocess, sys
+plain_bytes = int(sys.argv[1])
+plain = [float(x) for x in sys.argv[2].split()]
+ours = [float(x) for x in sys.argv[3].split()]
+moved = [int(x) for x in sys.argv[4].split()]
+result = {
+    "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
+    "tree": "encrypted root + data/projects/2026, home, ROOT/default; 3 snapshots",
+    "zfs_send_Rw_estimated_bytes": plain_bytes,
+    "encroot_transferred_bytes": moved,
+    "bytes_ratio": round(statistics.median(moved) / plain_bytes, 4),
+    "runs_seconds": {"zfs_send_Rw_receive": plain, "encroot_migrate": ours},
+    "median_seconds": {"zfs_send_Rw_receive": statistics.median(plain),
+                       "encroot_migrate": statistics.median(ours)},
+    "wall_ratio": round(statistics.median(ours) / statistics.median(plain), 3),
+    "zfs_processes": {"3_snapshots": int(sys.argv[5]), "30_snapshots": int(sys.argv[6])},
+}
+print(json.dumps(result, indent=2))
+PY

@@ -1,0 +1,311 @@
+"""Planning a migration (pure): transfers, repairs, refusals, the cutover steps."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import pytest
+
+from encroot.cli import main
+from encroot.cli_migrate import TransferProgress, plan_lines
+from encroot.errors import InputError, InvalidName
+from encroot.migrate import MigrateRefused, MigrateRequest, MigrateState
+from encroot.migrate.model import Node, Side, Snap
+from encroot.migrate.plan import (
+    choose_goal,
+    expected_encryption_root,
+    plan_phase,
+    plan_sync,
+    root_properties,
+    trees,
+)
+from encroot.migrate.run import fresh_snapshot_name
+
+SNAPS = (Snap("s1", "g1", 10), Snap("s2", "g2", 20))
+
+
+def snaps(name: str, *shorts: str) -> tuple[Snap, ...]:
+    """Snapshots with GUIDs derived from the dataset's relative name (same on both sides)."""
+    relative = name.split("/", 1)[1] if "/" in name else ""
+    return tuple(Snap(short, f"{relative}@{short}", 10 * (i + 1)) for i, short in enumerate(shorts))
+
+
+def enc(name: str, root: str, txg: int, *shorts: str, **extra: str) -> Node:
+    return Node(name, "filesystem", encryption="aes-256-gcm", encryptionroot=root,
+                keystatus="available", keyformat="passphrase", createtxg=txg,
+                snapshots=snaps(name, *shorts), **extra)  # type: ignore[arg-type]
+
+
+def source_side(*shorts: str) -> Side:
+    """src: root (passphrase) with data/a/b, h (own hex root) with h/x, plain, vol."""
+    nodes = [
+        enc("src", "src", 1, *shorts, mounted="yes", mountpoint="/src"),
+        enc("src/data", "src", 2, *shorts),
+        enc("src/data/a", "src", 3, *shorts),
+        enc("src/data/a/b", "src", 4, *shorts),
+        enc("src/h", "src/h", 5, *shorts),
+        enc("src/h/x", "src/h", 6, *shorts),
+        Node("src/plain", "filesystem", createtxg=7, snapshots=snaps("src/plain", *shorts)),
+        replace(enc("src/vol", "src", 8, *shorts), type="volume"),
+    ]
+    return Side("src", {n.name: n for n in nodes})
+
+
+def destination_side(*nodes: Node, encrypted: bool = True) -> Side:
+    root = Node("dst", "filesystem", encryption="aes-256-gcm" if encrypted else "off",
+                encryptionroot="dst" if encrypted else "-",
+                keystatus="available" if encrypted else "-", keylocation="prompt")
+    return Side("dst", {n.name: n for n in (root, *nodes)})
+
+
+def state(source: Side, destination: Side | None, **extra: object) -> MigrateState:
+    values: dict[str, object] = {"destination_pool": {"feature@encryption": "active"},
+                                 "destination_available": 10**12, "root_files": ()}
+    values.update(extra)
+    return MigrateState(source, destination, **values)  # type: ignore[arg-type]
+
+
+def received(source: Side, *shorts: str, reparented: bool = False) -> list[Node]:
+    """DST copies of SRC's children as a clean -R receive leaves them (before re-parenting)."""
+    nodes = []
+    for node in source.nodes.values():
+        if node.name == "src":
+            continue
+        name = "dst" + node.name[3:]
+        top = "dst/" + node.name.split("/")[1]
+        root = "-" if not node.encrypted else (
+            ("dst" if reparented else top) if node.encryptionroot == "src"
+            else "dst" + node.encryptionroot[3:])
+        nodes.append(replace(node, name=name, encryptionroot=root, keystatus="unavailable",
+                             snapshots=snaps(node.name, *shorts)))
+    return nodes
+
+
+REQUEST = MigrateRequest("src", "dst", phase="initial")
+
+
+def test_initial_sends_one_replication_stream_per_child_tree() -> None:
+    plan = plan_phase(REQUEST, state(source_side("s1"), destination_side()), "initial", "new")
+    assert plan.goal is not None and plan.goal.create and plan.goal.name == "new"
+    assert [(t.kind, t.target) for t in plan.transfers] == [
+        ("tree", "dst/data"), ("tree", "dst/h"), ("tree", "dst/plain"), ("tree", "dst/vol")]
+    assert plan.transfers[0].command() == "zfs send -w -R src/data@new | zfs receive -u -s dst/data"
+    assert not plan.refusals
+
+
+def test_catch_up_sends_an_incremental_replication_stream_from_the_newest_common() -> None:
+    source = source_side("s1", "s2")
+    destination = destination_side(*received(source_side("s1"), "s1"))
+    plan = plan_phase(replace(REQUEST, phase="catch-up"), state(source, destination),
+                      "catch-up", "new")
+    assert plan.transfers[0].kind == "tree-incremental"
+    assert plan.transfers[0].command() == ("zfs send -w -R -I src/data@s1 src/data@new | "
+                                           "zfs receive -u -s dst/data")
+
+
+def test_partial_receives_are_resumed_first_and_alone() -> None:
+    source = source_side("s1")
+    nodes = received(source, "s1")
+    nodes[1] = replace(nodes[1], resume_token="1-abc-de-789")
+    transfers, refusals = plan_sync(REQUEST, state(source, destination_side(*nodes)), "s1")
+    assert [(t.kind, t.target, t.spec.describe()) for t in transfers] == [
+        ("resume", nodes[1].name, "zfs send -t <token>")]
+    assert not refusals
+
+
+def test_a_cut_replication_stream_is_repaired_dataset_by_dataset() -> None:
+    source = source_side("s1", "s2", "s3")
+    nodes = [n for n in received(source, "s1", "s2") if not n.name.startswith("dst/data/a")]
+    behind = [replace(n, snapshots=snaps("src" + n.name[3:], "s1"))
+              for n in received(source, "s1") if n.name == "dst/data/a"]
+    destination = destination_side(*nodes, *behind)
+    transfers, _ = plan_sync(REQUEST, state(source, destination), "s3")
+    kinds = [(t.kind, t.target, t.spec.describe()) for t in transfers]
+    assert ("dataset-incremental", "dst/data/a", "zfs send -w -I src/data/a@s1 src/data/a@s2") \
+        in kinds
+    assert ("tree", "dst/data/a/b", "zfs send -w -R src/data/a/b@s2") in kinds
+    assert kinds[-1][0] == "tree-incremental"  # the last -R -I puts the hierarchy back
+
+
+def test_a_name_taken_on_dst_is_refused_with_the_fix() -> None:
+    source = source_side("s1")
+    stranger = Node("dst/data", "filesystem", snapshots=(Snap("x", "other", 5),))
+    plan = plan_phase(REQUEST, state(source, destination_side(stranger)), "initial", "new")
+    assert any("dst/data exists on DST and shares no snapshot" in r.message and
+               "zfs rename dst/data" in r.fix for r in plan.refusals)
+    with pytest.raises(MigrateRefused):
+        plan.refuse_if_needed()
+
+
+def test_a_raw_incremental_after_re_parenting_is_refused() -> None:
+    source = source_side("s1", "s2")
+    destination = destination_side(*received(source_side("s1"), "s1", reparented=True))
+    plan = plan_phase(replace(REQUEST, phase="catch-up"), state(source, destination),
+                      "catch-up", "new")
+    assert not plan.transfers
+    text = plan.refusals[0].text()
+    assert "12614" in text and "fresh full transfer" in text and "dst/data" in text
+
+
+def test_an_interrupted_cutover_goes_on_re_parenting() -> None:
+    source = source_side("s1")
+    destination = destination_side(*received(source, "s1"))
+    marker = {"source": "src", "snapshot": "s1", "stage": "reparent"}
+    request = replace(REQUEST, phase="cutover")
+    plan = plan_phase(request, state(source, destination, marker=marker), "cutover", "new")
+    assert plan.transfers_done and not plan.transfers and plan.goal is not None
+    assert plan.goal.name == "s1"
+    catch_up = plan_phase(replace(REQUEST, phase="catch-up"),
+                          state(source, destination, marker=marker), "catch-up", "new")
+    assert "12614" in catch_up.refusals[0].text()
+
+
+def test_cutover_re_parents_only_roots_that_hold_the_source_key() -> None:
+    source = source_side("s1")
+    destination = destination_side(*received(source, "s1"))
+    plan = plan_phase(replace(REQUEST, phase="cutover"), state(source, destination),
+                      "cutover", "new")
+    actions = [(s.action, s.dataset) for s in plan.steps]
+    for top in ("dst/data", "dst/vol"):
+        assert ("load-key", top) in actions and ("inherit-key", top) in actions
+    assert not any(d.startswith(("dst/h", "dst/plain")) for a, d in actions
+                   if a in ("load-key", "inherit-key"))
+    assert actions.index(("mark", "dst")) < actions.index(("load-key", "dst/data"))
+    assert actions[-1] == ("unmark", "dst")
+
+
+def test_files_in_the_root_refuse_cutover_and_warn_before() -> None:
+    files = state(source_side("s1"), destination_side(), root_files=("a.txt",))
+    cutover = plan_phase(replace(REQUEST, phase="cutover"), files, "cutover", "new")
+    assert "stores files itself (a.txt)" in cutover.refusals[0].message
+    assert "--root-data=dataset:NAME" in cutover.refusals[0].fix
+    initial = plan_phase(REQUEST, files, "initial", "new")
+    assert not initial.refusals and "before cutover" in initial.notes[0]
+    unknown = state(source_side("s1"), destination_side(), root_files=None)
+    assert "not mounted" in plan_phase(replace(REQUEST, phase="cutover"), unknown, "cutover",
+                                       "new").refusals[0].message
+
+
+def test_root_data_as_a_dataset_is_sent_without_replication() -> None:
+    request = replace(REQUEST, root_data="dataset:keep")
+    plan = plan_phase(request, state(source_side("s1"), destination_side()), "initial", "s1")
+    assert plan.transfers[0].command() == "zfs send -w src@s1 | zfs receive -u -s dst/keep"
+    assert request.destination_name("src") == "dst/keep"
+
+
+def test_destination_preconditions_name_the_fix() -> None:
+    source = source_side("s1")
+    missing = plan_phase(REQUEST, state(source, None), "initial", "n").refusals[0]
+    assert "not imported" in missing.message and "zpool create -O encryption=on" in missing.fix
+    plain = plan_phase(REQUEST, state(source, destination_side(encrypted=False)), "initial",
+                       "n").refusals[0]
+    assert "not encrypted" in plain.message and "--allow-unencrypted-destination" in plain.fix
+    assert "keyformat=passphrase" in plain.fix
+    feature = plan_phase(REQUEST, state(source, destination_side(), destination_pool={
+        "feature@encryption": "disabled"}), "initial", "n").refusals[0]
+    assert feature.fix == "zpool set feature@encryption=enabled dst"
+
+
+def test_not_enough_space_is_refused_with_both_numbers() -> None:
+    first = plan_phase(REQUEST, state(source_side("s1"), destination_side(),
+                                      destination_available=1000), "initial", "s1")
+    estimates = {t.command(): 800 for t in first.transfers}
+    plan = plan_phase(REQUEST, state(source_side("s1"), destination_side(),
+                                     destination_available=1000), "initial", "s1", estimates)
+    assert plan.estimated_bytes == 3200
+    assert any("1000 B free" in r.message and "3.1 KiB" in r.message for r in plan.refusals)
+
+
+def test_an_unencrypted_destination_on_purpose_keeps_trees_as_roots() -> None:
+    request = replace(REQUEST, allow_unencrypted_destination=True)
+    source = source_side("s1")
+    st = state(source, destination_side(*received(source, "s1"), encrypted=False))
+    assert not plan_phase(request, st, "initial", "n").refusals
+    assert expected_encryption_root(request, st, source.nodes["src/data/a"]) == "dst/data"
+    assert expected_encryption_root(request, st, source.nodes["src/h/x"]) == "dst/h"
+    steps = plan_phase(replace(request, phase="cutover"), st, "cutover", "n").steps
+    assert not any(s.action == "inherit-key" and s.dataset == "dst/data" for s in steps)
+
+
+def test_root_properties_leave_encryption_and_mount_points_behind() -> None:
+    st = state(source_side("s1"), destination_side(), source_root_local={
+        "compression": "lz4", "mountpoint": "/", "keylocation": "prompt", "user:x": "1",
+        "encroot:migrate": "{}", "canmount": "off"})
+    assert root_properties(REQUEST, st) == {"canmount": "off", "compression": "lz4",
+                                            "user:x": "1"}
+
+
+def test_the_goal_reuses_an_unsent_encroot_snapshot_but_cutover_takes_a_fresh_one() -> None:
+    source = source_side("s1", "encroot-migrate-1")
+    destination = destination_side(*received(source_side("s1"), "s1"))
+    st = state(source, destination)
+    assert choose_goal(REQUEST, st, "initial", "fresh").name == "encroot-migrate-1"
+    assert choose_goal(REQUEST, st, "cutover", "fresh").name == "fresh"
+    given = replace(REQUEST, snapshot="s1")
+    assert choose_goal(given, st, "initial", "fresh").create is False
+    assert fresh_snapshot_name(st, now=0) == "encroot-migrate-19700101-000000"
+
+
+def test_a_fresh_snapshot_name_never_reuses_one_taken_in_the_same_second() -> None:
+    source = source_side("s1", "encroot-migrate-19700101-000000")
+    assert fresh_snapshot_name(state(source, None), now=0) == \
+        "encroot-migrate-19700101-000000-2"
+
+
+def test_trees_with_clones_move_after_their_origins_trees() -> None:
+    source = source_side("s1")
+    nodes = dict(source.nodes)
+    nodes["src/aaa"] = replace(nodes["src/data"], name="src/aaa", createtxg=1,
+                               origin="src/vol@s1")
+    order = [n.name for n in trees(REQUEST, state(Side("src", nodes), destination_side()))]
+    assert order.index("src/vol") < order.index("src/aaa")
+    nodes["src/vol"] = replace(nodes["src/vol"], origin="src/aaa@s1")
+    with pytest.raises(MigrateRefused, match="cycle"):
+        trees(REQUEST, state(Side("src", nodes), destination_side()))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "text"), [
+    ({"phase": "later"}, InputError, "--phase 'later'"),
+    ({"root_data": "dataset:a/b"}, InputError, "--root-data"),
+    ({"root_data": "move"}, InputError, "use copy, skip or dataset:NAME"),
+    ({"snapshot": "bad@name"}, InvalidName, "snapshot name"),
+])
+def test_bad_requests_are_refused_with_one_line(kwargs: dict[str, str], error: type,
+                                                text: str) -> None:
+    with pytest.raises(error, match=text.replace("(", r"\(")):
+        MigrateRequest("src", "dst", **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_destination_must_be_another_pool() -> None:
+    with pytest.raises(InputError, match="another pool"):
+        MigrateRequest("src/data", "src")
+
+
+def test_cli_bad_root_data_exits_2_and_names_the_option(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    assert main(["migrate", "--root-data", "everything", "src", "dst"]) == 2
+    err = capsys.readouterr().err
+    assert "--root-data 'everything'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_dry_run_text_shows_transfers_steps_and_refusals() -> None:
+    plan = plan_phase(replace(REQUEST, phase="cutover"),
+                      state(source_side("s1"), destination_side(), root_files=("f",)),
+                      "cutover", "new")
+    text = "\n".join(plan_lines(plan))
+    assert "REFUSED: SRC root src stores files itself" in text
+    assert "zfs send -w -R src/data@new | zfs receive -u -s dst/data" in text
+    assert "inherit-key dst/data" in text
+
+
+def test_progress_line_shows_bytes_of_estimate_rate_and_eta() -> None:
+    out = io.StringIO()
+    times = iter([0.0, 10.0, 10.0])
+    progress = TransferProgress(out, clock=lambda: next(times))
+    plan = plan_phase(REQUEST, state(source_side("s1"), destination_side()), "initial", "n",
+                      {"zfs send -w -R src/data@n | zfs receive -u -s dst/data": 4 << 20})
+    progress.start(plan.transfers[0])
+    progress.advance(1 << 20)
+    progress.finish(plan.transfers[0], 1 << 20)
+    assert out.getvalue() == ("dst/data: 1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s, ETA 0:30\n")
