@@ -154,10 +154,14 @@ def test_migrate_in_three_phases_with_writes_between(
                      f"{source} {destination}")
     assert second.returncode == 0, second.stderr
     write(source, {"data/a/b": {"last.txt": "after catch-up"}, "": {"root2": "r"}})
-    third = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
+    third = encroot(f"migrate -v --phase cutover {cutover_args(source_key, destination_key)} "
                     f"{source} {destination}")
     assert third.returncode == 0, third.stderr
     assert "SHA-256" in third.stdout and "cold start" in third.stdout
+    assert "zfs load-key -L prompt" in third.stderr and "< <secret>" in third.stderr
+    for text in (third.stdout, third.stderr, sh(f"zpool history -il {source} {destination}")
+                 .stdout):
+        assert PASSPHRASE not in text and DST_PASSPHRASE not in text
     assert_migrated(source, destination)
     cold_start_hashes(source, destination, destination_key)
 

@@ -386,6 +386,11 @@ def _transfer(run: _Run, transfer: Transfer) -> None:
         run.progress.start(transfer)
     try:
         run.zfs.transfer(transfer.spec, transfer.target, progress=advance)
+    except ZfsError as exc:
+        hint = (f"{exc} (during {transfer.command()}); what arrived is kept: run the same "
+                f"encroot migrate phase again to continue")
+        raise type(exc)(hint, argv=exc.argv, returncode=exc.returncode,
+                        stderr=exc.stderr) from exc
     finally:
         if run.progress is not None:
             run.progress.finish(transfer, moved)
