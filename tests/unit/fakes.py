@@ -27,6 +27,16 @@ class RecordingRunner:
         code, out, err = self.respond(command)
         return Result(command, code, out, err)
 
+    def pipe(self, sender: Command, receiver: Command, *,
+             progress: Callable[[int], None] | None = None) -> tuple[Result, Result]:
+        results = []
+        for command in (sender, receiver):
+            self.calls.append((command, None))
+            self.stdin_fds.append(None)
+            code, out, err = self.respond(command)
+            results.append(Result(command, code, out, err))
+        return results[0], results[1]
+
     @property
     def argvs(self) -> list[tuple[str, ...]]:
         return [command.argv for command, _ in self.calls]

@@ -12,6 +12,7 @@ own passphrase.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from .conftest import PoolFactory
 from .helpers import (
     FAST_PBKDF2,
     PASSPHRASE,
+    Run,
     encroot,
     prop,
     sh,
@@ -83,16 +85,50 @@ def relative_guids(root: str) -> dict[str, str]:
     return snapshot_guids(root)
 
 
-@pytest.fixture
-def pools(make_pool: PoolFactory, tmp_path: Path) -> tuple[str, str, Path, Path]:
+def prepare(factory: PoolFactory, folder: Path) -> tuple[str, str, Path, Path]:
     """(SRC, DST, SRC key file, DST key file) with SRC built and DST a mirror."""
-    source = passphrase_pool(make_pool, PASSPHRASE)
-    destination = passphrase_pool(make_pool, DST_PASSPHRASE, vdevs=2, layout="mirror")
-    build_source(source, tmp_path)
-    source_key, destination_key = tmp_path / "src.key", tmp_path / "dst.key"
+    source = passphrase_pool(factory, PASSPHRASE)
+    destination = passphrase_pool(factory, DST_PASSPHRASE, vdevs=2, layout="mirror")
+    build_source(source, folder)
+    source_key, destination_key = folder / f"{source}.key", folder / f"{destination}.key"
     source_key.write_text(PASSPHRASE)
     destination_key.write_text(DST_PASSPHRASE)
     return source, destination, source_key, destination_key
+
+
+@pytest.fixture
+def pools(make_pool: PoolFactory, tmp_path: Path) -> tuple[str, str, Path, Path]:
+    """Fresh SRC and DST for one test."""
+    return prepare(make_pool, tmp_path)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A migration in three phases with writes between, shared by the checks of its result."""
+
+    source: str
+    destination: str
+    destination_key: Path
+    runs: tuple[Run, Run, Run]
+
+
+@pytest.fixture(scope="module")
+def migrated(module_make_pool: PoolFactory, tmp_path_factory: pytest.TempPathFactory
+             ) -> Migration:
+    source, destination, source_key, destination_key = prepare(
+        module_make_pool, tmp_path_factory.mktemp("migrated"))
+    first = encroot(f"migrate --phase initial {source} {destination}")
+    assert first.returncode == 0, first.stderr
+    assert prop(f"{destination}/data", "encryptionroot") == f"{destination}/data"
+    write(source, {"data/a": {"later.txt": "after initial"}, "plain": {"p2": "x"}})
+    second = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
+                     f"{source} {destination}")
+    assert second.returncode == 0, second.stderr
+    write(source, {"data/a/b": {"last.txt": "after catch-up"}, "": {"root2": "r"}})
+    third = encroot(f"migrate -v --phase cutover {cutover_args(source_key, destination_key)} "
+                    f"{source} {destination}")
+    assert third.returncode == 0, third.stderr
+    return Migration(source, destination, destination_key, (first, second, third))
 
 
 def cutover_args(source_key: Path, destination_key: Path) -> str:
@@ -143,27 +179,32 @@ def cold_start_hashes(source: str, destination: str, destination_key: Path) -> N
     sh(f"zpool export {destination}")
 
 
-def test_migrate_in_three_phases_with_writes_between(
-        pools: tuple[str, str, Path, Path]) -> None:
-    source, destination, source_key, destination_key = pools
-    first = encroot(f"migrate --phase initial {source} {destination}")
-    assert first.returncode == 0, first.stderr
-    assert prop(f"{destination}/data", "encryptionroot") == f"{destination}/data"
-    write(source, {"data/a": {"later.txt": "after initial"}, "plain": {"p2": "x"}})
-    second = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
-                     f"{source} {destination}")
-    assert second.returncode == 0, second.stderr
-    write(source, {"data/a/b": {"last.txt": "after catch-up"}, "": {"root2": "r"}})
-    third = encroot(f"migrate -v --phase cutover {cutover_args(source_key, destination_key)} "
-                    f"{source} {destination}")
-    assert third.returncode == 0, third.stderr
-    assert "SHA-256" in third.stdout and "cold start" in third.stdout
-    assert "zfs load-key -L prompt" in third.stderr and "< <secret>" in third.stderr
-    for text in (third.stdout, third.stderr, sh(f"zpool history -il {source} {destination}")
-                 .stdout):
+def test_three_phases_with_writes_between_move_everything_raw(migrated: Migration) -> None:
+    cutover = migrated.runs[2]
+    assert "SHA-256" in cutover.stdout and "cold start" in cutover.stdout
+    assert_migrated(migrated.source, migrated.destination)
+
+
+def test_keys_appear_in_no_output_and_no_pool_history(migrated: Migration) -> None:
+    cutover = migrated.runs[2]
+    assert "zfs load-key -L prompt" in cutover.stderr and "< <secret>" in cutover.stderr
+    history = sh(f"zpool history -il {migrated.source} {migrated.destination}").stdout
+    for text in (*[r.stdout + r.stderr for r in migrated.runs], history):
         assert PASSPHRASE not in text and DST_PASSPHRASE not in text
-    assert_migrated(source, destination)
-    cold_start_hashes(source, destination, destination_key)
+
+
+def test_refuses_a_raw_incremental_after_re_parenting(migrated: Migration) -> None:
+    before = relative_guids(migrated.destination)
+    again = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
+                    f"{migrated.source} {migrated.destination}")
+    assert again.returncode == 1
+    assert "12614" in again.stderr and "fresh full transfer" in again.stderr
+    assert relative_guids(migrated.destination) == before
+
+
+def test_after_a_cold_start_the_new_key_alone_mounts_the_same_files(
+        migrated: Migration) -> None:
+    cold_start_hashes(migrated.source, migrated.destination, migrated.destination_key)
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(
@@ -187,20 +228,6 @@ def test_files_in_the_root_need_a_choice(pools: tuple[str, str, Path, Path]) -> 
     assert sh(f"zfs list -H -o name -r {destination}").stdout.split() == [destination]
 
 
-def test_refuses_a_raw_incremental_after_re_parenting(
-        pools: tuple[str, str, Path, Path]) -> None:
-    source, destination, source_key, destination_key = pools
-    done = encroot(f"migrate {cutover_args(source_key, destination_key)} {source} {destination}")
-    assert done.returncode == 0, done.stderr
-    sh(f"zfs load-key -L file://{destination_key} {destination} 2>/dev/null || true")
-    before = relative_guids(destination)
-    again = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
-                    f"{source} {destination}")
-    assert again.returncode == 1
-    assert "12614" in again.stderr and "fresh full transfer" in again.stderr
-    assert relative_guids(destination) == before
-
-
 def test_unencrypted_destination_is_refused_with_the_command_to_create_one(
         make_pool: PoolFactory, tmp_path: Path) -> None:
     source = passphrase_pool(make_pool, PASSPHRASE)
@@ -209,3 +236,20 @@ def test_unencrypted_destination_is_refused_with_the_command_to_create_one(
     assert run.returncode == 1
     assert "is not encrypted" in run.stderr
     assert "zpool create -O encryption=on -O keyformat=passphrase" in run.stderr
+
+
+def test_an_unencrypted_destination_on_purpose_keeps_each_tree_under_the_source_key(
+        make_pool: PoolFactory, tmp_path: Path) -> None:
+    source = passphrase_pool(make_pool, PASSPHRASE)
+    destination = make_pool(size="256M", vdevs=2, layout="mirror")
+    build_source(source, tmp_path)
+    (tmp_path / "src.key").write_text(PASSPHRASE)
+    run = encroot(f"migrate --allow-unencrypted-destination --root-data=skip "
+                  f"--key-file {tmp_path / 'src.key'} {source} {destination}")
+    assert run.returncode == 0, run.stderr
+    for name, root in (("data", "data"), ("data/a/b/c", "data"), ("ROOT/be2", "ROOT"),
+                       ("data/h/x", "data/h"), ("vol", "vol")):
+        assert prop(f"{destination}/{name}", "encryptionroot") == f"{destination}/{root}"
+    assert prop(f"{destination}/data/a", "keystatus") == "available"
+    assert prop(f"{destination}/data", "keyformat") == "passphrase"
+    assert prop(f"{destination}/plain", "encryption") == "off"

@@ -137,7 +137,6 @@ class Node:
     canmount: str = "on"
     mountpoint: str = "-"
     mounted: str = "-"
-    written: int = 0
     createtxg: int = 0
     resume_token: str = "-"  # noqa: S105 (a receive_resume_token, no secret)
     snapshots: tuple[Snap, ...] = ()

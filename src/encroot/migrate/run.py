@@ -61,8 +61,8 @@ __all__ = [
 ]
 
 STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
-                    "keylocation", "origin", "canmount", "mountpoint", "mounted", "written",
-                    "createtxg", "receive_resume_token", "available", MARKER)
+                    "keylocation", "origin", "canmount", "mountpoint", "mounted", "createtxg",
+                    "receive_resume_token", "available", MARKER)
 # Partial receives resumed, then read again: a bound that a healthy run never reaches.
 MAX_SYNC_ROUNDS = 32
 
@@ -136,8 +136,8 @@ def read_side(zfs: Zfs, root: str) -> Side:
             props.get("keyformat", "none"), props.get("keylocation", "none"),
             props.get("origin", "-"),
             props.get("canmount", "-"), props.get("mountpoint", "-"),
-            props.get("mounted", "-"), _int(props.get("written", "")),
-            _int(props.get("createtxg", "")), props.get("receive_resume_token", "-"), snaps)
+            props.get("mounted", "-"), _int(props.get("createtxg", "")),
+            props.get("receive_resume_token", "-"), snaps)
     return Side(root, nodes, values.get(root, {}))
 
 
