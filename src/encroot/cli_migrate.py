@@ -132,6 +132,11 @@ def plan_lines(plan: PhasePlan) -> list[str]:
         lines.append(f"  REFUSED: {refusal.text()}")
     for note in plan.notes:
         lines.append(f"  note: {note}")
+    if plan.datasets:
+        lines.append("  datasets (snapshots up to the goal; encryption root at the end):")
+        lines += [f"    {row['source']} -> {row['target']} ({row['type']}, "
+                  f"{row['snapshots']} snapshots; root {row['encryptionroot_after']})"
+                  for row in plan.datasets]
     if plan.transfers:
         lines.append(f"  transfers (estimated {_size(plan.estimated_bytes)}):")
         for transfer in plan.transfers:

@@ -297,6 +297,8 @@ def test_dry_run_text_shows_transfers_steps_and_refusals() -> None:
     assert "REFUSED: SRC root src stores files itself" in text
     assert "zfs send -w -R src/data@new | zfs receive -u -s dst/data" in text
     assert "inherit-key dst/data" in text
+    assert "src/data/a -> dst/data/a (filesystem, 2 snapshots; root dst)" in text
+    assert "src/h/x -> dst/h/x (filesystem, 2 snapshots; root dst/h)" in text
 
 
 def test_progress_line_shows_bytes_of_estimate_rate_and_eta() -> None:

@@ -39,9 +39,10 @@ INHERITING = ("data", "data/a", "data/a/b", "data/a/b/c", "ROOT", "ROOT/default"
               "vol")
 
 
-def passphrase_pool(make_pool: PoolFactory, passphrase: str, **options: object) -> str:
+def passphrase_pool(make_pool: PoolFactory, passphrase: str, size: str = "256M",
+                    **options: object) -> str:
     """A pool whose root is an encryption root with ``passphrase`` (fast PBKDF2)."""
-    return make_pool(size="256M", key=Key.passphrase(passphrase),
+    return make_pool(size=size, key=Key.passphrase(passphrase),
                      root_properties={"pbkdf2iters": FAST_PBKDF2}, **options)
 
 
@@ -110,6 +111,7 @@ class Migration:
     destination: str
     destination_key: Path
     runs: tuple[Run, Run, Run]
+    source_before: str
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +119,7 @@ def migrated(module_make_pool: PoolFactory, tmp_path_factory: pytest.TempPathFac
              ) -> Migration:
     source, destination, source_key, destination_key = prepare(
         module_make_pool, tmp_path_factory.mktemp("migrated"))
+    before = local_properties(source)
     first = encroot(f"migrate --phase initial {source} {destination}")
     assert first.returncode == 0, first.stderr
     assert prop(f"{destination}/data", "encryptionroot") == f"{destination}/data"
@@ -128,7 +131,13 @@ def migrated(module_make_pool: PoolFactory, tmp_path_factory: pytest.TempPathFac
     third = encroot(f"migrate -v --phase cutover {cutover_args(source_key, destination_key)} "
                     f"{source} {destination}")
     assert third.returncode == 0, third.stderr
-    return Migration(source, destination, destination_key, (first, second, third))
+    return Migration(source, destination, destination_key, (first, second, third), before)
+
+
+def local_properties(pool: str) -> str:
+    """Every dataset's locally set properties (snapshots left out)."""
+    return sh(f"zfs get -H -r -t filesystem,volume -s local -o name,property,value all "
+              f"{pool}").stdout
 
 
 def cutover_args(source_key: Path, destination_key: Path) -> str:
@@ -185,6 +194,11 @@ def test_three_phases_with_writes_between_move_everything_raw(migrated: Migratio
     assert_migrated(migrated.source, migrated.destination)
 
 
+def test_the_source_is_untouched_beyond_its_snapshots(migrated: Migration) -> None:
+    assert local_properties(migrated.source) == migrated.source_before
+    assert prop(migrated.source, "keystatus") == "available"
+
+
 def test_keys_appear_in_no_output_and_no_pool_history(migrated: Migration) -> None:
     cutover = migrated.runs[2]
     assert "zfs load-key -L prompt" in cutover.stderr and "< <secret>" in cutover.stderr
@@ -219,13 +233,21 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert relative_guids(source) == before_src and relative_guids(destination) == before_dst
 
 
-def test_files_in_the_root_need_a_choice(pools: tuple[str, str, Path, Path]) -> None:
+def test_files_in_the_root_need_a_choice_and_copy_re_encrypts_them(
+        pools: tuple[str, str, Path, Path]) -> None:
     source, destination, source_key, destination_key = pools
-    run = encroot(f"migrate --phase cutover --key-file {source_key} "
-                  f"--new-key-file {destination_key} {source} {destination}")
+    keys = f"--key-file {source_key} --new-key-file {destination_key}"
+    run = encroot(f"migrate --phase cutover {keys} {source} {destination}")
     assert run.returncode == 1
     assert "stores files itself (root-file.txt" in run.stderr and "--root-data" in run.stderr
     assert sh(f"zfs list -H -o name -r {destination}").stdout.split() == [destination]
+    copied = encroot(f"migrate --root-data=copy {keys} {source} {destination}")
+    assert copied.returncode == 0, copied.stderr
+    assert "copied into" in copied.stdout and "re-encrypted" in copied.stdout
+    sh(f"zfs mount {destination}")
+    assert tree_hashes(f"/{destination}")["root-file.txt"] == \
+        tree_hashes(f"/{source}")["root-file.txt"]
+    assert prop(destination, "encryptionroot") == destination
 
 
 def test_unencrypted_destination_is_refused_with_the_command_to_create_one(
@@ -253,3 +275,16 @@ def test_an_unencrypted_destination_on_purpose_keeps_each_tree_under_the_source_
     assert prop(f"{destination}/data/a", "keystatus") == "available"
     assert prop(f"{destination}/data", "keyformat") == "passphrase"
     assert prop(f"{destination}/plain", "encryption") == "off"
+
+
+def test_too_little_space_on_dst_is_refused_before_anything_changes(
+        make_pool: PoolFactory, tmp_path: Path) -> None:
+    source = passphrase_pool(make_pool, PASSPHRASE)
+    destination = passphrase_pool(make_pool, DST_PASSPHRASE, "64M", vdevs=2, layout="mirror")
+    sh(f"zfs create -o compression=off {source}/big && zfs snapshot -r {source}@s1")
+    sh(f"head -c $((120 << 20)) /dev/urandom > /{source}/big/file && zfs snapshot -r {source}@s2")
+    before = relative_guids(source), relative_guids(destination)
+    run = encroot(f"migrate --phase initial {source} {destination}")
+    assert run.returncode == 1
+    assert "free and the transfer needs about" in run.stderr and "zpool add" in run.stderr
+    assert (relative_guids(source), relative_guids(destination)) == before

@@ -24,11 +24,17 @@ __all__ = ["pools"]  # the fixture, shared with test_migrate
 CUT_AFTER_BYTES = 120_000
 
 
-def interrupter(folder: Path, how: str) -> Path:
-    """A zfs wrapper: ``cut`` or ``kill`` the first send, or ``kill-after-change-key``."""
+def interrupter(folder: Path, how: str, pool: str = "") -> Path:
+    """A zfs wrapper: ``cut`` or ``kill`` the first send, ``fill`` ``pool`` just before it
+    (a reservation takes all but 128 KiB), or ``kill-after-change-key``."""
     real = sh("command -v zfs").stdout.strip()
     once = folder / "interrupted"
-    if how == "kill-after-change-key":
+    if how == "fill":
+        trigger = f'[ "$1" = send ] && [ "$2" != -n ] && [ ! -e {once} ]'
+        action = (f'touch {once}; free=$({real} get -H -p -o value available {pool}); '
+                  f'{real} create -o refreservation=$((free - 131072)) {pool}/filler; '
+                  f'exec {real} "$@"')
+    elif how == "kill-after-change-key":
         trigger = f'[ "$1" = change-key ] && [ "$2" = -i ] && [ ! -e {once} ]'
         action = f'{real} "$@"; touch {once}; kill -9 $PPID; exit 137'
     else:
@@ -41,8 +47,8 @@ def interrupter(folder: Path, how: str) -> Path:
     return script
 
 
-def interrupted(folder: Path, how: str, args: str) -> None:
-    wrapper = interrupter(folder, how)
+def interrupted(folder: Path, how: str, args: str, pool: str = "") -> None:
+    wrapper = interrupter(folder, how, pool)
     run = sh(f"ENCROOT_ZFS={wrapper} encroot migrate {args}", check=False)
     assert (folder / "interrupted").exists(), "the interruption point was never reached"
     expected = (-9, 137) if how.startswith("kill") else (1,)
@@ -52,6 +58,14 @@ def interrupted(folder: Path, how: str, args: str) -> None:
 def partial_receives(destination: str) -> list[str]:
     out = sh(f"zfs get -H -o name,value -r receive_resume_token {destination}").stdout
     return [line.split("\t")[0] for line in out.splitlines() if not line.endswith("\t-")]
+
+
+def cutover_and_check(source: str, destination: str, source_key: Path,
+                      destination_key: Path) -> None:
+    done = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
+                   f"{source} {destination}")
+    assert done.returncode == 0, done.stderr
+    assert_migrated(source, destination)
 
 
 def big_write(source: str) -> None:
@@ -68,10 +82,7 @@ def test_initial_killed_mid_stream_continues(pools: tuple[str, str, Path, Path],
     assert again.returncode == 0, again.stderr
     assert not partial_receives(destination)
     assert set(names_under(source)) - before <= {n for n in names_under(source) if "@" in n}
-    done = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
-                   f"{source} {destination}")
-    assert done.returncode == 0, done.stderr
-    assert_migrated(source, destination)
+    cutover_and_check(source, destination, source_key, destination_key)
 
 
 def test_catch_up_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
@@ -83,10 +94,7 @@ def test_catch_up_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path]
     assert partial_receives(destination)
     again = encroot(f"migrate --phase catch-up {source} {destination}")
     assert again.returncode == 0, again.stderr
-    done = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
-                   f"{source} {destination}")
-    assert done.returncode == 0, done.stderr
-    assert_migrated(source, destination)
+    cutover_and_check(source, destination, source_key, destination_key)
 
 
 def test_cutover_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
@@ -97,10 +105,7 @@ def test_cutover_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
     interrupted(tmp_path, "cut", f"--phase cutover {cutover_args(source_key, destination_key)} "
                 f"{source} {destination}")
     assert prop(destination, "encroot:migrate") == "-", "re-parenting began after a cut stream"
-    again = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
-                    f"{source} {destination}")
-    assert again.returncode == 0, again.stderr
-    assert_migrated(source, destination)
+    cutover_and_check(source, destination, source_key, destination_key)
 
 
 def test_cutover_killed_while_re_parenting_continues(pools: tuple[str, str, Path, Path],
@@ -114,7 +119,16 @@ def test_cutover_killed_while_re_parenting_continues(pools: tuple[str, str, Path
     refused = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
                       f"{source} {destination}")
     assert refused.returncode == 1 and "12614" in refused.stderr
-    again = encroot(f"migrate --phase cutover {cutover_args(source_key, destination_key)} "
-                    f"{source} {destination}")
+    cutover_and_check(source, destination, source_key, destination_key)
+
+
+def test_initial_on_a_pool_that_fills_up_continues_once_space_is_freed(
+        pools: tuple[str, str, Path, Path], tmp_path: Path) -> None:
+    source, destination, source_key, destination_key = pools
+    interrupted(tmp_path, "fill", f"--phase initial {source} {destination}", destination)
+    failed_because = sh(f"zfs list -H -o name {destination}/filler").stdout.strip()
+    assert failed_because == f"{destination}/filler"
+    sh(f"zfs destroy {destination}/filler")
+    again = encroot(f"migrate --phase initial {source} {destination}")
     assert again.returncode == 0, again.stderr
-    assert_migrated(source, destination)
+    cutover_and_check(source, destination, source_key, destination_key)

@@ -133,6 +133,7 @@ class PhasePlan:
     refusals: list[Refusal] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     transfers_done: bool = False
+    datasets: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def estimated_bytes(self) -> int:
@@ -147,6 +148,7 @@ class PhasePlan:
             "phase": self.phase,
             "snapshot": self.goal.name if self.goal else None,
             "creates_snapshot": bool(self.goal and self.goal.create),
+            "datasets": self.datasets,
             "transfers": [t.to_json() for t in self.transfers],
             "estimated_bytes": self.estimated_bytes,
             "steps": [s.to_json() for s in self.steps],
@@ -269,23 +271,33 @@ def _full_spec(node: Node, snapshot: str, *, replicate: bool) -> SendSpec:
 
 def _sync_tree(request: MigrateRequest, state: MigrateState, top: Node, goal: str,
                transfers: list[Transfer], refusals: list[Refusal]) -> None:
-    assert state.destination is not None
     if top.snapshot(goal) is None:
         return  # created after the goal snapshot: the next phase sends it
-    target_name = request.destination_name(top.name)
-    target = state.destination.get(target_name)
-    if target is None:
-        transfers.append(Transfer("tree", top.name, target_name,
-                                  _full_spec(top, goal, replicate=True)))
-        return
-    base = top.newest_common(target)
+    base = _received_base(request, state, top, goal, transfers, refusals)
     if base is None:
-        refusals.append(_name_taken(target_name, top.name))
         return
     _repair_below(request, state, top, base.name, transfers, refusals)
     if base.name != goal:
         spec = SendSpec(f"{top.name}@{goal}", base=f"{top.name}@{base.name}", replicate=True)
-        transfers.append(Transfer("tree-incremental", top.name, target_name, spec))
+        transfers.append(Transfer("tree-incremental", top.name,
+                                  request.destination_name(top.name), spec))
+
+
+def _received_base(request: MigrateRequest, state: MigrateState, node: Node, goal: str,
+                   transfers: list[Transfer], refusals: list[Refusal]) -> Snap | None:
+    """The newest snapshot DST holds of ``node``; if DST has no such dataset, its whole
+    subtree is planned as one -R stream up to ``goal`` (and None returned)."""
+    assert state.destination is not None
+    target_name = request.destination_name(node.name)
+    target = state.destination.get(target_name)
+    if target is None:
+        transfers.append(Transfer("tree", node.name, target_name,
+                                  _full_spec(node, goal, replicate=True)))
+        return None
+    common = node.newest_common(target)
+    if common is None:
+        refusals.append(_name_taken(target_name, node.name))
+    return common
 
 
 def _repair_below(request: MigrateRequest, state: MigrateState, parent: Node, base: str,
@@ -297,23 +309,17 @@ def _repair_below(request: MigrateRequest, state: MigrateState, parent: Node, ba
     next -R -I stream of the tree puts the encryption hierarchy back (libzfs
     ``recv_fix_encryption_hierarchy``).
     """
-    assert state.destination is not None
     for child in state.source.children(parent.name):
-        if child.snapshot(base) is None:
+        limit = child.snapshot(base)
+        if limit is None:
             continue
-        target_name = request.destination_name(child.name)
-        target = state.destination.get(target_name)
-        if target is None:
-            transfers.append(Transfer("tree", child.name, target_name,
-                                      _full_spec(child, base, replicate=True)))
-            continue
-        common = child.newest_common(target)
+        common = _received_base(request, state, child, base, transfers, refusals)
         if common is None:
-            refusals.append(_name_taken(target_name, child.name))
             continue
-        if common.name != base and common.txg < (child.snapshot(base) or common).txg:
+        if common.txg < limit.txg:
             spec = SendSpec(f"{child.name}@{base}", base=f"{child.name}@{common.name}")
-            transfers.append(Transfer("dataset-incremental", child.name, target_name, spec))
+            transfers.append(Transfer("dataset-incremental", child.name,
+                                      request.destination_name(child.name), spec))
         _repair_below(request, state, child, base, transfers, refusals)
 
 
@@ -487,9 +493,24 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
     if estimates is not None:
         plan.refusals += _space_refusal(request, state, transfers)
     plan.checks = _checks(request, phase)
+    plan.datasets = dataset_rows(request, planned, goal.name)
     if phase == "cutover":
         plan.steps = plan_finish(request, assume_synced(request, planned, goal.name), goal.name)
     return plan
+
+
+def dataset_rows(request: MigrateRequest, state: MigrateState, goal: str
+                 ) -> list[dict[str, str]]:
+    """Each dataset that moves: where to, its snapshots up to the goal, its final key root."""
+    rows = []
+    for node in _migrated_nodes(request, state):
+        limit = node.snapshot(goal)
+        count = sum(1 for s in node.snapshots if limit is not None and s.txg <= limit.txg)
+        rows.append({"source": node.name, "target": request.destination_name(node.name),
+                     "type": node.type, "snapshots": str(count),
+                     "encryptionroot_after": expected_encryption_root(request, state, node)
+                     if state.destination and state.destination.root_node else "?"})
+    return rows
 
 
 def _estimated(transfer: Transfer, estimates: Mapping[str, int] | None) -> Transfer:
