@@ -31,10 +31,11 @@ make_source() {  # make_source POOL SNAPSHOTS MIB: an encrypted root with three 
         zfs snapshot -r "$pool@s$i"
     done
 }
-make_destination() {  # a mirror of two file vdevs, encrypted with its own passphrase
-    truncate -s "${pool_mib}M" "$work/$1-a.img" "$work/$1-b.img"
+make_destination() {  # one file vdev (the guest's disk cannot hold a mirror of 1 GiB
+    # beside SRC; the lab tests migrate onto mirrors), encrypted with its own passphrase
+    truncate -s "${pool_mib}M" "$work/$1.img"
     zpool create -f -O encryption=on -O keyformat=passphrase -O keylocation=prompt \
-        -O mountpoint="/$1" "$1" mirror "$work/$1-a.img" "$work/$1-b.img" < "$work/dst.key"
+        -O mountpoint="/$1" "$1" "$work/$1.img" < "$work/dst.key"
 }
 
 echo "writing ${size_mib} MiB of random data in 3 snapshots" >&2
@@ -45,6 +46,7 @@ for round in $(seq "$rounds"); do
     make_destination bplain
     start=$(seconds); zfs send -Rw bsrc@s3 | zfs receive -u bplain/copy; end=$(seconds)
     t_plain+=("$(python3 -c "print(f'{$end - $start:.3f}')")"); zpool destroy bplain
+    rm -f "$work/bplain.img"
     make_destination bdst
     start=$(seconds)
     encroot migrate --json --key-file "$work/src.key" --new-key-file "$work/dst.key" \
@@ -52,7 +54,7 @@ for round in $(seq "$rounds"); do
     end=$(seconds)
     t_encroot+=("$(python3 -c "print(f'{$end - $start:.3f}')")")
     b_encroot+=("$(python3 -c "import json; print(sum(p['transferred_bytes'] for p in json.load(open('$work/result.json'))['phases']))")")
-    zpool destroy bdst
+    zpool destroy bdst; rm -f "$work/bdst.img"
     for s in $(zfs list -H -o name -t snapshot -d 1 bsrc | grep @encroot-migrate-); do
         zfs destroy -r "$s"
     done
@@ -72,6 +74,7 @@ count_processes() {  # count_processes SNAPSHOTS: zfs/zpool processes of one mig
         > /dev/null
     wc -l < "$log"
     zpool destroy "pd$snaps"; zpool destroy "pc$snaps"
+    rm -f "$work/pc$snaps.img" "$work/pd$snaps.img"
 }
 p3=$(count_processes 3)
 p30=$(count_processes 30)

@@ -33,7 +33,9 @@ def add_migrate_commands(commands: argparse._SubParsersAction[Any]) -> None:
                     "catch-up (raw incrementals; repeatable), cutover (final snapshot, last "
                     "incremental, re-parenting to DST's key, verification, cold start). "
                     "Without --phase all run (initial, then cutover). An interrupted phase is "
-                    "run again and continues from what ZFS shows.")
+                    "run again and continues from what ZFS shows. Exit status 0 on success "
+                    "(with -n: when nothing is refused), 1 when refused or failed, 2 for bad "
+                    "input.")
     parser.add_argument("-n", dest="dry_run", action="store_true",
                         help="print the plan (datasets, snapshots, estimated bytes, commands, "
                              "checks) and change nothing")
@@ -87,7 +89,7 @@ def _source_key(args: argparse.Namespace, zfs: Zfs, request: MigrateRequest) -> 
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, emit, say_to_stderr
+    from .cli import EXIT_FAILED, EXIT_OK, emit, say_to_stderr
     from .cli_rotate import _closing_all, _read_key
 
     request = _request(args)
@@ -96,7 +98,7 @@ def _migrate(args: argparse.Namespace) -> int:
         plans = plan_migration(zfs, request)
         emit(args.json, {"dry_run": True, "phases": [p.to_json() for p in plans]},
              [line for plan in plans for line in plan_lines(plan)])
-        return EXIT_OK
+        return EXIT_FAILED if any(plan.refusals for plan in plans) else EXIT_OK
     source_key = _source_key(args, zfs, request)
     new_key = _read_key(args.new_key_file, None, "--new-key-file") if args.new_key_file \
         else None

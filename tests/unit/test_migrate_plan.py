@@ -171,7 +171,9 @@ def test_cutover_re_parents_only_roots_that_hold_the_source_key() -> None:
         assert ("load-key", top) in actions and ("inherit-key", top) in actions
     assert not any(d.startswith(("dst/h", "dst/plain")) for a, d in actions
                    if a in ("load-key", "inherit-key"))
-    assert actions.index(("mark", "dst")) < actions.index(("load-key", "dst/data"))
+    # every key is loaded (which proves SRC's key) before the marker, re-parenting after it
+    assert actions.index(("load-key", "dst/vol")) < actions.index(("mark", "dst")) < \
+        actions.index(("inherit-key", "dst/data"))
     assert actions[-1] == ("unmark", "dst")
 
 

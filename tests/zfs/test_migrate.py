@@ -288,3 +288,17 @@ def test_too_little_space_on_dst_is_refused_before_anything_changes(
     assert run.returncode == 1
     assert "free and the transfer needs about" in run.stderr and "zpool add" in run.stderr
     assert (relative_guids(source), relative_guids(destination)) == before
+
+
+def test_a_wrong_source_key_at_cutover_re_parents_nothing(
+        pools: tuple[str, str, Path, Path], tmp_path: Path) -> None:
+    source, destination, _, destination_key = pools
+    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not the passphrase")
+    run = encroot(f"migrate --phase cutover --root-data=skip --key-file {wrong} "
+                  f"--new-key-file {destination_key} {source} {destination}")
+    assert run.returncode == 1
+    assert f"the key given for {source} is not its key" in run.stderr
+    assert prop(destination, "encroot:migrate") == "-"
+    assert prop(f"{destination}/data", "encryptionroot") == f"{destination}/data"

@@ -609,6 +609,10 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
     assert state.destination is not None and state.destination.root_node is not None
     dst = str(request.destination)
     steps = [Step("verify-snapshots", dst, f"every SRC snapshot up to @{goal} on DST")]
+    roots = reparent_order(request, state)
+    # Loading first also proves SRC's key right before anything changes.
+    steps += [Step("load-key", target.name, "with SRC root's key",
+                   f"zfs load-key -L prompt {target.name} < <SRC key>") for target in roots]
     props = root_properties(request, state)
     if props:
         pairs = " ".join(f"{k}={v}" for k, v in props.items())
@@ -616,9 +620,7 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
     steps.append(Step("mark", dst, "cutover re-parents now; no raw incremental after this",
                       f"zfs set {MARKER}=<json> {dst}"))
     dst_encrypted = state.destination.root_node.encrypted
-    for target in reparent_order(request, state):
-        steps.append(Step("load-key", target.name, "with SRC root's key",
-                          f"zfs load-key -L prompt {target.name} < <SRC key>"))
+    for target in roots:
         parent = target.name.rsplit("/", 1)[0]
         parent_node = state.destination.get(parent)
         if dst_encrypted or (parent_node is not None and parent_node.encrypted):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import DatasetNotFound, EncrootError, ZfsError
+from ..errors import DatasetNotFound, EncrootError, IncorrectKey, ZfsError
 from ..keys import Key
 from ..zfs import SendSpec, Zfs
 from .model import (
@@ -334,14 +334,16 @@ def _fail_on(problems: Sequence[str], when: str) -> None:
 
 
 def _check_keys(run: _Run, state: MigrateState) -> None:
-    """Cutover needs SRC root's key (to load the received roots) and DST's (cold start)."""
-    request, zfs = run.request, run.zfs
+    """Cutover needs SRC root's key (to load the received roots) and DST's (cold start).
+
+    The keys themselves are proven by use, not by ``load-key -n`` first: each
+    proof derives the key again (PBKDF2 for a passphrase, seconds under
+    emulation), and the received roots are loaded before anything changes.
+    """
+    request = run.request
     if run.source_key is None:
         raise MigrateRefused(f"cutover needs {request.source}'s key to re-parent: pass "
                              "--key-file F or --key-stdin, or run it on a terminal")
-    if not zfs.check_key(request.source, run.source_key):
-        raise MigrateRefused(f"the key given for {request.source} is not its key "
-                             "(zfs load-key -n refused it)")
     assert state.destination is not None and state.destination.root_node is not None
     root = state.destination.root_node
     if not root.encrypted:
@@ -352,8 +354,6 @@ def _check_keys(run: _Run, state: MigrateState) -> None:
     if run.destination_key is None and root.keylocation == "prompt":
         raise MigrateRefused(f"the cold start reloads {root.name}'s key and its keylocation "
                              "is prompt: pass --new-key-file F")
-    if run.destination_key is not None and not zfs.check_key(root.name, run.destination_key):
-        raise MigrateRefused(f"--new-key-file does not hold {root.name}'s key")
 
 
 def _sync(run: _Run, goal: str, transfers: Sequence[Transfer]) -> None:
@@ -430,7 +430,12 @@ def _load_key(run: _Run, step: Step, goal: str) -> None:
     if node is not None and node.keystatus == "available":
         return
     assert run.source_key is not None
-    run.zfs.load_key(step.dataset, run.source_key)
+    try:
+        run.zfs.load_key(step.dataset, run.source_key)
+    except IncorrectKey as exc:
+        raise MigrateRefused(f"the key given for {run.request.source} is not its key: "
+                             f"{step.dataset}, received raw from it, refused it; nothing was "
+                             "re-parented") from exc
 
 
 def _inherit_key(run: _Run, step: Step, goal: str) -> None:
@@ -480,10 +485,15 @@ def _load_destination_keys(run: _Run) -> None:
     zfs, dst = run.zfs, run.request.destination
     assert run.state.destination is not None and run.state.destination.root_node is not None
     if run.state.destination.root_node.encrypted:
-        if run.destination_key is not None:
-            zfs.load_key(dst, run.destination_key)
-        else:
-            zfs.load_key_at_location(dst)
+        try:
+            if run.destination_key is not None:
+                zfs.load_key(dst, run.destination_key)
+            else:
+                zfs.load_key_at_location(dst)
+        except IncorrectKey as exc:
+            raise MigrateRefused(f"--new-key-file does not hold {dst}'s key: {dst} is imported "
+                                 f"without its key; run zfs load-key {dst}, then this cutover "
+                                 "again") from exc
         return
     for node in reparent_order(run.request, run.state):
         assert run.source_key is not None
