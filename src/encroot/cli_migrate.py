@@ -113,9 +113,9 @@ def _migrate(args: argparse.Namespace) -> int:
                      f"{len(phase.transfers_run)} transfers, {phase.transferred_bytes} bytes")
         lines += [f"  ok  {line}" for line in phase.verified]
     if "cutover" in request.phases:
-        lines.append(f"{request.destination} is imported with its key loaded and nothing "
-                     "mounted: its file systems have SRC's mount points; mount them with "
-                     "zfs mount -a once SRC is exported")
+        lines.append(f"{request.destination} is imported, its key not loaded and nothing "
+                     "mounted: its file systems have SRC's mount points; once SRC is exported, "
+                     f"run zfs load-key {request.destination} && zfs mount -a")
     emit(args.json, result.to_json(), lines)
     return EXIT_OK
 

@@ -244,7 +244,8 @@ def test_files_in_the_root_need_a_choice_and_copy_re_encrypts_them(
     copied = encroot(f"migrate --root-data=copy {keys} {source} {destination}")
     assert copied.returncode == 0, copied.stderr
     assert "copied into" in copied.stdout and "re-encrypted" in copied.stdout
-    sh(f"zfs mount {destination}")
+    assert prop(destination, "keystatus") == "unavailable"  # left for the user to load
+    sh(f"zfs load-key -L file://{destination_key} {destination} && zfs mount {destination}")
     assert tree_hashes(f"/{destination}")["root-file.txt"] == \
         tree_hashes(f"/{source}")["root-file.txt"]
     assert prop(destination, "encryptionroot") == destination
@@ -272,8 +273,9 @@ def test_an_unencrypted_destination_on_purpose_keeps_each_tree_under_the_source_
     for name, root in (("data", "data"), ("data/a/b/c", "data"), ("ROOT/be2", "ROOT"),
                        ("data/h/x", "data/h"), ("vol", "vol")):
         assert prop(f"{destination}/{name}", "encryptionroot") == f"{destination}/{root}"
-    assert prop(f"{destination}/data/a", "keystatus") == "available"
     assert prop(f"{destination}/data", "keyformat") == "passphrase"
+    sh(f"zfs load-key -L file://{tmp_path / 'src.key'} {destination}/data")
+    assert prop(f"{destination}/data/a", "keystatus") == "available"
     assert prop(f"{destination}/plain", "encryption") == "off"
 
 

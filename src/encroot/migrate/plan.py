@@ -636,8 +636,8 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
                           "into DST's root, re-encrypted with DST's key"))
     if request.verify_mount:
         steps.append(Step("verify-files", dst, f"SHA-256 of every file in @{goal}, SRC vs DST"))
-    steps.append(Step("reimport", dst, "export; import without mounting; load DST's key",
-                      f"zpool export {dst} && zpool import -N {dst} && zfs load-key {dst}"))
+    steps.append(Step("reimport", dst, "export; import without mounting or loading its key",
+                      f"zpool export {dst} && zpool import -N {dst}"))
     steps.append(Step("unmark", dst, "", f"zfs inherit {MARKER} {dst}"))
     return steps
 

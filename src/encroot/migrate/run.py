@@ -592,12 +592,16 @@ def file_hashes(top: str) -> dict[str, str]:
 
 
 def _reimport(run: _Run, step: Step, goal: str) -> None:
-    """Export and import DST normally, without mounting (its mount points are SRC's)."""
+    """Export and import DST normally, without mounting (its mount points are SRC's).
+
+    DST's key is left unloaded: the cold start proved it loads, and deriving
+    it again costs seconds for a passphrase; it is loaded when DST is mounted
+    (after SRC is exported).
+    """
     zfs, dst = run.zfs, run.request.destination
     dirs = _device_dirs(run)
     zfs.export_pool(dst)
     zfs.import_pool(dst, search_dirs=dirs, no_mount=True)
-    _load_destination_keys(run)
     if run.altroot is not None:
         try:
             os.rmdir(run.altroot)
