@@ -284,7 +284,7 @@ def test_too_little_space_on_dst_is_refused_before_anything_changes(
     source = passphrase_pool(make_pool, PASSPHRASE)
     destination = passphrase_pool(make_pool, DST_PASSPHRASE, "64M", vdevs=2, layout="mirror")
     sh(f"zfs create -o compression=off {source}/big && zfs snapshot -r {source}@s1")
-    sh(f"head -c $((120 << 20)) /dev/urandom > /{source}/big/file && zfs snapshot -r {source}@s2")
+    sh(f"head -c $((60 << 20)) /dev/urandom > /{source}/big/file && zfs snapshot -r {source}@s2")
     before = relative_guids(source), relative_guids(destination)
     run = encroot(f"migrate --phase initial {source} {destination}")
     assert run.returncode == 1
