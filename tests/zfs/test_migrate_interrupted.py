@@ -54,7 +54,7 @@ def interrupted(folder: Path, how: str, args: str, pool: str = "") -> None:
     expected = (-9, 137) if how.startswith("kill") else (1,)
     assert run.returncode in expected, (run.returncode, run.stderr)
     # A killed encroot leaves its zfs receive running until it reads the stream's end.
-    sh("for i in $(seq 120); do pgrep -f 'zfs receive' >/dev/null || exit 0; sleep 0.5; done; "
+    sh("for i in $(seq 120); do pgrep -x zfs >/dev/null || exit 0; sleep 0.5; done; "
        "exit 1")
 
 
