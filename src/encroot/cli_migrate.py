@@ -16,6 +16,7 @@ from .migrate import (
     migrate,
     plan_migration,
 )
+from .migrate.plan import human_bytes
 from .zfs import Zfs
 
 __all__ = ["TransferProgress", "add_migrate_commands"]
@@ -140,9 +141,9 @@ def plan_lines(plan: PhasePlan) -> list[str]:
                   f"{row['snapshots']} snapshots; root {row['encryptionroot_after']})"
                   for row in plan.datasets]
     if plan.transfers:
-        lines.append(f"  transfers (estimated {_size(plan.estimated_bytes)}):")
+        lines.append(f"  transfers (estimated {human_bytes(plan.estimated_bytes)}):")
         for transfer in plan.transfers:
-            size = _size(transfer.estimate) if transfer.estimate is not None else "?"
+            size = human_bytes(transfer.estimate) if transfer.estimate is not None else "?"
             lines.append(f"    {transfer.source} -> {transfer.target} [{transfer.kind}, "
                          f"{size}]: {transfer.command()}")
     for number, step in enumerate(plan.steps, 1):
@@ -151,15 +152,6 @@ def plan_lines(plan: PhasePlan) -> list[str]:
                      + (f" ({step.detail})" if step.detail else "") + command)
     lines += [f"  check: {check}" for check in plan.checks]
     return lines
-
-
-def _size(count: int | None) -> str:
-    value = float(count or 0)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 class TransferProgress:
@@ -202,10 +194,10 @@ class TransferProgress:
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
         estimate = self.transfer.estimate
-        text = f"{self.transfer.target}: {_size(self.done)}"
+        text = f"{self.transfer.target}: {human_bytes(self.done)}"
         if estimate:
-            text += f" of {_size(estimate)} ({min(100, 100 * self.done // estimate)}%)"
-        text += f", {_size(int(rate))}/s"
+            text += f" of {human_bytes(estimate)} ({min(100, 100 * self.done // estimate)}%)"
+        text += f", {human_bytes(int(rate))}/s"
         if estimate and rate > 0 and self.done < estimate:
             left = int((estimate - self.done) / rate)
             text += f", ETA {left // 60}:{left % 60:02d}"

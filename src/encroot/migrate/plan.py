@@ -42,6 +42,7 @@ __all__ = [
     "choose_goal",
     "encryption_problems",
     "expected_encryption_root",
+    "human_bytes",
     "plan_finish",
     "plan_phase",
     "plan_sync",
@@ -443,20 +444,21 @@ def _space_refusal(request: MigrateRequest, state: MigrateState,
                    transfers: Sequence[Transfer]) -> list[Refusal]:
     needed = sum(t.estimate or 0 for t in transfers)
     if needed and needed > state.destination_available:
-        return [Refusal(f"DST {request.destination} has {_size(state.destination_available)} "
-                        f"free and the transfer needs about {_size(needed)} "
+        return [Refusal(f"DST {request.destination} has {human_bytes(state.destination_available)} "
+                        f"free and the transfer needs about {human_bytes(needed)} "
                         "(zfs send -nP)", f"free space or add capacity (zpool add "
                         f"{request.destination} ...)")]
     return []
 
 
-def _size(count: int) -> str:
+def human_bytes(count: int) -> str:
+    """``1000 B``, ``3.1 KiB``, ``1.0 GiB``: byte counts in messages and the progress line."""
     value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{count} B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{count} B"
+    return f"{value:.1f} TiB"
 
 
 # -- the phase plan --------------------------------------------------------------------------

@@ -268,6 +268,7 @@ class _Run:
     result: PhaseResult
     state: MigrateState
     altroot: str | None = None
+    device_dirs: list[str] = field(default_factory=list)
 
     def refresh(self) -> MigrateState:
         self.state = refresh_destination(self.zfs, self.request, self.state)
@@ -449,7 +450,11 @@ def _verify_encryption(run: _Run, step: Step, goal: str) -> None:
 
 
 def _device_dirs(run: _Run) -> list[str]:
-    return sorted({os.path.dirname(p) for p in run.zfs.pool_device_paths(run.request.destination)})
+    """Folders of DST's devices (for ``zpool import -d``), read once while it is imported."""
+    if not run.device_dirs:
+        run.device_dirs = sorted({os.path.dirname(p) for p in
+                                  run.zfs.pool_device_paths(run.request.destination)})
+    return run.device_dirs
 
 
 def _cold_start(run: _Run, step: Step, goal: str) -> None:
