@@ -111,6 +111,12 @@ class MigrateRequest:
             raise ValueError(f"{source_name} is not below {self.source}")
         return f"{self.destination}{source_name[len(self.source):]}"
 
+    def source_name(self, destination_name: str) -> str:
+        """The SRC dataset a DST name came from: ``destination_name`` inverted."""
+        if self.root_dataset and destination_name == self.destination_name(self.source):
+            return str(self.source)
+        return f"{self.source}{destination_name[len(self.destination):]}"
+
 
 @dataclass(frozen=True)
 class Snap:

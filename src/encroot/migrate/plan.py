@@ -242,7 +242,7 @@ def plan_sync(request: MigrateRequest, state: MigrateState, goal: str
               ) -> tuple[list[Transfer], list[Refusal]]:
     """The transfers that bring DST up to ``goal``; resumes come alone (then read again)."""
     assert state.destination is not None
-    resumes = [Transfer("resume", request_source_of(request, state, node.name), node.name,
+    resumes = [Transfer("resume", request.source_name(node.name), node.name,
                         SendSpec(resume_token=node.resume_token))
                for node in state.destination.subtree(request.destination) if node.resumable]
     if resumes:
@@ -256,14 +256,6 @@ def plan_sync(request: MigrateRequest, state: MigrateState, goal: str
     for top in trees(request, state):
         _sync_tree(request, state, top, goal, transfers, refusals)
     return transfers, refusals
-
-
-def request_source_of(request: MigrateRequest, state: MigrateState, target: str) -> str:
-    """The SRC dataset a DST name came from (best effort, for messages)."""
-    if request.root_dataset and target == request.destination_name(request.source):
-        return str(request.source)
-    relative = target[len(request.destination):]
-    return f"{request.source}{relative}"
 
 
 def _full_spec(node: Node, snapshot: str, *, replicate: bool) -> SendSpec:

@@ -146,13 +146,9 @@ def root_files(side: Side) -> tuple[str, ...] | None:
     root = side.root_node
     if root is None or root.mounted != "yes" or not root.mountpoint.startswith("/"):
         return None
-    base = root.mountpoint.rstrip("/") or "/"
-    children = set()
-    for node in side.nodes.values():
-        if node.name != root.name and node.mountpoint.startswith(base.rstrip("/") + "/"):
-            children.add(node.mountpoint[len(base.rstrip("/")) + 1:].split("/", 1)[0])
+    children = _child_entries(side)
     try:
-        entries = sorted(os.listdir(base))
+        entries = sorted(os.listdir(root.mountpoint.rstrip("/") or "/"))
     except OSError:
         return None
     return tuple(e for e in entries if e not in children)
@@ -523,6 +519,7 @@ def _copy_root_data(run: _Run, step: Step, goal: str) -> None:
 
 
 def _child_entries(side: Side) -> set[str]:
+    """The first path components, below the root's mount point, of its children's."""
     root = side.root_node
     assert root is not None
     base = root.mountpoint.rstrip("/")
