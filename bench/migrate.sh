@@ -1,6 +1,10 @@
 #!/bin/bash
 # Benchmark: `encroot migrate` (initial, then cutover with re-parenting, verification and
-# the cold start) against `zfs send -Rw | zfs receive` of the same tree, in the same run.
+# the cold start) against, in the same run, `zfs send -Rw | zfs receive` of the same tree
+# (the bare transfer) and the same migration typed by hand with plain zfs commands (one
+# stream into a staging child, load-key, change-key -i, renames, destroy, export, import
+# under an altroot, load-key, mount, export, import: the steps encroot runs, without its
+# reads, checks, catch-up incremental and Python).
 # Run in the lab:
 #   encroot lab run --out bench-out bench/migrate.sh [SIZE_MIB] [ROUNDS]
 # Also counts the zfs/zpool processes encroot starts for a small tree with 3 and with 30
@@ -38,10 +42,25 @@ make_destination() {  # one file vdev (the guest's disk cannot hold a mirror of 
         -O mountpoint="/$1" "$1" "$work/$1.img" < "$work/dst.key"
 }
 
+by_hand() {  # by_hand DST: the migration of bsrc@s3 into DST with plain zfs commands
+    local dst=$1 child
+    zfs send -Rw bsrc@s3 | zfs receive -u "$dst/staging"
+    zfs load-key -L "file://$work/src.key" "$dst/staging"
+    zfs change-key -i "$dst/staging"
+    for child in data home ROOT; do zfs rename -u "$dst/staging/$child" "$dst/$child"; done
+    zfs destroy -r "$dst/staging"
+    zpool export "$dst"; zpool import -N -R "$work/altroot" -d "$work" "$dst"
+    zfs load-key -L "file://$work/dst.key" "$dst"
+    for child in "" /data /data/projects /data/projects/2026 /home /ROOT/default; do
+        zfs mount "$dst$child"
+    done
+    zpool export "$dst"; zpool import -N -d "$work" "$dst"
+}
+
 echo "writing ${size_mib} MiB of random data in 3 snapshots" >&2
 make_source bsrc 3 "$size_mib"
 plain_bytes=$(zfs send -Rw -nP "bsrc@s3" | awk '/^size/ {print $2}')
-declare -a t_plain t_initial t_cutover b_encroot
+declare -a t_plain t_manual t_initial t_cutover b_encroot
 keys=(--key-file "$work/src.key" --new-key-file "$work/dst.key")
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 for round in $(seq "$rounds"); do
@@ -49,6 +68,10 @@ for round in $(seq "$rounds"); do
     start=$(seconds); zfs send -Rw bsrc@s3 | zfs receive -u bplain/copy; end=$(seconds)
     t_plain+=("$(elapsed "$start" "$end")"); zpool destroy bplain
     rm -f "$work/bplain.img"
+    make_destination bman
+    start=$(seconds); by_hand bman; end=$(seconds)
+    t_manual+=("$(elapsed "$start" "$end")"); zpool destroy bman
+    rm -f "$work/bman.img"
     make_destination bdst
     start=$(seconds)
     encroot migrate --json --phase initial bsrc bdst > "$work/initial.json"
@@ -61,7 +84,8 @@ for round in $(seq "$rounds"); do
     for s in $(zfs list -H -o name -t snapshot -d 1 bsrc | grep @encroot-migrate-); do
         zfs destroy -r "$s"
     done
-    echo "round $round: zfs send -Rw | zfs receive ${t_plain[-1]} s; encroot migrate" \
+    echo "round $round: zfs send -Rw | zfs receive ${t_plain[-1]} s; by hand" \
+         "${t_manual[-1]} s; encroot migrate" \
          "initial ${t_initial[-1]} s + cutover ${t_cutover[-1]} s, ${b_encroot[-1]} bytes" >&2
 done
 
@@ -83,7 +107,7 @@ p3=$(count_processes 3)
 p30=$(count_processes 30)
 
 python3 - "$plain_bytes" "${t_plain[*]}" "${t_initial[*]}" "${t_cutover[*]}" \
-    "${b_encroot[*]}" "$p3" "$p30" \
+    "${b_encroot[*]}" "$p3" "$p30" "${t_manual[*]}" \
     <<'PY' | tee "$OUT/bench-migrate.json"
 import json, statistics, subprocess, sys
 plain_bytes = int(sys.argv[1])
@@ -92,6 +116,7 @@ initial = [float(x) for x in sys.argv[3].split()]
 cutover = [float(x) for x in sys.argv[4].split()]
 total = [a + b for a, b in zip(initial, cutover)]
 moved = [int(x) for x in sys.argv[5].split()]
+manual = [float(x) for x in sys.argv[8].split()]
 median = statistics.median
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
@@ -100,12 +125,15 @@ result = {
     "zfs_send_Rw_estimated_bytes": plain_bytes,
     "encroot_transferred_bytes": moved,
     "bytes_ratio": round(median(moved) / plain_bytes, 4),
-    "runs_seconds": {"zfs_send_Rw_receive": plain, "encroot_initial": initial,
-                     "encroot_cutover": cutover, "encroot_total": total},
-    "median_seconds": {"zfs_send_Rw_receive": median(plain), "encroot_initial": median(initial),
+    "runs_seconds": {"zfs_send_Rw_receive": plain, "by_hand_same_steps": manual,
+                     "encroot_initial": initial, "encroot_cutover": cutover,
+                     "encroot_total": total},
+    "median_seconds": {"zfs_send_Rw_receive": median(plain),
+                       "by_hand_same_steps": median(manual), "encroot_initial": median(initial),
                        "encroot_cutover": median(cutover), "encroot_total": median(total)},
     "wall_ratio_initial": round(median(initial) / median(plain), 3),
     "wall_ratio_total": round(median(total) / median(plain), 3),
+    "wall_ratio_total_vs_by_hand": round(median(total) / median(manual), 3),
     "zfs_processes": {"3_snapshots": int(sys.argv[6]), "30_snapshots": int(sys.argv[7])},
 }
 print(json.dumps(result, indent=2))

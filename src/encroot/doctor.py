@@ -21,6 +21,7 @@ from typing import Literal
 from .errors import EncrootError, InvalidKey, ZfsError
 from .keys import Key
 from .migrate.model import MARKER as MIGRATE_MARKER
+from .migrate.model import STAGING as MIGRATE_STAGING
 from .migrate.model import MigrateState
 from .names import DatasetName
 from .receive import MARK_REPLACED, MARK_VERIFIED, OLD_SUFFIX, TEMP_SUFFIX
@@ -197,6 +198,9 @@ def _own_root(state: AuditState, name: str, _: object) -> Iterable[Finding]:
     parent = state.parent(name)
     if not state.is_root(name) or parent is None or not state.encrypted(parent):
         return
+    if name == f"{name.split('/', 1)[0]}/{MIGRATE_STAGING}":
+        yield _migrate_staging(name)
+        return
     parent_root = state.get(parent, "encryptionroot")
     same_source = (state.get(name, "keyformat") == state.get(parent_root, "keyformat")
                    and state.get(name, "keylocation") in (state.get(parent_root, "keylocation"),
@@ -209,6 +213,18 @@ def _own_root(state: AuditState, name: str, _: object) -> Iterable[Finding]:
            "-R; it can inherit the parent's key once both keys are loaded."
            if same_source else "Its key source differs from the parent's: fine if intended."),
         f"zfs change-key -i {name}")
+
+
+def _migrate_staging(name: str) -> Finding:
+    """The staging of an ``encroot migrate`` between phases: an own root on purpose."""
+    pool = name.split("/", 1)[0]
+    return Finding(
+        name, "migration-staging", "info",
+        f"{name} holds a pool root that encroot migrate is copying to {pool}; its children "
+        "inherit its key (the source's) until cutover re-parents it and moves them out. Do "
+        "not zfs change-key -i it by hand: a raw incremental after that breaks the copy "
+        "(OpenZFS issue 12614)",
+        f"encroot migrate --phase cutover --key-file <SRC key> SRC {pool}")
 
 
 def _keylocation(state: AuditState, name: str,

@@ -149,6 +149,21 @@ def test_status_rows() -> None:
     assert rows["tank/a"]["keylocation"] == "file:///k" and rows["tank/p"]["root"] == "-"
 
 
+def test_a_migration_staging_is_reported_as_such_and_never_re_parented_by_fix() -> None:
+    staging = enc_root("tank/encroot-migrate", keyformat="passphrase", keylocation="prompt")
+    state = state_of({"tank": enc_root("tank", keyformat="passphrase", keylocation="prompt"),
+                      "tank/encroot-migrate": staging,
+                      "tank/encroot-migrate/a": child_of("tank/encroot-migrate",
+                                                         "tank/encroot-migrate/a")})
+    findings = audit(state, key_file=lambda p, f: None)
+    about_roots = [f for f in findings if f.code in ("own-root-could-inherit",
+                                                     "migration-staging")]
+    assert [(f.dataset, f.code) for f in about_roots] == [
+        ("tank/encroot-migrate", "migration-staging")]
+    assert "12614" in about_roots[0].message
+    assert plan_fixes(findings, state) == []
+
+
 def test_an_interrupted_migrate_cutover_is_a_leftover_that_fix_leaves_alone() -> None:
     marker = '{"source": "src", "snapshot": "s1", "stage": "reparent"}'
     state = state_of({"tank": enc_root("tank", **{"encroot:migrate": marker})},

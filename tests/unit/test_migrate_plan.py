@@ -66,32 +66,63 @@ def state(source: Side, destination: Side | None, **extra: object) -> MigrateSta
     return MigrateState(source, destination, **values)  # type: ignore[arg-type]
 
 
+STAGING = "dst/encroot-migrate"
+
+
 def received(source: Side, *shorts: str, reparented: bool = False) -> list[Node]:
-    """DST copies of SRC's children as a clean -R receive leaves them (before re-parenting)."""
+    """DST's copy of SRC as a clean -R receive of SRC's root into the staging leaves it;
+    ``reparented``: after cutover's change-key -i, before the moves."""
+    nodes = []
+    for node in source.nodes.values():
+        name = STAGING + node.name[3:]
+        root = "-" if not node.encrypted else (
+            ("dst" if reparented else STAGING) if node.encryptionroot == "src"
+            else STAGING + node.encryptionroot[3:])
+        nodes.append(replace(node, name=name, encryptionroot=root, keystatus="unavailable",
+                             snapshots=snaps(node.name, *shorts)))
+    return nodes
+
+
+def moved(nodes: list[Node], *relative: str) -> list[Node]:
+    """``nodes`` after cutover moved the child trees ``relative`` out of the staging."""
+    result = []
+    for node in nodes:
+        inside = node.name[len(STAGING) + 1:]
+        if inside and inside.split("/")[0] in relative:
+            root = node.encryptionroot
+            if root.startswith(STAGING + "/"):
+                root = "dst" + root[len(STAGING):]
+            node = replace(node, name=f"dst/{inside}", encryptionroot=root)
+        result.append(node)
+    return result
+
+
+def per_tree(source: Side, *shorts: str) -> list[Node]:
+    """DST's copy with an unencrypted DST root: each child tree received in place."""
     nodes = []
     for node in source.nodes.values():
         if node.name == "src":
             continue
-        name = "dst" + node.name[3:]
         top = "dst/" + node.name.split("/")[1]
         root = "-" if not node.encrypted else (
-            ("dst" if reparented else top) if node.encryptionroot == "src"
-            else "dst" + node.encryptionroot[3:])
-        nodes.append(replace(node, name=name, encryptionroot=root, keystatus="unavailable",
-                             snapshots=snaps(node.name, *shorts)))
+            top if node.encryptionroot == "src" else "dst" + node.encryptionroot[3:])
+        nodes.append(replace(node, name="dst" + node.name[3:], encryptionroot=root,
+                             keystatus="unavailable", snapshots=snaps(node.name, *shorts)))
     return nodes
 
 
 REQUEST = MigrateRequest("src", "dst", phase="initial")
 
 
-def test_initial_sends_one_replication_stream_per_child_tree() -> None:
+def test_initial_sends_the_whole_root_as_one_replication_stream_into_the_staging() -> None:
     plan = plan_phase(REQUEST, state(source_side("s1"), destination_side()), "initial", "new")
     assert plan.goal is not None and plan.goal.create and plan.goal.name == "new"
-    assert [(t.kind, t.target) for t in plan.transfers] == [
-        ("tree", "dst/data"), ("tree", "dst/h"), ("tree", "dst/plain"), ("tree", "dst/vol")]
-    assert plan.transfers[0].command() == "zfs send -w -R src/data@new | zfs receive -u -s dst/data"
+    assert [t.command() for t in plan.transfers] == [
+        "zfs send -w -R src@new | zfs receive -u -s dst/encroot-migrate"]
     assert not plan.refusals
+    assert any("received below dst/encroot-migrate" in note for note in plan.notes)
+    assert {"source": "src/h/x", "target": "dst/h/x", "type": "filesystem", "snapshots": "2",
+            "encryptionroot_after": "dst/h"} in plan.datasets
 
 
 def test_catch_up_sends_an_incremental_replication_stream_from_the_newest_common() -> None:
@@ -99,9 +130,9 @@ def test_catch_up_sends_an_incremental_replication_stream_from_the_newest_common
     destination = destination_side(*received(source_side("s1"), "s1"))
     plan = plan_phase(replace(REQUEST, phase="catch-up"), state(source, destination),
                       "catch-up", "new")
-    assert plan.transfers[0].kind == "tree-incremental"
-    assert plan.transfers[0].command() == ("zfs send -w -R -I src/data@s1 src/data@new | "
-                                           "zfs receive -u -s dst/data")
+    assert [(t.kind, t.command()) for t in plan.transfers] == [(
+        "tree-incremental",
+        "zfs send -w -R -I src@s1 src@new | zfs receive -u -s dst/encroot-migrate")]
 
 
 def test_partial_receives_are_resumed_first_and_alone() -> None:
@@ -109,71 +140,95 @@ def test_partial_receives_are_resumed_first_and_alone() -> None:
     nodes = received(source, "s1")
     nodes[1] = replace(nodes[1], resume_token="1-abc-de-789")
     transfers, refusals = plan_sync(REQUEST, state(source, destination_side(*nodes)), "s1")
-    assert [(t.kind, t.target, t.spec.describe()) for t in transfers] == [
-        ("resume", nodes[1].name, "zfs send -t <token>")]
+    assert [(t.kind, t.source, t.target, t.spec.describe()) for t in transfers] == [
+        ("resume", "src/data", "dst/encroot-migrate/data", "zfs send -t <token>")]
     assert not refusals
 
 
 def test_a_cut_replication_stream_is_repaired_dataset_by_dataset() -> None:
     source = source_side("s1", "s2", "s3")
-    nodes = [n for n in received(source, "s1", "s2") if not n.name.startswith("dst/data/a")]
-    behind = [replace(n, snapshots=snaps("src" + n.name[3:], "s1"))
-              for n in received(source, "s1") if n.name == "dst/data/a"]
+    cut = f"{STAGING}/data/a"
+    nodes = [n for n in received(source, "s1", "s2") if not n.name.startswith(cut)]
+    behind = [replace(n, snapshots=snaps("src/data/a", "s1"))
+              for n in received(source, "s1") if n.name == cut]
     destination = destination_side(*nodes, *behind)
     transfers, _ = plan_sync(REQUEST, state(source, destination), "s3")
     kinds = [(t.kind, t.target, t.spec.describe()) for t in transfers]
-    assert ("dataset-incremental", "dst/data/a", "zfs send -w -I src/data/a@s1 src/data/a@s2") \
-        in kinds
-    assert ("tree", "dst/data/a/b", "zfs send -w -R src/data/a/b@s2") in kinds
-    assert kinds[-1][0] == "tree-incremental"  # the last -R -I puts the hierarchy back
+    assert kinds == [
+        ("dataset-incremental", cut, "zfs send -w -I src/data/a@s1 src/data/a@s2"),
+        ("tree", f"{cut}/b", "zfs send -w -R src/data/a/b@s2"),
+        # the last -R -I puts the encryption hierarchy back
+        ("tree-incremental", STAGING, "zfs send -w -R -I src@s2 src@s3")]
 
 
-def test_a_name_taken_on_dst_is_refused_with_the_fix() -> None:
+@pytest.mark.parametrize("taken", ["dst/data", STAGING])
+def test_a_name_taken_on_dst_is_refused_with_the_fix(taken: str) -> None:
     source = source_side("s1")
-    stranger = Node("dst/data", "filesystem", snapshots=(Snap("x", "other", 5),))
+    stranger = Node(taken, "filesystem", snapshots=(Snap("x", "other", 5),))
     plan = plan_phase(REQUEST, state(source, destination_side(stranger)), "initial", "new")
-    assert any("dst/data exists on DST and shares no snapshot" in r.message and
-               "zfs rename dst/data" in r.fix for r in plan.refusals)
+    assert any(f"{taken} exists on DST and shares no snapshot" in r.message and
+               f"zfs rename {taken}" in r.fix for r in plan.refusals)
     with pytest.raises(MigrateRefused):
         plan.refuse_if_needed()
 
 
-def test_a_raw_incremental_after_re_parenting_is_refused() -> None:
+def test_a_source_child_with_the_staging_name_is_refused() -> None:
+    nodes = dict(source_side("s1").nodes)
+    nodes["src/encroot-migrate"] = replace(nodes["src/data"], name="src/encroot-migrate")
+    plan = plan_phase(REQUEST, state(Side("src", nodes), destination_side()), "initial", "n")
+    assert "SRC has a child named encroot-migrate" in plan.refusals[0].message
+
+
+@pytest.mark.parametrize("moved_out", [(), ("data", "h", "plain", "vol")])
+def test_a_raw_incremental_after_re_parenting_is_refused(moved_out: tuple[str, ...]) -> None:
     source = source_side("s1", "s2")
-    destination = destination_side(*received(source_side("s1"), "s1", reparented=True))
-    plan = plan_phase(replace(REQUEST, phase="catch-up"), state(source, destination),
+    nodes = moved(received(source_side("s1"), "s1", reparented=True), *moved_out)
+    if moved_out:  # a finished cutover dropped SRC root's copy
+        nodes = [n for n in nodes if n.name != STAGING]
+    plan = plan_phase(replace(REQUEST, phase="catch-up"), state(source, destination_side(*nodes)),
                       "catch-up", "new")
     assert not plan.transfers
     text = plan.refusals[0].text()
-    assert "12614" in text and "fresh full transfer" in text and "dst/data" in text
+    assert "12614" in text and "fresh full transfer" in text
+    assert ("dst/data" if moved_out else STAGING) in text
 
 
-def test_an_interrupted_cutover_goes_on_re_parenting() -> None:
+def test_an_interrupted_cutover_goes_on_where_it_stopped() -> None:
     source = source_side("s1")
-    destination = destination_side(*received(source, "s1"))
+    destination = destination_side(*moved(received(source, "s1", reparented=True), "data"))
     marker = {"source": "src", "snapshot": "s1", "stage": "reparent"}
     request = replace(REQUEST, phase="cutover")
     plan = plan_phase(request, state(source, destination, marker=marker), "cutover", "new")
     assert plan.transfers_done and not plan.transfers and plan.goal is not None
     assert plan.goal.name == "s1"
+    assert [(s.action, s.dataset, s.argument) for s in plan.steps
+            if s.action in ("load-key", "inherit-key", "move", "drop-staging")] == [
+        ("move", f"{STAGING}/h", "dst/h"), ("move", f"{STAGING}/plain", "dst/plain"),
+        ("move", f"{STAGING}/vol", "dst/vol"), ("drop-staging", STAGING, "")]
     catch_up = plan_phase(replace(REQUEST, phase="catch-up"),
                           state(source, destination, marker=marker), "catch-up", "new")
     assert "12614" in catch_up.refusals[0].text()
 
 
-def test_cutover_re_parents_only_roots_that_hold_the_source_key() -> None:
+def test_cutover_loads_and_re_parents_the_staging_alone_then_moves_every_tree_out() -> None:
     source = source_side("s1")
     destination = destination_side(*received(source, "s1"))
     plan = plan_phase(replace(REQUEST, phase="cutover"), state(source, destination),
                       "cutover", "new")
     actions = [(s.action, s.dataset) for s in plan.steps]
-    for top in ("dst/data", "dst/vol"):
-        assert ("load-key", top) in actions and ("inherit-key", top) in actions
-    assert not any(d.startswith(("dst/h", "dst/plain")) for a, d in actions
-                   if a in ("load-key", "inherit-key"))
-    # every key is loaded (which proves SRC's key) before the marker, re-parenting after it
-    assert actions.index(("load-key", "dst/vol")) < actions.index(("mark", "dst")) < \
-        actions.index(("inherit-key", "dst/data"))
+    keyed = [step for step in actions if step[0] in ("load-key", "inherit-key")]
+    assert keyed == [("load-key", STAGING), ("inherit-key", STAGING)]
+    moves = [s.command for s in plan.steps if s.action == "move"]
+    assert moves == [f"zfs rename -u {STAGING}/{name} dst/{name}"
+                     for name in ("data", "h", "plain")] + [
+        f"zfs rename {STAGING}/vol dst/vol"]  # zfs rename -u refuses volumes
+    # the key is loaded (which proves SRC's key) before the marker, re-parenting after it;
+    # the staging is dropped only when every tree is out and before the checks
+    order = [actions.index(step) for step in (
+        ("load-key", STAGING), ("mark", "dst"), ("inherit-key", STAGING),
+        ("move", f"{STAGING}/vol"), ("drop-staging", STAGING), ("verify-encryption", "dst"),
+        ("cold-start", "dst"))]
+    assert order == sorted(order)
     assert actions[-1] == ("unmark", "dst")
 
 
@@ -189,11 +244,34 @@ def test_files_in_the_root_refuse_cutover_and_warn_before() -> None:
                                        "new").refusals[0].message
 
 
-def test_root_data_as_a_dataset_is_sent_without_replication() -> None:
-    request = replace(REQUEST, root_data="dataset:keep")
-    plan = plan_phase(request, state(source_side("s1"), destination_side()), "initial", "s1")
-    assert plan.transfers[0].command() == "zfs send -w src@s1 | zfs receive -u -s dst/keep"
+def test_root_data_as_a_dataset_keeps_the_staging_under_its_name_without_src_mounts() -> None:
+    request = replace(REQUEST, phase="cutover", root_data="dataset:keep")
+    source = source_side("s1")
+    st = state(source, destination_side(*received(source, "s1")),
+               source_root_local={"mountpoint": "/srv", "compression": "lz4"})
+    steps = plan_phase(request, st, "cutover", "s1").steps
+    assert [(s.action, s.dataset, s.argument) for s in steps
+            if s.action in ("move", "inherit", "drop-staging")][-2:] == [
+        ("move", STAGING, "dst/keep"), ("inherit", "dst/keep", "mountpoint")]
     assert request.destination_name("src") == "dst/keep"
+    assert request.source_name(f"{STAGING}/data/a") == "src/data/a"
+
+
+def test_root_data_as_a_dataset_without_staging_is_sent_without_replication() -> None:
+    request = replace(REQUEST, root_data="dataset:keep", allow_unencrypted_destination=True)
+    plan = plan_phase(request, state(source_side("s1"), destination_side(encrypted=False)),
+                      "initial", "s1")
+    assert plan.transfers[0].command() == "zfs send -w src@s1 | zfs receive -u -s dst/keep"
+
+
+def test_a_clone_of_a_root_snapshot_needs_the_root_kept_as_a_dataset() -> None:
+    nodes = dict(source_side("s1").nodes)
+    nodes["src/data"] = replace(nodes["src/data"], origin="src@s1")
+    st = state(Side("src", nodes), destination_side())
+    cutover = plan_phase(replace(REQUEST, phase="cutover"), st, "cutover", "n")
+    assert "src/data is a clone of a snapshot of SRC root" in cutover.refusals[0].message
+    kept = replace(REQUEST, phase="cutover", root_data="dataset:keep")
+    assert not plan_phase(kept, st, "cutover", "n").refusals
 
 
 def test_destination_preconditions_name_the_fix() -> None:
@@ -212,7 +290,7 @@ def test_destination_preconditions_name_the_fix() -> None:
 def test_not_enough_space_is_refused_with_both_numbers() -> None:
     first = plan_phase(REQUEST, state(source_side("s1"), destination_side(),
                                       destination_available=1000), "initial", "s1")
-    estimates = {t.command(): 800 for t in first.transfers}
+    estimates = {t.command(): 3200 for t in first.transfers}
     plan = plan_phase(REQUEST, state(source_side("s1"), destination_side(),
                                      destination_available=1000), "initial", "s1", estimates)
     assert plan.estimated_bytes == 3200
@@ -222,7 +300,10 @@ def test_not_enough_space_is_refused_with_both_numbers() -> None:
 def test_an_unencrypted_destination_on_purpose_keeps_trees_as_roots() -> None:
     request = replace(REQUEST, allow_unencrypted_destination=True)
     source = source_side("s1")
-    st = state(source, destination_side(*received(source, "s1"), encrypted=False))
+    fresh = plan_phase(request, state(source, destination_side(encrypted=False)), "initial", "n")
+    assert [(t.kind, t.target) for t in fresh.transfers] == [
+        ("tree", "dst/data"), ("tree", "dst/h"), ("tree", "dst/plain"), ("tree", "dst/vol")]
+    st = state(source, destination_side(*per_tree(source, "s1"), encrypted=False))
     assert not plan_phase(request, st, "initial", "n").refusals
     assert expected_encryption_root(request, st, source.nodes["src/data/a"]) == "dst/data"
     assert expected_encryption_root(request, st, source.nodes["src/h/x"]) == "dst/h"
@@ -271,6 +352,7 @@ def test_trees_with_clones_move_after_their_origins_trees() -> None:
     ({"phase": "later"}, InputError, "--phase 'later'"),
     ({"root_data": "dataset:a/b"}, InputError, "--root-data"),
     ({"root_data": "move"}, InputError, "use copy, skip or dataset:NAME"),
+    ({"root_data": "dataset:encroot-migrate"}, InputError, "choose another NAME"),
     ({"snapshot": "bad@name"}, InvalidName, "snapshot name"),
 ])
 def test_bad_requests_are_refused_with_one_line(kwargs: dict[str, str], error: type,
@@ -297,8 +379,9 @@ def test_dry_run_text_shows_transfers_steps_and_refusals() -> None:
                       "cutover", "new")
     text = "\n".join(plan_lines(plan))
     assert "REFUSED: SRC root src stores files itself" in text
-    assert "zfs send -w -R src/data@new | zfs receive -u -s dst/data" in text
-    assert "inherit-key dst/data" in text
+    assert "zfs send -w -R src@new | zfs receive -u -s dst/encroot-migrate" in text
+    assert "inherit-key dst/encroot-migrate" in text
+    assert f"move {STAGING}/data (to dst/data): zfs rename -u {STAGING}/data dst/data" in text
     assert "src/data/a -> dst/data/a (filesystem, 2 snapshots; root dst)" in text
     assert "src/h/x -> dst/h/x (filesystem, 2 snapshots; root dst/h)" in text
 
@@ -308,8 +391,9 @@ def test_progress_line_shows_bytes_of_estimate_rate_and_eta() -> None:
     times = iter([0.0, 10.0, 10.0])
     progress = TransferProgress(out, clock=lambda: next(times))
     plan = plan_phase(REQUEST, state(source_side("s1"), destination_side()), "initial", "n",
-                      {"zfs send -w -R src/data@n | zfs receive -u -s dst/data": 4 << 20})
+                      {"zfs send -w -R src@n | zfs receive -u -s dst/encroot-migrate": 4 << 20})
     progress.start(plan.transfers[0])
     progress.advance(1 << 20)
     progress.finish(plan.transfers[0], 1 << 20)
-    assert out.getvalue() == ("dst/data: 1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s, ETA 0:30\n")
+    assert out.getvalue() == ("dst/encroot-migrate: 1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s, "
+                              "ETA 0:30\n")

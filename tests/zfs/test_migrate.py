@@ -122,7 +122,8 @@ def migrated(module_make_pool: PoolFactory, tmp_path_factory: pytest.TempPathFac
     before = local_properties(source)
     first = encroot(f"migrate --phase initial {source} {destination}")
     assert first.returncode == 0, first.stderr
-    assert prop(f"{destination}/data", "encryptionroot") == f"{destination}/data"
+    staging = f"{destination}/encroot-migrate"
+    assert prop(f"{staging}/data/a", "encryptionroot") == staging  # one root until cutover
     write(source, {"data/a": {"later.txt": "after initial"}, "plain": {"p2": "x"}})
     second = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
                      f"{source} {destination}")
@@ -168,6 +169,7 @@ def assert_migrated(source: str, destination: str) -> None:
     assert prop(destination, "user:site") == "lab"
     assert prop(destination, "compression") == "lz4"
     assert prop(destination, "encroot:migrate") == "-"
+    assert sh(f"zfs list -H -o name {destination}/encroot-migrate", check=False).returncode == 1
 
 
 def cold_start_hashes(source: str, destination: str, destination_key: Path) -> None:
@@ -228,7 +230,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     run = encroot(f"migrate -n {source} {destination} --root-data=skip")
     assert run.returncode == 0, run.stderr
     assert "phase initial" in run.stdout and "phase cutover" in run.stdout
-    assert f"zfs send -w -R {source}/data@" in run.stdout
+    assert f"zfs send -w -R {source}@" in run.stdout
+    assert f"zfs receive -u -s {destination}/encroot-migrate" in run.stdout
+    assert f"zfs rename -u {destination}/encroot-migrate/data {destination}/data" in run.stdout
     assert "inherit-key" in run.stdout and "cold-start" in run.stdout
     assert relative_guids(source) == before_src and relative_guids(destination) == before_dst
 
@@ -303,4 +307,6 @@ def test_a_wrong_source_key_at_cutover_re_parents_nothing(
     assert run.returncode == 1
     assert f"the key given for {source} is not its key" in run.stderr
     assert prop(destination, "encroot:migrate") == "-"
-    assert prop(f"{destination}/data", "encryptionroot") == f"{destination}/data"
+    staging = f"{destination}/encroot-migrate"
+    assert prop(staging, "encryptionroot") == staging
+    assert prop(f"{staging}/data", "encryptionroot") == staging

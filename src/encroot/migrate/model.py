@@ -19,6 +19,7 @@ __all__ = [
     "MARKER",
     "PHASES",
     "SNAPSHOT_PREFIX",
+    "STAGING",
     "MigrateRefused",
     "MigrateRequest",
     "MigrateState",
@@ -31,6 +32,9 @@ PHASES = ("initial", "catch-up", "cutover")
 SNAPSHOT_PREFIX = "encroot-migrate-"
 # On DST's root while a cutover re-parents: JSON {source, snapshot, stage}.
 MARKER = "encroot:migrate"
+# Below an encrypted DST's root: SRC's whole tree is received here (one raw
+# replication stream of SRC's root) until cutover moves its children out.
+STAGING = "encroot-migrate"
 
 
 class MigrateRefused(EncrootError):
@@ -84,6 +88,9 @@ class MigrateRequest:
             raise InputError(f"--root-data {mode!r}: use copy, skip or dataset:NAME (NAME one "
                              "dataset name component)", subject="--root-data")
         DatasetName(f"x/{name}")
+        if name == STAGING:
+            raise InputError(f"--root-data {mode!r}: {STAGING} is where encroot receives SRC "
+                             "before cutover; choose another NAME", subject="--root-data")
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -111,8 +118,21 @@ class MigrateRequest:
             raise ValueError(f"{source_name} is not below {self.source}")
         return f"{self.destination}{source_name[len(self.source):]}"
 
+    @property
+    def staging(self) -> str:
+        """Where SRC's root is received (with everything below it) until cutover."""
+        return f"{self.destination}/{STAGING}"
+
+    def staged_name(self, source_name: str) -> str:
+        """Where a SRC dataset is received before cutover: the same path below the staging."""
+        if source_name != self.source and not source_name.startswith(self.source + "/"):
+            raise ValueError(f"{source_name} is not below {self.source}")
+        return f"{self.staging}{source_name[len(self.source):]}"
+
     def source_name(self, destination_name: str) -> str:
-        """The SRC dataset a DST name came from: ``destination_name`` inverted."""
+        """The SRC dataset a DST name (final or staged) came from."""
+        if destination_name == self.staging or destination_name.startswith(self.staging + "/"):
+            return f"{self.source}{destination_name[len(self.staging):]}"
         if self.root_dataset and destination_name == self.destination_name(self.source):
             return str(self.source)
         return f"{self.source}{destination_name[len(self.destination):]}"

@@ -2,14 +2,19 @@
 
 A phase first brings DST up to a *goal* snapshot of SRC (``plan_sync``):
 
-- normally one raw replication stream per child tree of SRC's root
-  (``zfs send -w -R``, or ``-R -I`` from the newest snapshot DST already
-  has), so the number of ``zfs`` processes grows with trees, not snapshots;
+- normally one raw replication stream of SRC's whole root (``zfs send -w
+  -R``, or ``-R -I`` from the newest snapshot DST already has) into the
+  staging dataset ``DST/encroot-migrate``, so the number of ``zfs``
+  processes grows with neither datasets nor snapshots.  Every child that
+  inherits SRC's key then inherits the staging's, and cutover loads one key
+  and runs one ``change-key -i`` before moving the children to their names;
+- with an unencrypted DST root (on purpose), one stream per child tree of
+  SRC's root, received in place: each stays an encryption root;
 - after an interruption, first ``zfs send -t`` for every partial receive,
   then per-dataset streams for what a cut replication stream left missing
   (read again after each resume: ZFS's state is the only journal).
 
-Cutover then re-parents and checks (``plan_finish``).  Everything here is
+Cutover then re-parents, moves and checks (``plan_finish``).  Everything here is
 plain data that ``-n`` prints and ``--json`` emits.
 """
 
@@ -24,6 +29,7 @@ from ..zfs import SendSpec
 from .model import (
     MARKER,
     SNAPSHOT_PREFIX,
+    STAGING,
     MigrateRefused,
     MigrateRequest,
     MigrateState,
@@ -49,14 +55,16 @@ __all__ = [
     "reparent_order",
     "root_properties",
     "snapshot_problems",
+    "staged",
     "with_goal",
 ]
 
 # SRC root's local properties that stay behind: encryption is DST's own, and
 # a mount point or share of SRC would collide with SRC's while both are imported.
+MOUNT_PROPERTIES = ("mountpoint", "sharenfs", "sharesmb")
 ROOT_PROPERTIES_KEPT_BACK = frozenset({
     "encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2salt", "encryptionroot",
-    "mountpoint", "sharenfs", "sharesmb",
+    *MOUNT_PROPERTIES,
 })
 RECEIVE_OPTIONS = ("-u", "-s")
 
@@ -102,16 +110,21 @@ class Transfer:
 
 @dataclass(frozen=True)
 class Step:
-    """One action after the transfers (cutover), with the command a user would type."""
+    """One action after the transfers (cutover), with the command a user would type.
+
+    ``argument`` is the action's second operand: a move's new name, or the
+    property an ``inherit`` step resets.
+    """
 
     action: str
     dataset: str
     detail: str = ""
     command: str = ""
+    argument: str = ""
 
     def to_json(self) -> dict[str, str]:
         return {"action": self.action, "dataset": self.dataset, "detail": self.detail,
-                "command": self.command}
+                "command": self.command, "argument": self.argument}
 
 
 @dataclass(frozen=True)
@@ -191,11 +204,11 @@ def _synced(request: MigrateRequest, state: MigrateState, short: str) -> bool:
     """Every SRC dataset that has ``short`` has it on DST with the same GUID."""
     if state.destination is None:
         return False
-    for node in _migrated_nodes(request, state):
+    for node in _received_nodes(request, state):
         snap = node.snapshot(short)
         if snap is None:
             continue
-        target = state.destination.get(request.destination_name(node.name))
+        target = _target(request, state, node)
         if target is None or snap.guid not in {s.guid for s in target.snapshots}:
             return False
     return True
@@ -208,6 +221,44 @@ def _migrated_nodes(request: MigrateRequest, state: MigrateState) -> list[Node]:
     if request.root_dataset and root is not None:
         nodes.insert(0, root)
     return nodes
+
+
+# -- where datasets land ------------------------------------------------------------------
+
+def staged(state: MigrateState) -> bool:
+    """Whether SRC is received whole into DST's staging dataset (DST's root is encrypted).
+
+    One replication stream of SRC's root keeps every inheriting child under
+    one received encryption root, so cutover derives SRC's key once (PBKDF2,
+    seconds under emulation) and runs one ``change-key -i``.  An unencrypted
+    DST root cannot take the children over, so they then move per child
+    tree, received in place, each an encryption root of its own.
+    """
+    dst = state.destination
+    return dst is not None and dst.root_node is not None and dst.root_node.encrypted
+
+
+def _received_name(request: MigrateRequest, state: MigrateState, name: str) -> str:
+    """Where the transfers put a SRC dataset."""
+    return request.staged_name(name) if staged(state) else request.destination_name(name)
+
+
+def _received_nodes(request: MigrateRequest, state: MigrateState) -> list[Node]:
+    """SRC's datasets the transfers copy: with staging, the root too."""
+    if staged(state):
+        return state.source.subtree(request.source)
+    return _migrated_nodes(request, state)
+
+
+def _target(request: MigrateRequest, state: MigrateState, node: Node) -> Node | None:
+    """DST's copy of ``node`` where it is now: at its final name once cutover moved it,
+    else where it was received."""
+    assert state.destination is not None
+    if node.name != request.source or request.root_dataset:
+        moved = state.destination.get(request.destination_name(node.name))
+        if moved is not None:
+            return moved
+    return state.destination.get(_received_name(request, state, node.name))
 
 
 # -- transfers ----------------------------------------------------------------------------
@@ -249,6 +300,11 @@ def plan_sync(request: MigrateRequest, state: MigrateState, goal: str
         return resumes, []
     transfers: list[Transfer] = []
     refusals: list[Refusal] = []
+    if staged(state):
+        root = state.source.root_node
+        assert root is not None
+        _sync_tree(request, state, root, goal, transfers, refusals)
+        return transfers, refusals
     if request.root_dataset:
         root = state.source.root_node
         assert root is not None
@@ -273,7 +329,7 @@ def _sync_tree(request: MigrateRequest, state: MigrateState, top: Node, goal: st
     if base.name != goal:
         spec = SendSpec(f"{top.name}@{goal}", base=f"{top.name}@{base.name}", replicate=True)
         transfers.append(Transfer("tree-incremental", top.name,
-                                  request.destination_name(top.name), spec))
+                                  _received_name(request, state, top.name), spec))
 
 
 def _received_base(request: MigrateRequest, state: MigrateState, node: Node, goal: str,
@@ -281,7 +337,7 @@ def _received_base(request: MigrateRequest, state: MigrateState, node: Node, goa
     """The newest snapshot DST holds of ``node``; if DST has no such dataset, its whole
     subtree is planned as one -R stream up to ``goal`` (and None returned)."""
     assert state.destination is not None
-    target_name = request.destination_name(node.name)
+    target_name = _received_name(request, state, node.name)
     target = state.destination.get(target_name)
     if target is None:
         transfers.append(Transfer("tree", node.name, target_name,
@@ -312,13 +368,14 @@ def _repair_below(request: MigrateRequest, state: MigrateState, parent: Node, ba
         if common.txg < limit.txg:
             spec = SendSpec(f"{child.name}@{base}", base=f"{child.name}@{common.name}")
             transfers.append(Transfer("dataset-incremental", child.name,
-                                      request.destination_name(child.name), spec))
+                                      _received_name(request, state, child.name), spec))
         _repair_below(request, state, child, base, transfers, refusals)
 
 
 def _sync_dataset(request: MigrateRequest, state: MigrateState, node: Node, goal: str,
                   transfers: list[Transfer], refusals: list[Refusal]) -> None:
-    """SRC root's own data as one dataset (``--root-data dataset:NAME``), without -R."""
+    """SRC root's own data as one dataset (``--root-data dataset:NAME``), without -R
+    (only without staging: with it, the staging dataset is SRC root's copy)."""
     assert state.destination is not None
     if node.snapshot(goal) is None or not node.snapshots:
         return
@@ -378,7 +435,38 @@ def _source_refusals(request: MigrateRequest, state: MigrateState) -> list[Refus
     if request.root_dataset and state.source.get(f"{request.source}/{request.root_dataset}"):
         return [Refusal(f"--root-data dataset:{request.root_dataset}: SRC already has a child "
                         "of that name", "choose another NAME")]
+    if state.source.get(f"{request.source}/{STAGING}"):
+        return [Refusal(f"SRC has a child named {STAGING}, the name encroot receives SRC "
+                        "under on DST", f"zfs rename {request.source}/{STAGING} <other name>")]
     return []
+
+
+def _final_names_taken(request: MigrateRequest, state: MigrateState) -> list[Refusal]:
+    """Names cutover moves staged trees to, held on DST by datasets that are not SRC's."""
+    assert state.destination is not None
+    movers = list(state.source.children(request.source))
+    root = state.source.root_node
+    if request.root_dataset and root is not None:
+        movers.append(root)
+    refusals = []
+    for node in movers:
+        final = state.destination.get(request.destination_name(node.name))
+        if final is not None and node.newest_common(final) is None:
+            refusals.append(_name_taken(final.name, node.name))
+    return refusals
+
+
+def _root_origin_refusals(request: MigrateRequest, state: MigrateState) -> list[Refusal]:
+    """Clones of SRC root's snapshots need the root's copy kept (it is their origin)."""
+    if request.root_dataset or not staged(state):
+        return []
+    clones = [n.name for n in state.source.nodes.values()
+              if n.origin.split("@", 1)[0] == request.source]
+    if not clones:
+        return []
+    return [Refusal(f"{', '.join(clones[:3])} is a clone of a snapshot of SRC root "
+                    f"{request.source}, so cutover cannot drop the root's copy",
+                    "choose --root-data=dataset:NAME to keep it as DST/NAME")]
 
 
 def _root_data_refusals(request: MigrateRequest, state: MigrateState,
@@ -415,8 +503,8 @@ def _reparented(request: MigrateRequest, state: MigrateState) -> list[str]:
     if root is None or not root.encrypted:
         return []
     found = []
-    for node in _migrated_nodes(request, state):
-        target = state.destination.get(request.destination_name(node.name))
+    for node in _received_nodes(request, state):
+        target = _target(request, state, node)
         if target is not None and node.encrypted and \
                 node.encryptionroot == request.source and \
                 target.encryptionroot == request.destination:
@@ -472,9 +560,14 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
                           "re-parenting")
         plan.steps = plan_finish(request, state, goal.name)
         return plan
+    taken = _final_names_taken(request, state) if staged(state) else []
+    if taken:
+        return PhasePlan(phase, None, refusals=taken)
     reparented = _reparented(request, state)
     if reparented:
         return PhasePlan(phase, None, refusals=[_incremental_refusal(request, reparented)])
+    if phase == "cutover":
+        data_refusals += _root_origin_refusals(request, state)
     goal = choose_goal(request, state, phase, fresh_name)
     planned = with_goal(state, goal.name) if goal.create else state
     transfers, sync_refusals = plan_sync(request, planned, goal.name)
@@ -484,6 +577,9 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
     if any(t.kind == "resume" for t in transfers):
         plan.notes.append("partial receives are resumed first; encroot then reads ZFS again "
                           "and plans the rest")
+    if staged(state) and phase != "cutover":
+        plan.notes.append(f"SRC is received below {request.staging}; cutover moves each "
+                          "child tree to its name")
     if estimates is not None:
         plan.refusals += _space_refusal(request, state, transfers)
     plan.checks = _checks(request, phase)
@@ -542,12 +638,13 @@ def assume_synced(request: MigrateRequest, state: MigrateState, goal: str) -> Mi
     if state.destination is None:
         return state
     nodes = dict(state.destination.nodes)
-    for node in _migrated_nodes(request, state):
-        name = request.destination_name(node.name)
+    for node in _received_nodes(request, state):
+        name = _received_name(request, state, node.name)
         old = nodes.get(name)
-        top = request.destination_name(_top_of(request, node.name))
+        top = request.staging if staged(state) else \
+            request.destination_name(_top_of(request, node.name))
         encroot = top if node.encryptionroot == request.source else (
-            request.destination_name(node.encryptionroot) if node.encrypted else "-")
+            _received_name(request, state, node.encryptionroot) if node.encrypted else "-")
         nodes[name] = Node(name, node.type, guid=old.guid if old else f"new:{name}",
                            encryption=node.encryption, encryptionroot=encroot,
                            keystatus="unavailable" if node.encrypted else "-",
@@ -588,10 +685,9 @@ def expected_encryption_root(request: MigrateRequest, state: MigrateState,
 
 def reparent_order(request: MigrateRequest, state: MigrateState) -> list[Node]:
     """DST encryption roots that hold SRC root's key, parents first."""
-    assert state.destination is not None
     found = []
-    for node in _migrated_nodes(request, state):
-        target = state.destination.get(request.destination_name(node.name))
+    for node in _received_nodes(request, state):
+        target = _target(request, state, node)
         if target is not None and node.encryptionroot == request.source and \
                 target.is_encryption_root:
             found.append(target)
@@ -620,6 +716,8 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
         if dst_encrypted or (parent_node is not None and parent_node.encrypted):
             steps.append(Step("inherit-key", target.name, f"inherit {parent}'s key",
                               f"zfs change-key -i {target.name}"))
+    if staged(state):
+        steps += _move_steps(request, state)
     steps.append(Step("verify-encryption", dst, "encryption, encryptionroot, keystatus"))
     steps.append(Step("cold-start", dst, "export; import under a temporary altroot; load "
                       "only DST's key; mount every file system",
@@ -636,18 +734,49 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
     return steps
 
 
+def _move_steps(request: MigrateRequest, state: MigrateState) -> list[Step]:
+    """Staging emptied: each child tree to its name, then SRC root's copy kept as DST/NAME
+    (``--root-data dataset:NAME``, without SRC's mount point and shares) or dropped."""
+    assert state.destination is not None
+    steps = []
+    for child in state.source.children(request.source):
+        staged_name = request.staged_name(child.name)
+        if state.destination.get(staged_name) is not None:
+            steps.append(_move(staged_name, request.destination_name(child.name), "",
+                               volume=child.type == "volume"))
+    staging = state.destination.get(request.staging)
+    if request.root_dataset:
+        final = request.destination_name(request.source)
+        if staging is not None:
+            steps.append(_move(request.staging, final, " (SRC root's own data)"))
+        steps += [Step("inherit", final, f"not SRC root's {name}", f"zfs inherit {name} {final}",
+                       name) for name in MOUNT_PROPERTIES if name in state.source_root_local]
+    elif staging is not None:
+        steps.append(Step("drop-staging", request.staging, "SRC root's copy, its children "
+                          "moved out (SRC keeps the original)",
+                          f"zfs destroy -r {request.staging}"))
+    return steps
+
+
+def _move(name: str, final: str, why: str, *, volume: bool = False) -> Step:
+    """``zfs rename -u`` (nothing is remounted); a volume takes no ``-u``."""
+    flag = "" if volume else "-u "
+    return Step("move", name, f"to {final}{why}", f"zfs rename {flag}{name} {final}", final)
+
+
 def snapshot_problems(request: MigrateRequest, state: MigrateState, goal: str) -> list[str]:
     """SRC snapshots up to ``goal`` missing on DST or with another GUID; partial receives."""
     assert state.destination is not None
     problems = [f"{node.name}: partial receive left (receive_resume_token)"
                 for node in state.destination.subtree(request.destination) if node.resumable]
-    for node in _migrated_nodes(request, state):
+    for node in _received_nodes(request, state):
         limit = node.snapshot(goal)
-        if limit is None:
-            continue
-        target = state.destination.get(request.destination_name(node.name))
+        if limit is None or (node.name == request.source and not request.root_dataset
+                             and state.marker is not None):
+            continue  # checked before the marker; cutover may have dropped the staging since
+        target = _target(request, state, node)
         if target is None:
-            problems.append(f"{request.destination_name(node.name)}: missing on DST")
+            problems.append(f"{_received_name(request, state, node.name)}: missing on DST")
             continue
         guids = {snap.guid for snap in target.snapshots}
         missing = [s.name for s in node.snapshots if s.txg <= limit.txg and s.guid not in guids]

@@ -439,6 +439,26 @@ def _inherit_key(run: _Run, step: Step, goal: str) -> None:
     run.zfs.change_key(step.dataset, inherit=True)
 
 
+def _move(run: _Run, step: Step, goal: str) -> None:
+    assert run.state.destination is not None
+    node = run.state.destination.get(step.dataset)  # as read when the cutover began
+    run.zfs.rename(step.dataset, step.argument,
+                   no_remount=node is None or node.type != "volume")
+
+
+def _inherit(run: _Run, step: Step, goal: str) -> None:
+    run.zfs.inherit(step.dataset, step.argument)
+
+
+def _drop_staging(run: _Run, step: Step, goal: str) -> None:
+    """Destroy SRC root's copy, once nothing but its own snapshots is left in it."""
+    state = run.refresh()
+    assert state.destination is not None
+    left = [n.name for n in state.destination.subtree(step.dataset) if n.name != step.dataset]
+    _fail_on([f"{name}: still below {step.dataset}" for name in left], "before dropping it")
+    run.zfs.destroy(step.dataset, recursive=True)
+
+
 def _verify_encryption(run: _Run, step: Step, goal: str) -> None:
     _fail_on(encryption_problems(run.request, run.refresh(), keys_loaded=True),
              "after re-parenting")
@@ -621,6 +641,9 @@ _ACTIONS: dict[str, Callable[[_Run, Step, str], None]] = {
     "mark": _mark,
     "load-key": _load_key,
     "inherit-key": _inherit_key,
+    "move": _move,
+    "inherit": _inherit,
+    "drop-staging": _drop_staging,
     "verify-encryption": _verify_encryption,
     "cold-start": _cold_start,
     "copy-root-data": _copy_root_data,
