@@ -1,10 +1,10 @@
 #!/bin/bash
-# Benchmark: `encroot migrate` (initial, then cutover with re-parenting, verification and
-# the cold start) against, in the same run, `zfs send -Rw | zfs receive` of the same tree
-# (the bare transfer) and the same migration typed by hand with plain zfs commands (one
-# stream into a staging child, load-key, change-key -i, renames, destroy, export, import
-# under an altroot, load-key, mount, export, import: the steps encroot runs, without its
-# reads, checks, catch-up incremental and Python).
+# Benchmark: `encroot migrate` (as two commands, initial then cutover with re-parenting,
+# verification and the cold start; and as one command) against, in the same run, `zfs send -Rw | zfs receive` of the same tree
+# (the bare transfer) and the same migration typed by hand with plain zfs commands (a full
+# stream into a staging child, a final snapshot and its incremental stream, load-key,
+# change-key -i, renames, destroy, export, import under an altroot, load-key, mount,
+# export, import: the steps encroot runs, without its reads, checks and Python).
 # Run in the lab:
 #   encroot lab run --out bench-out bench/migrate.sh [SIZE_MIB] [ROUNDS]
 # Also counts the zfs/zpool processes encroot starts for a small tree with 3 and with 30
@@ -42,9 +42,12 @@ make_destination() {  # one file vdev (the guest's disk cannot hold a mirror of 
         -O mountpoint="/$1" "$1" "$work/$1.img" < "$work/dst.key"
 }
 
-by_hand() {  # by_hand DST: the migration of bsrc@s3 into DST with plain zfs commands
+by_hand() {  # by_hand DST: the migration of bsrc into DST with plain zfs commands, in
+    # encroot's two phases: a full stream, then a final snapshot and its incremental
     local dst=$1 child
     zfs send -Rw bsrc@s3 | zfs receive -u "$dst/staging"
+    zfs snapshot -r bsrc@by-hand
+    zfs send -Rw -I bsrc@s3 bsrc@by-hand | zfs receive -u "$dst/staging"
     zfs load-key -L "file://$work/src.key" "$dst/staging"
     zfs change-key -i "$dst/staging"
     for child in data home ROOT; do zfs rename -u "$dst/staging/$child" "$dst/$child"; done
@@ -55,14 +58,21 @@ by_hand() {  # by_hand DST: the migration of bsrc@s3 into DST with plain zfs com
         zfs mount "$dst$child"
     done
     zpool export "$dst"; zpool import -N -d "$work" "$dst"
+    zfs destroy -r bsrc@by-hand
 }
 
 echo "writing ${size_mib} MiB of random data in 3 snapshots" >&2
 make_source bsrc 3 "$size_mib"
 plain_bytes=$(zfs send -Rw -nP "bsrc@s3" | awk '/^size/ {print $2}')
-declare -a t_plain t_manual t_initial t_cutover b_encroot
+declare -a t_plain t_manual t_initial t_cutover t_all b_encroot
 keys=(--key-file "$work/src.key" --new-key-file "$work/dst.key")
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+drop_encroot_snapshots() {
+    local snap
+    for snap in $(zfs list -H -o name -t snapshot -d 1 bsrc | grep @encroot-migrate-); do
+        zfs destroy -r "$snap"
+    done
+}
 for round in $(seq "$rounds"); do
     make_destination bplain
     start=$(seconds); zfs send -Rw bsrc@s3 | zfs receive -u bplain/copy; end=$(seconds)
@@ -81,12 +91,17 @@ for round in $(seq "$rounds"); do
     t_initial+=("$(elapsed "$start" "$middle")"); t_cutover+=("$(elapsed "$middle" "$end")")
     b_encroot+=("$(python3 -c "import json; print(sum(p['transferred_bytes'] for f in ('initial', 'cutover') for p in json.load(open('$work/' + f + '.json'))['phases']))")")
     zpool destroy bdst; rm -f "$work/bdst.img"
-    for s in $(zfs list -H -o name -t snapshot -d 1 bsrc | grep @encroot-migrate-); do
-        zfs destroy -r "$s"
-    done
+    drop_encroot_snapshots
+    make_destination bdst
+    start=$(seconds)
+    encroot migrate --json "${keys[@]}" bsrc bdst > "$work/all.json"
+    end=$(seconds)
+    t_all+=("$(elapsed "$start" "$end")")
+    zpool destroy bdst; rm -f "$work/bdst.img"
+    drop_encroot_snapshots
     echo "round $round: zfs send -Rw | zfs receive ${t_plain[-1]} s; by hand" \
-         "${t_manual[-1]} s; encroot migrate" \
-         "initial ${t_initial[-1]} s + cutover ${t_cutover[-1]} s, ${b_encroot[-1]} bytes" >&2
+         "${t_manual[-1]} s; encroot migrate initial ${t_initial[-1]} s + cutover" \
+         "${t_cutover[-1]} s, ${b_encroot[-1]} bytes; in one command ${t_all[-1]} s" >&2
 done
 
 count_processes() {  # count_processes SNAPSHOTS: zfs/zpool processes of one migrate
@@ -107,7 +122,7 @@ p3=$(count_processes 3)
 p30=$(count_processes 30)
 
 python3 - "$plain_bytes" "${t_plain[*]}" "${t_initial[*]}" "${t_cutover[*]}" \
-    "${b_encroot[*]}" "$p3" "$p30" "${t_manual[*]}" \
+    "${b_encroot[*]}" "$p3" "$p30" "${t_manual[*]}" "${t_all[*]}" \
     <<'PY' | tee "$OUT/bench-migrate.json"
 import json, statistics, subprocess, sys
 plain_bytes = int(sys.argv[1])
@@ -117,6 +132,7 @@ cutover = [float(x) for x in sys.argv[4].split()]
 total = [a + b for a, b in zip(initial, cutover)]
 moved = [int(x) for x in sys.argv[5].split()]
 manual = [float(x) for x in sys.argv[8].split()]
+whole = [float(x) for x in sys.argv[9].split()]
 median = statistics.median
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
@@ -127,13 +143,16 @@ result = {
     "bytes_ratio": round(median(moved) / plain_bytes, 4),
     "runs_seconds": {"zfs_send_Rw_receive": plain, "by_hand_same_steps": manual,
                      "encroot_initial": initial, "encroot_cutover": cutover,
-                     "encroot_total": total},
+                     "encroot_total": total, "encroot_one_command": whole},
     "median_seconds": {"zfs_send_Rw_receive": median(plain),
                        "by_hand_same_steps": median(manual), "encroot_initial": median(initial),
-                       "encroot_cutover": median(cutover), "encroot_total": median(total)},
+                       "encroot_cutover": median(cutover), "encroot_total": median(total),
+                       "encroot_one_command": median(whole)},
     "wall_ratio_initial": round(median(initial) / median(plain), 3),
     "wall_ratio_total": round(median(total) / median(plain), 3),
     "wall_ratio_total_vs_by_hand": round(median(total) / median(manual), 3),
+    "wall_ratio_one_command": round(median(whole) / median(plain), 3),
+    "wall_ratio_one_command_vs_by_hand": round(median(whole) / median(manual), 3),
     "zfs_processes": {"3_snapshots": int(sys.argv[6]), "30_snapshots": int(sys.argv[7])},
 }
 print(json.dumps(result, indent=2))

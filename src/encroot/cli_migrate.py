@@ -30,9 +30,10 @@ def add_migrate_commands(commands: argparse._SubParsersAction[Any]) -> None:
         "migrate", help="move an encrypted root with its children and snapshots to a new pool",
         description="Move SRC (an encrypted pool root, or any encryption root) with its "
                     "inheriting children and all snapshots into the existing pool DST_POOL, "
-                    "raw (never decrypted). Phases: initial (bulk copy while SRC is in use), "
-                    "catch-up (raw incrementals; repeatable), cutover (final snapshot, last "
-                    "incremental, re-parenting to DST's key, verification, cold start). "
+                    "raw (never decrypted). Phases: initial (bulk copy while SRC is in use, "
+                    "into DST_POOL/encroot-migrate), catch-up (raw incrementals; repeatable), "
+                    "cutover (final snapshot, last incremental, re-parenting to DST's key, "
+                    "each child tree moved to its name, verification, cold start). "
                     "Without --phase all run (initial, then cutover). An interrupted phase is "
                     "run again and continues from what ZFS shows. Exit status 0 on success "
                     "(with -n: when nothing is refused), 1 when refused or failed, 2 for bad "

@@ -223,11 +223,13 @@ def test_cutover_loads_and_re_parents_the_staging_alone_then_moves_every_tree_ou
                      for name in ("data", "h", "plain")] + [
         f"zfs rename {STAGING}/vol dst/vol"]  # zfs rename -u refuses volumes
     # the key is loaded (which proves SRC's key) before the marker, re-parenting after it;
-    # the staging is dropped only when every tree is out and before the checks
+    # the staging is dropped (without -r: ZFS refuses while a child is left) once every
+    # tree is out
     order = [actions.index(step) for step in (
         ("load-key", STAGING), ("mark", "dst"), ("inherit-key", STAGING),
-        ("move", f"{STAGING}/vol"), ("drop-staging", STAGING), ("verify-encryption", "dst"),
-        ("cold-start", "dst"))]
+        ("move", f"{STAGING}/vol"), ("drop-staging", STAGING), ("cold-start", "dst"))]
+    drop = plan.steps[actions.index(("drop-staging", STAGING))]
+    assert drop.command == f"zfs destroy {STAGING}@% && zfs destroy {STAGING}"
     assert order == sorted(order)
     assert actions[-1] == ("unmark", "dst")
 

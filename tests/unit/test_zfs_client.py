@@ -75,6 +75,14 @@ def test_dry_run_runs_reads_and_records_changes() -> None:
         ("set", "com.x:a=1", "com.x:b=2", "tank"), ("destroy", "-r", "tank/x")]
 
 
+def test_destroying_all_snapshots_names_the_whole_range_of_one_validated_dataset() -> None:
+    zfs, runner = make_zfs(dry_run=True)
+    zfs.destroy_all_snapshots("tank/staging")
+    assert [c.argv[1:] for c in zfs.planned] == [("destroy", "tank/staging@%")]
+    with pytest.raises(InvalidName):
+        zfs.destroy_all_snapshots("tank/a@b")
+
+
 def test_verbose_log_shows_commands_and_redacts_secrets() -> None:
     lines: list[str] = []
     zfs, _ = make_zfs(log=lines.append)

@@ -4,8 +4,9 @@ A phase first brings DST up to a *goal* snapshot of SRC (``plan_sync``):
 
 - normally one raw replication stream of SRC's whole root (``zfs send -w
   -R``, or ``-R -I`` from the newest snapshot DST already has) into the
-  staging dataset ``DST/encroot-migrate``, so the number of ``zfs``
-  processes grows with neither datasets nor snapshots.  Every child that
+  staging dataset ``DST/encroot-migrate``: one pipeline, whatever the
+  number of datasets and snapshots (cutover's moves and mounts grow with
+  the datasets, nothing grows with the snapshots).  Every child that
   inherits SRC's key then inherits the staging's, and cutover loads one key
   and runs one ``change-key -i`` before moving the children to their names;
 - with an unencrypted DST root (on purpose), one stream per child tree of
@@ -718,9 +719,9 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
                               f"zfs change-key -i {target.name}"))
     if staged(state):
         steps += _move_steps(request, state)
-    steps.append(Step("verify-encryption", dst, "encryption, encryptionroot, keystatus"))
     steps.append(Step("cold-start", dst, "export; import under a temporary altroot; load "
-                      "only DST's key; mount every file system",
+                      "only DST's key; check encryption, encryptionroot and keystatus; "
+                      "mount every file system",
                       f"zpool export {dst} && zpool import -R <tmp> {dst} && "
                       f"zfs load-key {dst} && zfs mount -a"))
     if request.root_data == "copy":
@@ -735,8 +736,9 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
 
 
 def _move_steps(request: MigrateRequest, state: MigrateState) -> list[Step]:
-    """Staging emptied: each child tree to its name, then SRC root's copy kept as DST/NAME
-    (``--root-data dataset:NAME``, without SRC's mount point and shares) or dropped."""
+    """Each child tree out of the staging to its name; then the staging itself (SRC root's
+    copy) to DST/NAME with ``--root-data dataset:NAME``, without SRC's mount point and
+    shares, or dropped."""
     assert state.destination is not None
     steps = []
     for child in state.source.children(request.source):
@@ -753,8 +755,9 @@ def _move_steps(request: MigrateRequest, state: MigrateState) -> list[Step]:
                        name) for name in MOUNT_PROPERTIES if name in state.source_root_local]
     elif staging is not None:
         steps.append(Step("drop-staging", request.staging, "SRC root's copy, its children "
-                          "moved out (SRC keeps the original)",
-                          f"zfs destroy -r {request.staging}"))
+                          "moved out (SRC keeps the original); ZFS refuses while a child is "
+                          "left", f"zfs destroy {request.staging}@% && "
+                          f"zfs destroy {request.staging}"))
     return steps
 
 

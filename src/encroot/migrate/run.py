@@ -398,7 +398,9 @@ def _transfer(run: _Run, transfer: Transfer) -> None:
 # -- cutover after the transfers ------------------------------------------------------------------
 
 def _finish(run: _Run, goal: str) -> None:
-    steps = plan_finish(run.request, run.refresh(), goal)
+    """Cutover's steps, planned from ``run.state``: read after the last transfer, or when
+    the run began if the transfers were done before."""
+    steps = plan_finish(run.request, run.state, goal)
     for step in steps:
         run.say(f"{step.action}: {step.dataset}" + (f" ({step.detail})" if step.detail else ""))
         _ACTIONS[step.action](run, step, goal)
@@ -451,18 +453,13 @@ def _inherit(run: _Run, step: Step, goal: str) -> None:
 
 
 def _drop_staging(run: _Run, step: Step, goal: str) -> None:
-    """Destroy SRC root's copy, once nothing but its own snapshots is left in it."""
-    state = run.refresh()
-    assert state.destination is not None
-    left = [n.name for n in state.destination.subtree(step.dataset) if n.name != step.dataset]
-    _fail_on([f"{name}: still below {step.dataset}" for name in left], "before dropping it")
-    run.zfs.destroy(step.dataset, recursive=True)
-
-
-def _verify_encryption(run: _Run, step: Step, goal: str) -> None:
-    _fail_on(encryption_problems(run.request, run.refresh(), keys_loaded=True),
-             "after re-parenting")
-    run.result.verified.append("encryption, encryptionroot and keystatus as planned")
+    """Destroy SRC root's copy: its snapshots, then the dataset itself without ``-r``, so
+    that ZFS refuses (and nothing is lost) if anything is still below it."""
+    assert run.state.destination is not None
+    node = run.state.destination.get(step.dataset)  # as read when the cutover began
+    if node is not None and node.snapshots:
+        run.zfs.destroy_all_snapshots(step.dataset)
+    run.zfs.destroy(step.dataset)
 
 
 def _device_dirs(run: _Run) -> list[str]:
@@ -483,6 +480,7 @@ def _cold_start(run: _Run, step: Step, goal: str) -> None:
     _load_destination_keys(run)
     state = run.refresh()
     _fail_on(encryption_problems(run.request, state, keys_loaded=True), "after the cold start")
+    run.result.verified.append("encryption, encryptionroot and keystatus as planned")
     assert state.destination is not None
     for node in _mountable(state.destination):
         zfs.mount(node.name)
@@ -644,7 +642,6 @@ _ACTIONS: dict[str, Callable[[_Run, Step, str], None]] = {
     "move": _move,
     "inherit": _inherit,
     "drop-staging": _drop_staging,
-    "verify-encryption": _verify_encryption,
     "cold-start": _cold_start,
     "copy-root-data": _copy_root_data,
     "verify-files": _verify_files,

@@ -301,6 +301,11 @@ class Zfs:
         args = ["destroy"] + (["-r"] if recursive else []) + [_dataset_or_snapshot(name)]
         self.execute(self.zfs_command(*args, mutates=True))
 
+    def destroy_all_snapshots(self, name: str) -> None:
+        """``zfs destroy NAME@%``: every snapshot of one dataset (the whole range), in one
+        command; ZFS refuses when one has a clone."""
+        self.execute(self.zfs_command("destroy", f"{DatasetName(name)}@%", mutates=True))
+
     def snapshot(self, names: Sequence[str], *, recursive: bool = False,
                  properties: Mapping[str, str] | None = None) -> None:
         """Take the snapshots in one command (one transaction group)."""
