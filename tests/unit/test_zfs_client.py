@@ -76,7 +76,7 @@ def test_dry_run_runs_reads_and_records_changes() -> None:
 
 
 def test_destroying_all_snapshots_names_the_whole_range_of_one_validated_dataset() -> None:
-    zfs, runner = make_zfs(dry_run=True)
+    zfs, _ = make_zfs(dry_run=True)
     zfs.destroy_all_snapshots("tank/staging")
     assert [c.argv[1:] for c in zfs.planned] == [("destroy", "tank/staging@%")]
     with pytest.raises(InvalidName):
