@@ -755,8 +755,8 @@ def _move_steps(request: MigrateRequest, state: MigrateState) -> list[Step]:
                        name) for name in MOUNT_PROPERTIES if name in state.source_root_local]
     elif staging is not None:
         steps.append(Step("drop-staging", request.staging, "SRC root's copy, its children "
-                          "moved out (SRC keeps the original); ZFS refuses while a child is "
-                          "left", f"zfs destroy {request.staging}@% && "
+                          "moved out; SRC keeps the original, and ZFS refuses while a child "
+                          "is left", f"zfs destroy {request.staging}@% && "
                           f"zfs destroy {request.staging}"))
     return steps
 
