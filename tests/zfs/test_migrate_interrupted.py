@@ -3,8 +3,9 @@
 A wrapper put in place of ``zfs`` (through ``ENCROOT_ZFS``) interrupts the
 first real ``zfs send`` after a number of bytes, either by ending the
 stream (a cut stream: the receive fails) or by also killing encroot with
-SIGKILL; another point kills encroot right after its first ``zfs change-key
--i``.  Running the same phase again must continue from what ZFS shows and
+SIGKILL; other points kill encroot right after its first ``zfs change-key
+-i`` or its first ``zfs rename`` (a tree moved out of the staging, the
+others not).  Running the same phase again must continue from what ZFS shows and
 end, after cutover, with exactly the result of an uninterrupted migration.
 """
 
@@ -26,7 +27,8 @@ CUT_AFTER_BYTES = 120_000
 
 def interrupter(folder: Path, how: str, pool: str = "") -> Path:
     """A zfs wrapper: ``cut`` or ``kill`` the first send, ``fill`` ``pool`` just before it
-    (a reservation takes all but 128 KiB), or ``kill-after-change-key``."""
+    (a reservation takes all but 128 KiB), or ``kill-after-change-key`` (-i) or
+    ``kill-after-rename``."""
     real = sh("command -v zfs").stdout.strip()
     once = folder / "interrupted"
     if how == "fill":
@@ -34,8 +36,10 @@ def interrupter(folder: Path, how: str, pool: str = "") -> Path:
         action = (f'touch {once}; free=$({real} get -H -p -o value available {pool}); '
                   f'{real} create -o refreservation=$((free - 131072)) {pool}/filler; '
                   f'exec {real} "$@"')
-    elif how == "kill-after-change-key":
-        trigger = f'[ "$1" = change-key ] && [ "$2" = -i ] && [ ! -e {once} ]'
+    elif how.startswith("kill-after-"):
+        command = how.removeprefix("kill-after-")
+        option = ' && [ "$2" = -i ]' if command == "change-key" else ""
+        trigger = f'[ "$1" = {command} ]{option} && [ ! -e {once} ]'
         action = f'{real} "$@"; touch {once}; kill -9 $PPID; exit 137'
     else:
         trigger = f'[ "$1" = send ] && [ "$2" != -n ] && [ ! -e {once} ]'
@@ -111,11 +115,12 @@ def test_cutover_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
     cutover_and_check(source, destination, source_key, destination_key)
 
 
+@pytest.mark.parametrize("point", ["kill-after-change-key", "kill-after-rename"])
 def test_cutover_killed_while_re_parenting_continues(pools: tuple[str, str, Path, Path],
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, point: str) -> None:
     source, destination, source_key, destination_key = pools
     assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
-    interrupted(tmp_path, "kill-after-change-key",
+    interrupted(tmp_path, point,
                 f"--phase cutover {cutover_args(source_key, destination_key)} "
                 f"{source} {destination}")
     assert prop(destination, "encroot:migrate") != "-"
