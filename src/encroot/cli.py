@@ -48,7 +48,13 @@ def _add_lab(commands: argparse._SubParsersAction[_Parser]) -> None:
                             help=f"OpenZFS version: {versions} (default {DEFAULT_VERSION})")
         return parser
 
-    build = with_version(sub.add_parser("build", help="build the guest image unless cached"))
+    build = sub.add_parser(
+        "build", help="build guest images unless cached",
+        description="Build the guest image of each --zfs version (repeatable), one after "
+                    "the other, unless cached.")
+    build.add_argument("--zfs", metavar="VERSION", action="append",
+                       help=f"OpenZFS version: {versions}; repeat for several "
+                            f"(default {DEFAULT_VERSION})")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(handler=_lab_build)
 
@@ -76,13 +82,25 @@ def _add_lab(commands: argparse._SubParsersAction[_Parser]) -> None:
     shell = with_version(sub.add_parser("shell", help="an interactive root shell in a guest"))
     shell.set_defaults(handler=_lab_shell)
 
+    summary = sub.add_parser(
+        "summary", help="summarise JUnit results: a line per run, the slowest tests, the total",
+        description="Read LABEL=DIR pairs (DIR holding junit.xml, as `lab test --out` writes "
+                    "it) and print one line per run, its failures, skips and slowest tests, "
+                    "and a closing 'total: N passed, N failed' line. Exit status 1 when a "
+                    "test failed or a run wrote no results.")
+    summary.add_argument("--slowest", type=int, default=10, metavar="N",
+                         help="list the N slowest tests of each run (default 10)")
+    summary.add_argument("runs", nargs="+", metavar="LABEL=DIR")
+    summary.set_defaults(handler=_lab_summary)
+
 
 def _lab_build(args: argparse.Namespace) -> int:
     from . import lab
 
-    image = lab.build(args.zfs, force=args.force)
-    print(f"{image.path}: OpenZFS {image.zfs_package_version}, kernel {image.kernel}, "
-          f"Debian {image.suite}")
+    for version in args.zfs or [None]:
+        image = lab.build(version, force=args.force)
+        print(f"{image.path}: OpenZFS {image.zfs_package_version}, kernel {image.kernel}, "
+              f"Debian {image.suite}")
     return EXIT_OK
 
 
@@ -106,6 +124,20 @@ def _lab_shell(args: argparse.Namespace) -> int:
     from . import lab
 
     return lab.shell(version=args.zfs).returncode
+
+
+def _lab_summary(args: argparse.Namespace) -> int:
+    from .lab.junit import read_run, summarise
+
+    runs = []
+    for pair in args.runs:
+        label, sep, folder = pair.partition("=")
+        if not sep or not label or not folder:
+            raise InputError(f"{pair!r}: expected LABEL=DIR", subject=pair)
+        runs.append(read_run(label, Path(folder)))
+    for line in summarise(runs, slowest=args.slowest):
+        print(line)
+    return EXIT_OK if all(run.failed == 0 for run in runs) else EXIT_FAILED
 
 
 def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:

@@ -308,7 +308,7 @@ def _run_steps(build: _Build) -> None:
                 stack.enter_context(_chroot_mounts(build.root))
             if name == "disk-image":
                 stack.close()
-            say_prefix = f"[lab {number}/{total}] {name}"
+            say_prefix = f"[lab {build.recipe.zfs_version} {number}/{total}] {name}"
             build.say(f"{say_prefix}: {what}")
             started = time.monotonic()
             try:
