@@ -5,8 +5,12 @@ The public API is what ``__all__`` lists; everything else may change.
 ``encroot.lab`` the QEMU lab with real OpenZFS.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from ._version import __version__
-from .dataset import ChangeKey, Dataset, change_keys, change_keys_async
 from .errors import (
     DatasetBusy,
     DatasetExists,
@@ -30,17 +34,42 @@ from .errors import (
     ZfsError,
     ZfsUnavailable,
 )
-from .keys import Key
-from .names import DatasetName, PoolName, SnapshotName, UserPropertyName
-from .rotate import (
-    ChangeKeyResult,
-    PendingRotation,
-    RecoveryResult,
-    RotationFailed,
-    RotationRefused,
-    StrategyUnavailable,
-)
-from .zfs import Zfs
+
+if TYPE_CHECKING:
+    from .dataset import ChangeKey, Dataset, change_keys, change_keys_async
+    from .keys import Key
+    from .names import DatasetName, PoolName, SnapshotName, UserPropertyName
+    from .rotate import (
+        ChangeKeyResult,
+        PendingRotation,
+        RecoveryResult,
+        RotationFailed,
+        RotationRefused,
+        StrategyUnavailable,
+    )
+    from .zfs import Zfs
+
+# Imported on first use (PEP 562), so that `encroot --version` or a plain
+# `encroot receive` does not load every operation: each CLI start pays for
+# what it runs, which matters most in the lab's emulated guest.
+_LAZY = {
+    **dict.fromkeys(("ChangeKey", "Dataset", "change_keys", "change_keys_async"), ".dataset"),
+    "Key": ".keys",
+    **dict.fromkeys(("DatasetName", "PoolName", "SnapshotName", "UserPropertyName"), ".names"),
+    **dict.fromkeys(("ChangeKeyResult", "PendingRotation", "RecoveryResult", "RotationFailed",
+                     "RotationRefused", "StrategyUnavailable"), ".rotate"),
+    "Zfs": ".zfs",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'encroot' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ChangeKey",
