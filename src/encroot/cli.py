@@ -15,9 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .cli_doctor import add_doctor_commands
-from .cli_migrate import add_migrate_commands
-from .cli_rotate import add_rotate_commands
 from .errors import EncrootError, InputError, LabError, ZfsError, ZfsUnavailable
 
 __all__ = ["main"]
@@ -315,7 +312,51 @@ def emit(as_json: bool, document: dict[str, object], lines: Sequence[str]) -> No
         print("\n".join(lines))
 
 
-def build_parser() -> argparse.ArgumentParser:
+_Adder = Callable[["argparse._SubParsersAction[_Parser]"], None]
+
+
+def _add_rotate(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from .cli_rotate import add_rotate_commands
+
+    add_rotate_commands(commands)
+
+
+def _add_doctor(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from .cli_doctor import add_doctor_commands
+
+    add_doctor_commands(commands)
+
+
+def _add_migrate(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from .cli_migrate import add_migrate_commands
+
+    add_migrate_commands(commands)
+
+
+# Each command's words and the function that adds its parser.  Only the invoked
+# command's module is imported: under the lab's emulation importing every
+# operation cost each `encroot` start seconds.
+_COMMANDS: tuple[tuple[tuple[str, ...], _Adder], ...] = (
+    (("receive", "recv"), _add_receive),
+    (("change-key", "recover", "get"), _add_rotate),
+    (("doctor", "status"), _add_doctor),
+    (("migrate",), _add_migrate),
+    (("stream",), _add_stream),
+    (("lab",), _add_lab),
+)
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word that is no option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``encroot`` parser: every command, or with ``argv`` only the one it names.
+
+    An unknown word, or none, gets every command, so that usage errors and
+    ``--help`` list them all.
+    """
     parser = _Parser(
         prog="encroot",
         description="Life-cycle tooling for OpenZFS native encryption.",
@@ -324,12 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"encroot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
-    _add_receive(commands)
-    add_rotate_commands(commands)
-    add_doctor_commands(commands)
-    add_migrate_commands(commands)
-    _add_stream(commands)
-    _add_lab(commands)
+    word = None if argv is None else _command_word(argv)
+    known = any(word in words for words, _ in _COMMANDS)
+    for words, add in _COMMANDS:
+        if not known or word in words:
+            add(commands)
     return parser
 
 
@@ -340,7 +380,8 @@ def _fail(message: str, status: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (the console script exits with it)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

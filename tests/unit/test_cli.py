@@ -98,3 +98,27 @@ def test_change_key_help_names_the_contract_flags() -> None:
                  "auto,native,channel-program,journal"):
         assert flag in done.stdout, flag
     assert "recover" in run_cli("--help").stdout
+
+
+@pytest.mark.parametrize(("command", "absent"), [
+    ("receive", ("encroot.doctor", "encroot.migrate", "encroot.rotate")),
+    ("change-key", ("encroot.doctor", "encroot.migrate", "encroot.receive")),
+    ("stream", ("encroot.doctor", "encroot.migrate", "encroot.rotate", "encroot.receive")),
+])
+def test_a_command_imports_only_its_own_operation(command: str, absent: tuple[str, ...]) -> None:
+    """Each `encroot` start pays only for what it runs (seconds under the lab's emulation)."""
+    probe = ("import sys; from encroot.cli import build_parser; "
+             f"build_parser([{command!r}, '--help-not-parsed']); "
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith('encroot'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "encroot.cli" in loaded
+    for module in absent:
+        assert module not in loaded, f"{command} imported {module}"
+
+
+def test_an_unknown_command_still_lists_every_command() -> None:
+    done = run_cli("bogus")
+    assert done.returncode == 2
+    for command in ("receive", "change-key", "doctor", "migrate", "stream", "lab"):
+        assert command in done.stderr

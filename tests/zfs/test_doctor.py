@@ -17,7 +17,7 @@ from .helpers import FAST_PBKDF2, encroot, exists, prop, sh
 from .test_receive_interrupted import KILLER
 from .test_rotate_interrupted import interrupted_rotation
 
-pytestmark = pytest.mark.zfs
+pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
 
 def hex_key(folder: Path, name: str) -> Path:

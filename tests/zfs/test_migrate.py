@@ -32,7 +32,7 @@ from .helpers import (
     write_files,
 )
 
-pytestmark = pytest.mark.zfs
+pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
 DST_PASSPHRASE = "a different passphrase"
 INHERITING = ("data", "data/a", "data/a/b", "data/a/b/c", "ROOT", "ROOT/default", "ROOT/be2",

@@ -26,7 +26,7 @@ from .helpers import (
     write_files,
 )
 
-pytestmark = pytest.mark.zfs
+pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
 FLAGS = "receive -F -u --allow-encryption-change"
 

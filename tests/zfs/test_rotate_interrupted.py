@@ -21,7 +21,7 @@ from encroot.zfs import Zfs
 from .conftest import PoolFactory
 from .helpers import FAST_PBKDF2, encroot, prop, sh
 
-pytestmark = pytest.mark.zfs
+pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
 _names = itertools.count()
 

@@ -24,7 +24,7 @@ from encroot.zfs import Command, SubprocessRunner, Zfs
 
 from .conftest import PoolFactory
 
-pytestmark = pytest.mark.zfs
+pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
 
 def needles_for(key_bytes: bytes, keyformat: str) -> list[bytes]:

@@ -14,7 +14,7 @@ from encroot.zfs import Zfs
 from .conftest import PoolFactory
 from .helpers import FAST_PBKDF2
 
-pytestmark = pytest.mark.zfs
+pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
 HEX = "5a" * 32
 RAW = bytes(range(32))

@@ -42,8 +42,13 @@ modprobe zfs || setup_failed "modprobe zfs failed"
 zfs version > /lab/job/zfs-version 2>&1 || setup_failed "zfs version failed"
 
 # This checkout's encroot, importable and on PATH without installing anything.
-# The checkout is read-only, so bytecode is cached on the guest's scratch disk;
-# without a cache every `encroot` start would recompile every module.
+# The checkout is read-only, so bytecode goes to a folder the host keeps beside the
+# image (shared as "pycache"): with a prefix, Python ignores every __pycache__, the
+# image's own included, so a fresh folder per boot would recompile the standard
+# library, pytest and encroot at every boot. Without the share, a scratch folder.
+mkdir -p /var/cache/encroot-pycache
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 pycache /var/cache/encroot-pycache \
+    || echo "encroot-lab: no pycache share; bytecode is compiled afresh" > /dev/console
 export PYTHONPATH="/lab/src/${ENCROOT_SRC_REL}" PYTHONPYCACHEPREFIX=/var/cache/encroot-pycache
 cat > /usr/local/bin/encroot <<'WRAP'
 #!/bin/sh
