@@ -20,12 +20,11 @@ from typing import Literal
 
 from .errors import EncrootError, InvalidKey, ZfsError
 from .keys import Key
-from .migrate.model import MARKER as MIGRATE_MARKER
-from .migrate.model import STAGING as MIGRATE_STAGING
 from .migrate.model import MigrateState
 from .names import DatasetName
+from .owned import MIGRATE_MARKER, MIGRATE_STAGING
+from .owned import ROTATION_MARKER as JOURNAL_MARKER
 from .receive import MARK_REPLACED, MARK_VERIFIED, OLD_SUFFIX, TEMP_SUFFIX
-from .rotate.lua import JOURNAL_MARKER
 from .zfs import Zfs
 
 __all__ = [
@@ -357,8 +356,8 @@ def _migrate_leftovers(state: AuditState) -> Iterable[Finding]:
     for name in state.props:
         if not state.is_local(name, MIGRATE_MARKER):
             continue
-        marker = MigrateState.parse_marker(state.get(name, MIGRATE_MARKER)) or {}
-        source = marker.get("source", "SRC")
+        marker, _phase = MigrateState.markers(state.get(name, MIGRATE_MARKER))
+        source = marker.source if marker is not None else "SRC"
         yield Finding(name, "leftover-temporary", "warning",
                       f"{name} is in the middle of an encroot migrate cutover from {source} "
                       "(re-parenting began; no raw incremental may follow)",

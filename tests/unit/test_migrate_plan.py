@@ -21,6 +21,7 @@ from encroot.migrate.plan import (
     trees,
 )
 from encroot.migrate.run import fresh_snapshot_name
+from encroot.owned import MigrateCutover
 
 SNAPS = (Snap("s1", "g1", 10), Snap("s2", "g2", 20))
 
@@ -196,7 +197,7 @@ def test_a_raw_incremental_after_re_parenting_is_refused(moved_out: tuple[str, .
 def test_an_interrupted_cutover_goes_on_where_it_stopped() -> None:
     source = source_side("s1")
     destination = destination_side(*moved(received(source, "s1", reparented=True), "data"))
-    marker = {"source": "src", "snapshot": "s1", "stage": "reparent"}
+    marker = MigrateCutover(source="src", snapshot="s1", stage="reparent")
     request = replace(REQUEST, phase="cutover")
     plan = plan_phase(request, state(source, destination, marker=marker), "cutover", "new")
     assert plan.transfers_done and not plan.transfers and plan.goal is not None

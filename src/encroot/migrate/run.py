@@ -11,7 +11,6 @@ touched beyond its own snapshots.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -23,10 +22,16 @@ from typing import Any, Protocol
 
 from ..errors import DatasetNotFound, EncrootError, IncorrectKey, ZfsError
 from ..keys import Key
+from ..owned import (
+    MIGRATE_MARKER,
+    MIGRATE_SNAPSHOT_PREFIX,
+    MigrateCutover,
+    MigratePhase,
+    Owner,
+    dumps,
+)
 from ..zfs import SendSpec, Zfs
 from .model import (
-    MARKER,
-    SNAPSHOT_PREFIX,
     MigrateRefused,
     MigrateRequest,
     MigrateState,
@@ -62,7 +67,7 @@ __all__ = [
 
 STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
                     "keylocation", "origin", "canmount", "mountpoint", "mounted", "createtxg",
-                    "receive_resume_token", "available", MARKER)
+                    "receive_resume_token", "available", MIGRATE_MARKER)
 # Partial receives resumed, then read again: a bound that a healthy run never reaches.
 MAX_SYNC_ROUNDS = 32
 
@@ -160,39 +165,41 @@ def read_state(zfs: Zfs, request: MigrateRequest) -> MigrateState:
     destination: Side | None = None
     pool: dict[str, str] = {}
     available = 0
-    marker = None
+    markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
     if zfs.pool_exists(request.destination):
         destination = read_side(zfs, request.destination)
         pool = zfs.pool_get(request.destination, ["feature@encryption"])
         available = _int(destination.root_values.get("available", ""))
-        marker = MigrateState.parse_marker(destination.root_values.get(MARKER))
+        markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     local: dict[str, str] = {}
     if source.root_node is not None:
         table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
         local = {p: v.value for p, v in table[request.source].items()} \
             if request.source in table else {}
-    return MigrateState(source, destination, pool, available, local, root_files(source), marker)
+    return MigrateState(source, destination, pool, available, local, root_files(source),
+                        *markers)
 
 
 def refresh_destination(zfs: Zfs, request: MigrateRequest,
                         state: MigrateState) -> MigrateState:
     """``state`` with DST read again (one ``zfs get``): what changes while a phase runs."""
     destination = read_side(zfs, request.destination)
+    cutover, phase = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     return replace(state, destination=destination,
                    destination_available=_int(destination.root_values.get("available", "")),
-                   marker=MigrateState.parse_marker(destination.root_values.get(MARKER)))
+                   marker=cutover, phase_marker=phase)
 
 
 def fresh_snapshot_name(state: MigrateState, now: float | None = None) -> str:
     """``encroot-migrate-YYYYmmdd-HHMMSS`` (UTC), with a suffix if SRC has it already."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    name = SNAPSHOT_PREFIX + stamp
+    name = MIGRATE_SNAPSHOT_PREFIX + stamp
     root = state.source.root_node
     taken = {s.name for s in root.snapshots} if root is not None else set()
     suffix = 1
     while name in taken:
         suffix += 1
-        name = f"{SNAPSHOT_PREFIX}{stamp}-{suffix}"
+        name = f"{MIGRATE_SNAPSHOT_PREFIX}{stamp}-{suffix}"
     return name
 
 
@@ -417,10 +424,9 @@ def _set_root_properties(run: _Run, step: Step, goal: str) -> None:
 
 def _mark(run: _Run, step: Step, goal: str) -> None:
     """Say on DST's root that re-parenting began: catch-up refuses from now on."""
-    value = json.dumps({"source": str(run.request.source), "snapshot": goal,
-                        "stage": "reparent", "devices": " ".join(_device_dirs(run))},
-                       sort_keys=True)
-    run.zfs.set(run.request.destination, {MARKER: value})
+    marker = MigrateCutover(source=str(run.request.source), snapshot=goal, stage="reparent",
+                            devices=tuple(_device_dirs(run)), owner=Owner.current())
+    run.zfs.set(run.request.destination, {MIGRATE_MARKER: dumps(marker)})
 
 
 def _load_key(run: _Run, step: Step, goal: str) -> None:
@@ -630,7 +636,7 @@ def _reimport(run: _Run, step: Step, goal: str) -> None:
 
 
 def _unmark(run: _Run, step: Step, goal: str) -> None:
-    run.zfs.inherit(run.request.destination, MARKER)
+    run.zfs.inherit(run.request.destination, MIGRATE_MARKER)
 
 
 _ACTIONS: dict[str, Callable[[_Run, Step, str], None]] = {
