@@ -23,8 +23,11 @@ from .keys import Key
 from .migrate.model import MigrateState
 from .names import DatasetName
 from .owned import MIGRATE_MARKER, MIGRATE_STAGING
+from .owned import RECV_OLD_SUFFIX as OLD_SUFFIX
+from .owned import RECV_REPLACED as MARK_REPLACED
+from .owned import RECV_SUFFIX as TEMP_SUFFIX
+from .owned import RECV_VERIFIED as MARK_VERIFIED
 from .owned import ROTATION_MARKER as JOURNAL_MARKER
-from .receive import MARK_REPLACED, MARK_VERIFIED, OLD_SUFFIX, TEMP_SUFFIX
 from .zfs import Zfs
 
 __all__ = [

@@ -10,7 +10,6 @@ import pytest
 from encroot.errors import InputError, OwnerAlive
 from encroot.owned import (
     MIGRATE_MARKER,
-    RECV_OWNER,
     RECV_REPLACED,
     RECV_VERIFIED,
     REGISTRY,
@@ -115,7 +114,7 @@ def _reason(prop: str, value: str | None) -> str:
     (RECV_VERIFIED, "12 keep=x", "legacy"),
     (RECV_VERIFIED, "12 keep-old=bad//name", "dataset name"),
     (RECV_REPLACED, "not a/valid//name", "dataset name"),
-    (RECV_OWNER, "somebody's", "not valid JSON"),
+    (MIGRATE_MARKER, "somebody's", "not valid JSON"),
     (MIGRATE_MARKER, '{"source": "tank", "snap', "truncated"),
     (MIGRATE_MARKER, "[1, 2]", "not a JSON object"),
     (MIGRATE_MARKER, '{"source": "tank"}', "legacy migrate"),
@@ -191,7 +190,7 @@ def test_lookalike_names() -> None:
 
 def test_the_registry_covers_every_marker_property() -> None:
     names = {row.name for row in REGISTRY}
-    assert {RECV_OWNER, RECV_VERIFIED, RECV_REPLACED, MIGRATE_MARKER, ROTATION_MARKER} <= names
+    assert {RECV_VERIFIED, RECV_REPLACED, MIGRATE_MARKER, ROTATION_MARKER} <= names
     table = ownership_table()
     assert table.count("\n") == len(REGISTRY) + 1
     assert "`X.encroot-recv` | dataset | receive" in table

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from ..errors import InputError
 from ..names import DatasetName
 from .owner import Owner
-from .registry import MIGRATE_MARKER, RECV_OWNER, RECV_REPLACED, RECV_VERIFIED, ROTATION_MARKER
+from .registry import MIGRATE_MARKER, RECV_REPLACED, RECV_VERIFIED, ROTATION_MARKER
 
 __all__ = [
     "FORMAT",
@@ -107,9 +107,12 @@ class _Payload:
 
 @dataclass(frozen=True, kw_only=True)
 class ReceiveInProgress(_Payload):
-    """On ``X.encroot-recv`` from its creation (``zfs receive -o``): who receives into it."""
+    """On ``X.encroot-recv`` from its creation (``zfs receive -o``): who receives into it.
 
-    PROPERTY: ClassVar[str] = RECV_OWNER
+    The same property later holds the ``ReceiveVerified`` marker.
+    """
+
+    PROPERTY: ClassVar[str] = RECV_VERIFIED
     OP: ClassVar[str] = "receive"
     ROLE: ClassVar[str] = "receiving"
     target: str

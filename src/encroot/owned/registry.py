@@ -6,17 +6,19 @@ docs/design.md).  For each: the operation that owns it, how encroot
 recognises it as its own, and what recovery does with it.
 
 ``X.encroot-recv`` (dataset; receive)
-    Recognised by ``encroot:recv-owner``, which ``zfs receive -o`` sets before the
-    first byte of the stream, or by ``encroot:recv-verified``; legacy (no owner
-    marker, written by encroot 0.x): the name alone before verification.
-    Recovery: refused while the owner is alive; unverified, it is destroyed (kept
+    Recognised by ``encroot:recv-verified`` set on it locally: role ``receiving``
+    from its creation (``zfs receive -o`` sets it before the first byte of the
+    stream), role ``verified`` once every GUID and the encryption were checked.
+    Recovery: refused while the owner is alive; receiving, it is destroyed (kept
     when resumable and the stream resumes it); verified, it is swapped in for X.
+    Without a marker (as encroot 0.x left it before verification) it is not
+    encroot's and is left alone.
 ``X.encroot-old`` or the ``--keep-old`` name (dataset; receive)
     Recognised by ``encroot:recv-replaced`` naming X, set on it locally.
     Recovery: destroyed (or kept) once the verified new X is in place; renamed
     back to X when X is gone and nothing is verified.
-``encroot:recv-owner`` / ``-verified`` / ``-replaced`` (properties; receive)
-    Format-2 markers, roles ``receiving``, ``verified``, ``replaced``; legacy
+``encroot:recv-verified`` / ``encroot:recv-replaced`` (properties; receive)
+    Format-2 markers, roles ``receiving`` and ``verified`` / ``replaced``; legacy
     ``GUID [keep-old=NAME]`` and a bare target name.  Cleared at the end.
 ``POOL/encroot-migrate`` (dataset; migrate)
     The staging of ``encroot migrate``, recognised with an ``encroot:migrate``
@@ -51,7 +53,6 @@ __all__ = [
     "MIGRATE_STAGING",
     "NAMESPACE",
     "RECV_OLD_SUFFIX",
-    "RECV_OWNER",
     "RECV_REPLACED",
     "RECV_SUFFIX",
     "RECV_VERIFIED",
@@ -72,7 +73,6 @@ NAMESPACE = "encroot:"
 # receive: X is received as X.encroot-recv, the old X waits as X.encroot-old.
 RECV_SUFFIX = ".encroot-recv"
 RECV_OLD_SUFFIX = ".encroot-old"
-RECV_OWNER = "encroot:recv-owner"
 RECV_VERIFIED = "encroot:recv-verified"
 RECV_REPLACED = "encroot:recv-replaced"
 
@@ -88,7 +88,7 @@ MIGRATE_MARKER = "encroot:migrate"
 ROTATION_MARKER = "encroot:rotation"
 ROTATION_STAGE_PREFIX = NAMESPACE
 
-MARKER_PROPERTIES = (RECV_OWNER, RECV_VERIFIED, RECV_REPLACED, MIGRATE_MARKER, ROTATION_MARKER)
+MARKER_PROPERTIES = (RECV_VERIFIED, RECV_REPLACED, MIGRATE_MARKER, ROTATION_MARKER)
 
 Kind = Literal["dataset", "snapshot", "property"]
 
@@ -106,19 +106,19 @@ class Owned:
 
 REGISTRY: tuple[Owned, ...] = (
     Owned("X" + RECV_SUFFIX, "dataset", "receive",
-          f"{RECV_OWNER} set locally (by zfs receive -o, before the first byte), or "
-          f"{RECV_VERIFIED}; legacy: the name alone, before verification",
-          "owner alive: refused; unverified: destroyed (kept when resumable and the stream "
-          "resumes it); verified: swapped in for X"),
+          f"{RECV_VERIFIED} set on it locally: role receiving (by zfs receive -o, before "
+          "the first byte of the stream) or verified",
+          "owner alive: refused; receiving: destroyed (kept when resumable and the stream "
+          "resumes it); verified: swapped in for X; no marker: not encroot's, left alone"),
     Owned("X" + RECV_OLD_SUFFIX, "dataset", "receive",
           f"{RECV_REPLACED} naming X, set locally",
           "destroyed once the verified new X is in place; renamed back to X when X is gone "
           "and nothing is verified"),
-    Owned(RECV_OWNER, "property", "receive", "format-2 marker, role receiving",
-          "cleared with the temporary, or on the new X at the end"),
     Owned(RECV_VERIFIED, "property", "receive",
-          "format-2 marker, role verified; legacy 'GUID [keep-old=NAME]'",
-          "roll forward: swap, destroy or keep the old tree, clear it"),
+          "format-2 marker, role receiving (from the temporary's creation) or verified; "
+          "legacy 'GUID [keep-old=NAME]' (verified)",
+          "receiving: the temporary is destroyed; verified: roll forward (swap, destroy or "
+          "keep the old tree), then it is cleared"),
     Owned(RECV_REPLACED, "property", "receive",
           "format-2 marker, role replaced; legacy: the target's name",
           "as X.encroot-old (or the --keep-old name)"),
