@@ -86,7 +86,10 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.fix:
         document["not_repaired"] = [n.as_json() for n in plan.not_repaired]
     emit(args.json, document, _doctor_lines(findings, fixed, plan, len(state.props)))
-    return EXIT_FAILED if worst >= SEVERITY_ORDER["warning"] else EXIT_OK
+    # --fix refuses what a running encroot holds, and says so with exit status 1
+    blocked = any(n.finding.code == "operation-in-progress" for n in plan.not_repaired)
+    failed = any(not f["done"] for f in fixed) and not args.dry_run
+    return EXIT_FAILED if worst >= SEVERITY_ORDER["warning"] or blocked or failed else EXIT_OK
 
 
 def _doctor_lines(findings: list[Finding], fixed: list[dict[str, object]], plan: FixPlan,
