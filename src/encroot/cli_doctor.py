@@ -10,8 +10,10 @@ from .doctor import (
     SEVERITY_ORDER,
     STATUS_COLUMNS,
     Finding,
+    FixPlan,
     apply_fixes,
     audit,
+    key_opens_with,
     plan_fixes,
     read_audit_state,
     status_rows,
@@ -37,9 +39,10 @@ def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.add_argument("--fix", action="store_true",
                         help="apply the repairs that cannot lose data or access (re-parent "
-                             "when both keys are loaded and the dataset is no raw replica; "
-                             "finish an interrupted change-key; clean up after an "
-                             "interrupted receive)")
+                             "when both keys are loaded, the key is provably the parent's "
+                             "and the dataset is no raw replica; finish an interrupted "
+                             "change-key; clean up after an interrupted receive whose "
+                             "process is gone) and list every finding left, with the reason")
     doctor.add_argument("-n", dest="dry_run", action="store_true",
                         help="with --fix: show what it would do and change nothing")
     doctor.add_argument("targets", nargs="*", metavar="POOL|DATASET")
@@ -65,33 +68,41 @@ def _doctor(args: argparse.Namespace) -> int:
         return EXIT_AUDIT_FAILED
     findings = audit(state)
     fixed: list[dict[str, object]] = []
+    plan = FixPlan()
     if args.fix:
-        fixes = plan_fixes(findings, state)
+        plan = plan_fixes(findings, state, key_opens=key_opens_with(zfs))
         if args.dry_run:
-            fixed = [{"command": f.command, "code": f.finding.code, "done": False,
-                      "detail": "would run (dry run)"} for f in fixes]
+            fixed = [{**f.as_json(), "done": False, "detail": "would run (dry run)"}
+                     for f in plan.fixes]
         else:
-            fixed = [{"command": o.fix.command, "code": o.fix.finding.code, "done": o.done,
-                      "detail": o.detail} for o in apply_fixes(zfs, fixes)]
-            if fixes:
+            fixed = [{**o.fix.as_json(), "done": o.done, "detail": o.detail}
+                     for o in apply_fixes(zfs, plan.fixes)]
+            if plan.fixes:
                 state = read_audit_state(zfs, args.targets)
                 findings = audit(state)
     worst = max((SEVERITY_ORDER[f.severity] for f in findings), default=-1)
-    emit(args.json, {"findings": [f.as_json() for f in findings], "fixes": fixed,
-                     "datasets": len(state.props)},
-         _doctor_lines(findings, fixed, len(state.props)))
-    return EXIT_FAILED if worst >= SEVERITY_ORDER["warning"] else EXIT_OK
+    document: dict[str, object] = {"findings": [f.as_json() for f in findings],
+                                   "fixes": fixed, "datasets": len(state.props)}
+    if args.fix:
+        document["not_repaired"] = [n.as_json() for n in plan.not_repaired]
+    emit(args.json, document, _doctor_lines(findings, fixed, plan, len(state.props)))
+    # --fix refuses what a running encroot holds, and says so with exit status 1
+    blocked = any(n.finding.code == "operation-in-progress" for n in plan.not_repaired)
+    failed = any(not f["done"] for f in fixed) and not args.dry_run
+    return EXIT_FAILED if worst >= SEVERITY_ORDER["warning"] or blocked or failed else EXIT_OK
 
 
-def _doctor_lines(findings: list[Finding], fixed: list[dict[str, object]],
+def _doctor_lines(findings: list[Finding], fixed: list[dict[str, object]], plan: FixPlan,
                   datasets: int) -> list[str]:
     lines = [f"{'fixed' if f['done'] else 'not fixed'}: {f['command']} ({f['detail']})"
              for f in fixed]
+    lines += [f"not repaired: {n.finding.code} {n.finding.dataset}: {n.reason}"
+              for n in plan.not_repaired]
     for finding in findings:
         lines.append(f"{finding.severity.upper():7} {finding.code:28} {finding.dataset}")
         lines.append(f"        {finding.message}")
-        if finding.fix:
-            lines.append(f"        fix: {finding.fix}")
+        if finding.fix_line:
+            lines.append(f"        fix: {finding.fix_line}")
     counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITY_ORDER}
     lines.append(f"{datasets} datasets audited: {counts['error']} errors, "
                  f"{counts['warning']} warnings, {counts['info']} notes")

@@ -8,6 +8,7 @@
     │   ├── InvalidProperty           property name, value or count breaks a rule
     │   ├── InvalidKey                key material breaks ZFS's rules for its format
     │   └── StreamError               a send stream's header is truncated or malformed
+    ├── OwnerAlive                    encroot state held by a live encroot process
     ├── ZfsUnavailable                no zfs/zpool binary, or no ZFS kernel module
     ├── ZfsError                      a zfs/zpool command failed; keeps ZFS's message
     │   ├── DatasetNotFound           "dataset does not exist"
@@ -53,6 +54,7 @@ __all__ = [
     "NotEncrypted",
     "NotEncryptionRoot",
     "OutOfSpace",
+    "OwnerAlive",
     "PermissionDenied",
     "PoolNotFound",
     "StreamError",
@@ -90,6 +92,21 @@ class InvalidKey(InputError):
 
 class StreamError(InputError):
     """A ``zfs send`` stream cannot be read: truncated, corrupt, or not a stream at all."""
+
+
+class OwnerAlive(EncrootError):
+    """State encroot left on ZFS belongs to an encroot process that is still running.
+
+    Recovery refuses to touch it (nothing was changed).  ``subject`` is the
+    dataset, ``pid`` the owner's process id, ``holder`` its description.
+    """
+
+    def __init__(self, *, subject: str, pid: int, holder: str) -> None:
+        super().__init__(f"{subject} is held by {holder}; wait for it or stop it "
+                         "(nothing was changed)")
+        self.subject = subject
+        self.pid = pid
+        self.holder = holder
 
 
 class ZfsUnavailable(EncrootError):

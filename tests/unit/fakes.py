@@ -45,3 +45,109 @@ class RecordingRunner:
 def make_zfs(respond: Responder | None = None, **options: object) -> tuple[Zfs, RecordingRunner]:
     runner = RecordingRunner() if respond is None else RecordingRunner(respond)
     return Zfs(runner=runner, binaries=BINARIES, **options), runner  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeDatasets:
+    """Answers the reads receive and doctor make from a dict of datasets; records writes.
+
+    ``datasets`` maps names (snapshots too) to ``{property: value}``; a value
+    set locally is listed in ``local``.  Handles ``zfs get -H -p -o
+    name,property,value,source [-d N | -r] [-t ...] [-s ...] PROPS NAMES``,
+    ``zpool get``, ``zfs list NAME``; every mutating command is recorded in
+    ``changes`` and applied when it is a destroy, set, inherit or rename.
+    """
+
+    datasets: dict[str, dict[str, str]]
+    local: dict[str, set[str]] = field(default_factory=dict)
+    changes: list[tuple[str, ...]] = field(default_factory=list)
+
+    def __call__(self, command: Command) -> tuple[int, str, str]:
+        argv = command.argv
+        if command.mutates:
+            self.changes.append(argv[1:])
+            self._apply(argv[1:])
+            return 0, "", ""
+        if argv[1:2] == ("get",) and argv[0].endswith("zpool"):
+            return 0, "".join(f"{p}\tenabled\n" if "-o" in argv and
+                              argv[argv.index("-o") + 1] == "property,value"
+                              else f"{argv[-1]}\t{p}\tenabled\n"
+                              for p in argv[-2].split(",")), ""
+        if argv[1:2] == ("list",):
+            name = argv[-1]
+            if name in self.datasets:
+                return 0, name + "\n", ""
+            return 1, "", f"cannot open '{name}': dataset does not exist\n"
+        if argv[1:2] == ("get",):
+            return self._get(argv)
+        return 0, "", ""
+
+    def _apply(self, args: tuple[str, ...]) -> None:
+        verb, name = args[0], args[-1]
+        if verb == "destroy":
+            for found in [n for n in self.datasets if self._below(n, name, None)]:
+                del self.datasets[found]
+        elif verb == "set":
+            prop, _, value = args[1].partition("=")
+            self.datasets[name][prop] = value
+            self.local.setdefault(name, set()).add(prop)
+        elif verb == "inherit":
+            self.datasets[name].pop(args[-2], None)
+            self.local.get(name, set()).discard(args[-2])
+        elif verb == "rename":
+            source, target = args[-2], args[-1]
+            for found in [n for n in self.datasets if self._below(n, source, None)]:
+                moved = target + found[len(source):]
+                self.datasets[moved] = self.datasets.pop(found)
+                self.local[moved] = self.local.pop(found, set())
+
+    def _get(self, argv: tuple[str, ...]) -> tuple[int, str, str]:
+        args = list(argv[2:])
+        depth: int | None = 0
+        if "-d" in args:
+            depth = int(args[args.index("-d") + 1])
+        elif "-r" in args:
+            depth = None
+        types = args[args.index("-t") + 1].split(",") if "-t" in args else []
+        sources = args[args.index("-s") + 1].split(",") if "-s" in args else []
+        positional = [a for i, a in enumerate(args) if not a.startswith("-")
+                      and args[i - 1] not in ("-o", "-d", "-t", "-s")]
+        props, names = positional[0].split(","), positional[1:]
+        lines = []
+        for name in names:
+            if name not in self.datasets:
+                return 1, "", f"cannot open '{name}': dataset does not exist\n"
+            for found in sorted(self.datasets):
+                if not self._below(found, name, depth):
+                    continue
+                kind = "snapshot" if "@" in found else self.datasets[found].get(
+                    "type", "filesystem")
+                if types and kind not in types:
+                    continue
+                lines += self._rows(found, props, sources)
+        return 0, "".join(lines), ""
+
+    @staticmethod
+    def _below(found: str, name: str, depth: int | None) -> bool:
+        if found == name:
+            return True
+        if not (found.startswith(name + "/") or found.startswith(name + "@")):
+            return False
+        levels = found[len(name):].count("/") + found[len(name):].count("@")
+        return depth is None or levels <= depth
+
+    def _rows(self, name: str, props: list[str], sources: list[str]) -> list[str]:
+        values = self.datasets[name]
+        wanted = list(values) if props == ["all"] else props
+        rows = []
+        for prop in wanted:
+            if prop not in values:
+                if ":" in prop and not sources:
+                    rows.append(f"{name}\t{prop}\t-\t-\n")
+                continue
+            source = "local" if prop in self.local.get(name, set()) else (
+                "received" if prop.startswith("received:") else "default")
+            if sources and source not in sources:
+                continue
+            rows.append(f"{name}\t{prop}\t{values[prop]}\t{source}\n")
+        return rows

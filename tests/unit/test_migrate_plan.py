@@ -21,6 +21,7 @@ from encroot.migrate.plan import (
     trees,
 )
 from encroot.migrate.run import fresh_snapshot_name
+from encroot.owned import MigrateCutover
 
 SNAPS = (Snap("s1", "g1", 10), Snap("s2", "g2", 20))
 
@@ -196,7 +197,7 @@ def test_a_raw_incremental_after_re_parenting_is_refused(moved_out: tuple[str, .
 def test_an_interrupted_cutover_goes_on_where_it_stopped() -> None:
     source = source_side("s1")
     destination = destination_side(*moved(received(source, "s1", reparented=True), "data"))
-    marker = {"source": "src", "snapshot": "s1", "stage": "reparent"}
+    marker = MigrateCutover(source="src", snapshot="s1", stage="reparent")
     request = replace(REQUEST, phase="cutover")
     plan = plan_phase(request, state(source, destination, marker=marker), "cutover", "new")
     assert plan.transfers_done and not plan.transfers and plan.goal is not None
@@ -399,3 +400,27 @@ def test_progress_line_shows_bytes_of_estimate_rate_and_eta() -> None:
     progress.finish(plan.transfers[0], 1 << 20)
     assert out.getvalue() == ("dst/encroot-migrate: 1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s, "
                               "ETA 0:30\n")
+
+
+def test_a_phase_takes_ownership_and_keeps_an_interrupted_cutover_a_cutover() -> None:
+    import json
+
+    from encroot.migrate.run import _Run, _take_ownership
+    from encroot.owned import MigratePhase, Owner, dumps
+
+    from .fakes import make_zfs
+
+    request = MigrateRequest("src", "dst", phase="catch-up")
+    me = Owner.current()
+    for marker, expected in [
+            (None, MigratePhase(source="src", phase="catch-up", owner=me)),
+            (MigrateCutover(source="src", snapshot="s1"),
+             MigrateCutover(source="src", snapshot="s1", owner=me))]:
+        zfs, runner = make_zfs()
+        run = _Run(zfs, request, lambda line: None, None, None, None,
+                   None, MigrateState(Side("src"), Side("dst"), marker=marker))  # type: ignore[arg-type]
+        _take_ownership(run, "catch-up")
+        assert runner.argvs == [("/sbin/zfs", "set", f"encroot:migrate={dumps(expected)}",
+                                 "dst")]
+        assert run.phase_marked == (marker is None)
+        assert json.loads(dumps(expected))["owner"]["pid"] == me.pid

@@ -14,12 +14,9 @@ import pytest
 from encroot.errors import InputError
 from encroot.names import DatasetName
 from encroot.receive import (
-    MARK_REPLACED,
-    MARK_VERIFIED,
     ReceiveRefused,
     ReceiveRequest,
     TargetState,
-    _next_recovery_action,
     expected_datasets,
     plan_receive,
 )
@@ -42,10 +39,6 @@ def fs(**props: str) -> dict[str, str]:
 
 def snap(**props: str) -> dict[str, str]:
     return {"type": "snapshot", "userrefs": "0", "clones": "", **props}
-
-
-def marked(marker: str, value: str) -> dict[str, str]:
-    return {marker: value, f"{marker} source": "local"}
 
 
 def state(tree: dict[str, dict[str, str]] | None = None, *, feature: str = "enabled",
@@ -171,64 +164,3 @@ def test_expected_dataset_of_single_streams() -> None:
         "A": stream("raw-full").toguid}
     plain, = expected_datasets(stream("plain-full"))
     assert not plain.own_encryption_root and plain.encrypted is None
-
-
-# -- recovery decisions ---------------------------------------------------------------
-
-TEMP = "dst/fs.encroot-recv"
-OLD = "dst/fs.encroot-old"
-
-
-def next_action(current: TargetState, keep_resumable: bool = False) -> str | None:
-    action = _next_recovery_action(current, keep_resumable)
-    return None if action is None else action[0]
-
-
-def test_recovery_clean_state_has_nothing_to_do() -> None:
-    assert next_action(state()) is None
-
-
-def test_recovery_destroys_an_unverified_temporary() -> None:
-    assert next_action(state(temp={TEMP: fs()})) == f"destroy the unfinished temporary {TEMP}"
-
-
-def test_recovery_keeps_a_resumable_temporary_when_asked() -> None:
-    partial = state(temp={TEMP: fs(receive_resume_token="1-abc")})
-    assert next_action(partial, keep_resumable=True) is None
-    assert next_action(partial).startswith("destroy")
-
-
-def test_recovery_rolls_a_verified_temporary_forward_when_unmounted() -> None:
-    verified = {TEMP: {**fs(), **marked(MARK_VERIFIED, "123")}}
-    assert next_action(state(temp=verified)).startswith("swap in verified")
-    mounted = state({"dst/fs": fs(mounted="yes")}, temp=verified)
-    assert next_action(mounted).startswith("destroy the unfinished")
-
-
-def test_recovery_between_the_renames_rolls_forward_or_back() -> None:
-    old = {OLD: {**fs(), **marked(MARK_REPLACED, "dst/fs")}}
-    verified = {TEMP: {**fs(), **marked(MARK_VERIFIED, "123")}}
-    assert next_action(state({}, temp=verified, old=old)) == f"rename verified {TEMP} to dst/fs"
-    assert next_action(state({}, temp={TEMP: fs()}, old=old)).startswith("restore the old tree")
-    assert next_action(state({}, old=old)).startswith("restore the old tree")
-
-
-def test_recovery_after_the_swap_destroys_or_keeps_the_old_tree() -> None:
-    new = {"dst/fs": {**fs(), **marked(MARK_VERIFIED, "123")}}
-    old = {OLD: {**fs(), **marked(MARK_REPLACED, "dst/fs")}}
-    assert next_action(state(new, old=old)) == f"destroy the replaced tree {OLD}"
-    kept = {"dst/prev": {**fs(), **marked(MARK_REPLACED, "dst/fs")}}
-    assert next_action(state(new, old=kept)) == "keep the old tree as dst/prev"
-    assert next_action(state(new)) == f"clear {MARK_VERIFIED} on dst/fs"
-
-
-def test_recovery_uses_the_keep_old_name_recorded_in_the_marker() -> None:
-    verified = {TEMP: {**fs(), **marked(MARK_VERIFIED, "123 keep-old=dst/prev")}}
-    assert next_action(state(temp=verified)).endswith("move dst/fs aside to dst/prev")
-
-
-def test_inherited_markers_are_not_ours() -> None:
-    inherited = {"dst/fs": {**fs(), MARK_VERIFIED: "123",
-                            f"{MARK_VERIFIED} source": "inherited from dst"}}
-    assert next_action(state(inherited)) is None
-    assert not state(inherited).needs_recovery()

@@ -6,7 +6,7 @@ docs/design.md explains the phases, the order (every stream before any
 re-parenting) and how an interrupted phase continues.
 """
 
-from .model import MARKER, PHASES, SNAPSHOT_PREFIX, MigrateRefused, MigrateRequest, MigrateState
+from .model import PHASES, MigrateRefused, MigrateRequest, MigrateState
 from .plan import PhasePlan, Refusal, Step, Transfer, plan_phase
 from .run import (
     MigrateResult,
@@ -19,9 +19,7 @@ from .run import (
 )
 
 __all__ = [
-    "MARKER",
     "PHASES",
-    "SNAPSHOT_PREFIX",
     "MigrateRefused",
     "MigrateRequest",
     "MigrateResult",

@@ -8,18 +8,15 @@ needs.  Nothing here starts a process.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import EncrootError, InputError
 from ..names import DatasetName, PoolName, SnapshotName
+from ..owned import MIGRATE_MARKER, MIGRATE_STAGING, MigrateCutover, MigratePhase, parse_marker
 
 __all__ = [
-    "MARKER",
     "PHASES",
-    "SNAPSHOT_PREFIX",
-    "STAGING",
     "MigrateRefused",
     "MigrateRequest",
     "MigrateState",
@@ -29,12 +26,6 @@ __all__ = [
 ]
 
 PHASES = ("initial", "catch-up", "cutover")
-SNAPSHOT_PREFIX = "encroot-migrate-"
-# On DST's root while a cutover re-parents: JSON {source, snapshot, stage}.
-MARKER = "encroot:migrate"
-# Below an encrypted DST's root: SRC's whole tree is received here (one raw
-# replication stream of SRC's root) until cutover moves its children out.
-STAGING = "encroot-migrate"
 
 
 class MigrateRefused(EncrootError):
@@ -88,9 +79,10 @@ class MigrateRequest:
             raise InputError(f"--root-data {mode!r}: use copy, skip or dataset:NAME (NAME one "
                              "dataset name component)", subject="--root-data")
         DatasetName(f"x/{name}")
-        if name == STAGING:
-            raise InputError(f"--root-data {mode!r}: {STAGING} is where encroot receives SRC "
-                             "before cutover; choose another NAME", subject="--root-data")
+        if name == MIGRATE_STAGING:
+            raise InputError(f"--root-data {mode!r}: {MIGRATE_STAGING} is where encroot "
+                             "receives SRC before cutover; choose another NAME",
+                             subject="--root-data")
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -121,7 +113,7 @@ class MigrateRequest:
     @property
     def staging(self) -> str:
         """Where SRC's root is received (with everything below it) until cutover."""
-        return f"{self.destination}/{STAGING}"
+        return f"{self.destination}/{MIGRATE_STAGING}"
 
     def staged_name(self, source_name: str) -> str:
         """Where a SRC dataset is received before cutover: the same path below the staging."""
@@ -235,7 +227,9 @@ class MigrateState:
         source_root_local: SRC root's locally set properties.
         root_files: entries found in SRC root's own file system, or None when
             it is not mounted (so encroot cannot tell).
-        marker: DST root's ``encroot:migrate`` marker, parsed, if any.
+        marker: DST root's ``encroot:migrate`` marker when it says that a cutover
+            of some source began re-parenting (role ``cutover``), else None.
+        phase_marker: the same property when it says that a phase runs.
     """
 
     source: Side
@@ -244,15 +238,13 @@ class MigrateState:
     destination_available: int = 0
     source_root_local: Mapping[str, str] = field(default_factory=dict)
     root_files: tuple[str, ...] | None = ()
-    marker: Mapping[str, str] | None = None
+    marker: MigrateCutover | None = None
+    phase_marker: MigratePhase | None = None
 
     @staticmethod
-    def parse_marker(value: str | None) -> dict[str, str] | None:
-        """The marker's JSON; a value encroot did not write counts as no marker."""
-        if value is None or value in ("", "-"):
-            return None
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return None
-        return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else None
+    def markers(value: str | None) -> tuple[MigrateCutover | None, MigratePhase | None]:
+        """DST root's ``encroot:migrate`` value as (cutover, phase) markers; a value
+        encroot did not write is neither."""
+        parsed = parse_marker(MIGRATE_MARKER, value)
+        return (parsed if isinstance(parsed, MigrateCutover) else None,
+                parsed if isinstance(parsed, MigratePhase) else None)

@@ -26,11 +26,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MIGRATE_STAGING
 from ..zfs import SendSpec
 from .model import (
-    MARKER,
-    SNAPSHOT_PREFIX,
-    STAGING,
     MigrateRefused,
     MigrateRequest,
     MigrateState,
@@ -193,7 +191,7 @@ def choose_goal(request: MigrateRequest, state: MigrateState, phase: str,
     root = state.source.root_node
     if phase != "cutover" and root is not None:
         for snap in reversed(root.snapshots):
-            if not snap.name.startswith(SNAPSHOT_PREFIX):
+            if not snap.name.startswith(MIGRATE_SNAPSHOT_PREFIX):
                 continue
             if _on_every_dataset(state, snap.name) and not _synced(request, state, snap.name):
                 return Goal(snap.name, False)
@@ -436,9 +434,10 @@ def _source_refusals(request: MigrateRequest, state: MigrateState) -> list[Refus
     if request.root_dataset and state.source.get(f"{request.source}/{request.root_dataset}"):
         return [Refusal(f"--root-data dataset:{request.root_dataset}: SRC already has a child "
                         "of that name", "choose another NAME")]
-    if state.source.get(f"{request.source}/{STAGING}"):
-        return [Refusal(f"SRC has a child named {STAGING}, the name encroot receives SRC "
-                        "under on DST", f"zfs rename {request.source}/{STAGING} <other name>")]
+    if state.source.get(f"{request.source}/{MIGRATE_STAGING}"):
+        return [Refusal(f"SRC has a child named {MIGRATE_STAGING}, the name encroot receives "
+                        "SRC under on DST",
+                        f"zfs rename {request.source}/{MIGRATE_STAGING} <other name>")]
     return []
 
 
@@ -551,11 +550,11 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
     if refusals:
         return PhasePlan(phase, None, refusals=refusals)
     data_refusals, notes = _root_data_refusals(request, state, phase)
-    if state.marker is not None and state.marker.get("source") == request.source:
+    if state.marker is not None and state.marker.source == request.source:
         if phase != "cutover":
             return PhasePlan(phase, None, refusals=[_incremental_refusal(
                 request, [str(request.destination), *_reparented(request, state)])])
-        goal = Goal(state.marker.get("snapshot", ""), False)
+        goal = Goal(state.marker.snapshot, False)
         plan = PhasePlan(phase, goal, refusals=data_refusals, notes=notes, transfers_done=True)
         plan.notes.append("an interrupted cutover's transfers are complete; it goes on "
                           "re-parenting")
@@ -709,7 +708,7 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
         pairs = " ".join(f"{k}={v}" for k, v in props.items())
         steps.append(Step("set-root-properties", dst, pairs, f"zfs set {pairs} {dst}"))
     steps.append(Step("mark", dst, "cutover re-parents now; no raw incremental after this",
-                      f"zfs set {MARKER}=<json> {dst}"))
+                      f"zfs set {MIGRATE_MARKER}=<json> {dst}"))
     dst_encrypted = state.destination.root_node.encrypted
     for target in roots:
         parent = target.name.rsplit("/", 1)[0]
@@ -731,7 +730,7 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list
         steps.append(Step("verify-files", dst, f"SHA-256 of every file in @{goal}, SRC vs DST"))
     steps.append(Step("reimport", dst, "export; import without mounting or loading its key",
                       f"zpool export {dst} && zpool import -N {dst}"))
-    steps.append(Step("unmark", dst, "", f"zfs inherit {MARKER} {dst}"))
+    steps.append(Step("unmark", dst, "", f"zfs inherit {MIGRATE_MARKER} {dst}"))
     return steps
 
 

@@ -10,23 +10,27 @@ touched beyond its own snapshots.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import DatasetNotFound, EncrootError, IncorrectKey, ZfsError
+from ..errors import DatasetNotFound, IncorrectKey, ZfsError
 from ..keys import Key
+from ..owned import (
+    MIGRATE_MARKER,
+    MIGRATE_SNAPSHOT_PREFIX,
+    MigrateCutover,
+    MigratePhase,
+    Owner,
+    dumps,
+    refuse_live,
+)
 from ..zfs import SendSpec, Zfs
+from .files import VerificationFailed, child_entries, copy_root_data, fail_on, verify_files
 from .model import (
-    MARKER,
-    SNAPSHOT_PREFIX,
     MigrateRefused,
     MigrateRequest,
     MigrateState,
@@ -35,6 +39,7 @@ from .model import (
     Snap,
 )
 from .plan import (
+    Goal,
     PhasePlan,
     Step,
     Transfer,
@@ -62,13 +67,9 @@ __all__ = [
 
 STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
                     "keylocation", "origin", "canmount", "mountpoint", "mounted", "createtxg",
-                    "receive_resume_token", "available", MARKER)
+                    "receive_resume_token", "available", MIGRATE_MARKER)
 # Partial receives resumed, then read again: a bound that a healthy run never reaches.
 MAX_SYNC_ROUNDS = 32
-
-
-class VerificationFailed(EncrootError):
-    """DST differs from what the plan promised; the message lists the differences."""
 
 
 class Progress(Protocol):
@@ -146,7 +147,7 @@ def root_files(side: Side) -> tuple[str, ...] | None:
     root = side.root_node
     if root is None or root.mounted != "yes" or not root.mountpoint.startswith("/"):
         return None
-    children = _child_entries(side)
+    children = child_entries(side)
     try:
         entries = sorted(os.listdir(root.mountpoint.rstrip("/") or "/"))
     except OSError:
@@ -160,39 +161,41 @@ def read_state(zfs: Zfs, request: MigrateRequest) -> MigrateState:
     destination: Side | None = None
     pool: dict[str, str] = {}
     available = 0
-    marker = None
+    markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
     if zfs.pool_exists(request.destination):
         destination = read_side(zfs, request.destination)
         pool = zfs.pool_get(request.destination, ["feature@encryption"])
         available = _int(destination.root_values.get("available", ""))
-        marker = MigrateState.parse_marker(destination.root_values.get(MARKER))
+        markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     local: dict[str, str] = {}
     if source.root_node is not None:
         table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
         local = {p: v.value for p, v in table[request.source].items()} \
             if request.source in table else {}
-    return MigrateState(source, destination, pool, available, local, root_files(source), marker)
+    return MigrateState(source, destination, pool, available, local, root_files(source),
+                        *markers)
 
 
 def refresh_destination(zfs: Zfs, request: MigrateRequest,
                         state: MigrateState) -> MigrateState:
     """``state`` with DST read again (one ``zfs get``): what changes while a phase runs."""
     destination = read_side(zfs, request.destination)
+    cutover, phase = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     return replace(state, destination=destination,
                    destination_available=_int(destination.root_values.get("available", "")),
-                   marker=MigrateState.parse_marker(destination.root_values.get(MARKER)))
+                   marker=cutover, phase_marker=phase)
 
 
 def fresh_snapshot_name(state: MigrateState, now: float | None = None) -> str:
     """``encroot-migrate-YYYYmmdd-HHMMSS`` (UTC), with a suffix if SRC has it already."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
-    name = SNAPSHOT_PREFIX + stamp
+    name = MIGRATE_SNAPSHOT_PREFIX + stamp
     root = state.source.root_node
     taken = {s.name for s in root.snapshots} if root is not None else set()
     suffix = 1
     while name in taken:
         suffix += 1
-        name = f"{SNAPSHOT_PREFIX}{stamp}-{suffix}"
+        name = f"{MIGRATE_SNAPSHOT_PREFIX}{stamp}-{suffix}"
     return name
 
 
@@ -265,6 +268,8 @@ class _Run:
     state: MigrateState
     altroot: str | None = None
     device_dirs: list[str] = field(default_factory=list)
+    owner: Owner = field(default_factory=Owner.current)
+    phase_marked: bool = False  # our phase marker is on DST's root (removed at the end)
 
     def refresh(self) -> MigrateState:
         self.state = refresh_destination(self.zfs, self.request, self.state)
@@ -292,6 +297,7 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
                destination_key: Key | None, progress: Progress | None,
                say: Callable[[str], None]) -> PhaseResult:
     state = read_state(zfs, request)
+    refuse_live(str(request.destination), state.marker, state.phase_marker)
     plan = plan_phase(request, state, phase, fresh_snapshot_name(state))
     plan.refuse_if_needed()
     assert plan.goal is not None
@@ -303,6 +309,29 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
                state)
     if phase == "cutover":
         _check_keys(run, state)
+    _take_ownership(run, phase)
+    try:
+        return _run_owned_phase(run, phase, plan, goal)
+    finally:
+        if run.phase_marked:
+            zfs.inherit(request.destination, MIGRATE_MARKER)
+
+
+def _take_ownership(run: _Run, phase: str) -> None:
+    """Before the phase's first change, name this process on DST's root: a phase marker,
+    or (an interrupted cutover's marker being there) the same cutover marker with us as
+    its owner, so that it keeps saying that re-parenting began."""
+    cutover = run.state.marker
+    if cutover is not None:
+        marker: MigrateCutover | MigratePhase = replace(cutover, owner=run.owner)
+    else:
+        marker = MigratePhase(source=str(run.request.source), phase=phase, owner=run.owner)
+        run.phase_marked = True
+    run.zfs.set(run.request.destination, {MIGRATE_MARKER: dumps(marker)})
+
+
+def _run_owned_phase(run: _Run, phase: str, plan: PhasePlan, goal: Goal) -> PhaseResult:
+    zfs, request, say, state = run.zfs, run.request, run.say, run.state
     if not plan.transfers_done:
         if goal.create:
             say(f"snapshot: {request.source}@{goal.name} (recursive)")
@@ -315,19 +344,12 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
         plan.refuse_if_needed()
         run.result.plan, run.state = plan, state
         _sync(run, goal.name, plan.transfers)
-        _fail_on(snapshot_problems(request, run.state, goal.name), "after the transfers")
+        fail_on(snapshot_problems(request, run.state, goal.name), "after the transfers")
         run.result.verified.append(f"every SRC snapshot up to @{goal.name} is on DST "
                                    "with its GUID")
     if phase == "cutover":
         _finish(run, goal.name)
     return run.result
-
-
-def _fail_on(problems: Sequence[str], when: str) -> None:
-    if problems:
-        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more"
-                                           if len(problems) > 8 else "")
-        raise VerificationFailed(f"{when}: {shown}")
 
 
 def _check_keys(run: _Run, state: MigrateState) -> None:
@@ -407,7 +429,7 @@ def _finish(run: _Run, goal: str) -> None:
 
 
 def _verify_snapshots(run: _Run, step: Step, goal: str) -> None:
-    _fail_on(snapshot_problems(run.request, run.state, goal), "before re-parenting")
+    fail_on(snapshot_problems(run.request, run.state, goal), "before re-parenting")
 
 
 def _set_root_properties(run: _Run, step: Step, goal: str) -> None:
@@ -417,10 +439,10 @@ def _set_root_properties(run: _Run, step: Step, goal: str) -> None:
 
 def _mark(run: _Run, step: Step, goal: str) -> None:
     """Say on DST's root that re-parenting began: catch-up refuses from now on."""
-    value = json.dumps({"source": str(run.request.source), "snapshot": goal,
-                        "stage": "reparent", "devices": " ".join(_device_dirs(run))},
-                       sort_keys=True)
-    run.zfs.set(run.request.destination, {MARKER: value})
+    marker = MigrateCutover(source=str(run.request.source), snapshot=goal, stage="reparent",
+                            devices=tuple(_device_dirs(run)), owner=run.owner)
+    run.zfs.set(run.request.destination, {MIGRATE_MARKER: dumps(marker)})
+    run.phase_marked = False  # the cutover marker replaced it; unmark removes it
 
 
 def _load_key(run: _Run, step: Step, goal: str) -> None:
@@ -479,7 +501,7 @@ def _cold_start(run: _Run, step: Step, goal: str) -> None:
     zfs.import_pool(dst, search_dirs=dirs, no_mount=True, altroot=run.altroot)
     _load_destination_keys(run)
     state = run.refresh()
-    _fail_on(encryption_problems(run.request, state, keys_loaded=True), "after the cold start")
+    fail_on(encryption_problems(run.request, state, keys_loaded=True), "after the cold start")
     run.result.verified.append("encryption, encryptionroot and keystatus as planned")
     assert state.destination is not None
     for node in _mountable(state.destination):
@@ -487,7 +509,7 @@ def _cold_start(run: _Run, step: Step, goal: str) -> None:
     state = run.refresh()
     assert state.destination is not None
     unmounted = [n.name for n in _mountable(state.destination)]
-    _fail_on([f"{name}: not mounted" for name in unmounted], "after the cold start")
+    fail_on([f"{name}: not mounted" for name in unmounted], "after the cold start")
     run.result.verified.append(f"cold start: {dst} exported, imported, its key alone loaded, "
                                "every file system mounted")
 
@@ -519,98 +541,6 @@ def _load_destination_keys(run: _Run) -> None:
         zfs.load_key(node.name, run.source_key)
 
 
-def _copy_root_data(run: _Run, step: Step, goal: str) -> None:
-    """Copy SRC root's files (from the goal snapshot) into DST's mounted root."""
-    state = run.state
-    source_dir, target_dir = _snapshot_dir(state.source, goal), _mounted_dir(state, str(
-        run.request.destination))
-    children = _child_entries(state.source)
-    copied = 0
-    for entry in sorted(os.listdir(source_dir)):
-        if entry in children:
-            continue
-        _copy_entry(Path(source_dir, entry), Path(target_dir, entry))
-        copied += 1
-    os.sync()
-    run.result.verified.append(f"{copied} entries of {run.request.source}@{goal} copied into "
-                               f"{run.request.destination}, re-encrypted with its key")
-
-
-def _child_entries(side: Side) -> set[str]:
-    """The first path components, below the root's mount point, of its children's."""
-    root = side.root_node
-    assert root is not None
-    base = root.mountpoint.rstrip("/")
-    return {n.mountpoint[len(base) + 1:].split("/", 1)[0] for n in side.nodes.values()
-            if n.name != root.name and n.mountpoint.startswith(base + "/")}
-
-
-def _copy_entry(source: Path, target: Path) -> None:
-    if source.is_dir() and not source.is_symlink():
-        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-    else:
-        shutil.copy2(source, target, follow_symlinks=False)
-
-
-def _snapshot_dir(side: Side, goal: str) -> str:
-    root = side.root_node
-    assert root is not None
-    path = os.path.join(root.mountpoint, ".zfs", "snapshot", goal)
-    if not os.path.isdir(path):
-        raise MigrateRefused(f"{path}: not readable, so SRC root's files cannot be copied")
-    return path
-
-
-def _mounted_dir(state: MigrateState, name: str) -> str:
-    assert state.destination is not None
-    node = state.destination.get(name)
-    if node is None or node.mounted != "yes":
-        raise MigrateRefused(f"{name} is not mounted, so SRC root's files cannot be copied "
-                             "into it (canmount or mountpoint?)")
-    return node.mountpoint
-
-
-def _verify_files(run: _Run, step: Step, goal: str) -> None:
-    """SHA-256 of every file of every migrated file system, in the goal snapshot on both sides."""
-    state = run.state
-    assert state.destination is not None
-    problems, compared = [], 0
-    for node in state.source.subtree(run.request.source):
-        if node.name == run.request.source and not run.request.root_dataset:
-            continue
-        target = state.destination.get(run.request.destination_name(node.name))
-        if node.type != "filesystem" or target is None or target.mounted != "yes" or \
-                node.mounted != "yes":
-            continue
-        ours = file_hashes(os.path.join(node.mountpoint, ".zfs", "snapshot", goal))
-        theirs = file_hashes(os.path.join(target.mountpoint, ".zfs", "snapshot", goal))
-        if ours != theirs:
-            differ = sorted(set(ours.items()) ^ set(theirs.items()))
-            problems.append(f"{target.name}: {len(differ)} files differ "
-                            f"(first: {differ[0][0]})")
-        compared += len(ours)
-    _fail_on(problems, "file contents")
-    run.result.verified.append(f"SHA-256 of {compared} files match SRC's @{goal}")
-
-
-def file_hashes(top: str) -> dict[str, str]:
-    """SHA-256 of every regular file below ``top``, not entering other file systems."""
-    result = {}
-    device = os.stat(top).st_dev
-    for directory, subdirs, files in os.walk(top):
-        subdirs[:] = [d for d in subdirs
-                      if os.lstat(os.path.join(directory, d)).st_dev == device]
-        for name in files:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                digest = hashlib.sha256()
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                result[os.path.relpath(path, top)] = digest.hexdigest()
-    return result
-
-
 def _reimport(run: _Run, step: Step, goal: str) -> None:
     """Export and import DST normally, without mounting (its mount points are SRC's).
 
@@ -630,7 +560,7 @@ def _reimport(run: _Run, step: Step, goal: str) -> None:
 
 
 def _unmark(run: _Run, step: Step, goal: str) -> None:
-    run.zfs.inherit(run.request.destination, MARKER)
+    run.zfs.inherit(run.request.destination, MIGRATE_MARKER)
 
 
 _ACTIONS: dict[str, Callable[[_Run, Step, str], None]] = {
@@ -643,8 +573,8 @@ _ACTIONS: dict[str, Callable[[_Run, Step, str], None]] = {
     "inherit": _inherit,
     "drop-staging": _drop_staging,
     "cold-start": _cold_start,
-    "copy-root-data": _copy_root_data,
-    "verify-files": _verify_files,
+    "copy-root-data": copy_root_data,
+    "verify-files": verify_files,
     "reimport": _reimport,
     "unmark": _unmark,
 }

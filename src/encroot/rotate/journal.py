@@ -19,67 +19,20 @@ cannot tell without a key.  Everything here is pure.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import InputError
+from ..owned import Owner, RotationJournal
 
 __all__ = ["Decision", "Marker", "Owner", "decide", "history_shows_change"]
 
 Verdict = Literal["commit", "abort", "unknown"]
 
 
-@dataclass(frozen=True)
-class Owner:
-    """The process that wrote a marker: a live owner is still working on it."""
-
-    host: str
-    boot_id: str
-    pid: int
-    start: str
-
-
-@dataclass(frozen=True)
-class Marker:
-    """The value of ``encroot:rotation``: enough to decide after a crash.
-
-    ``old_*`` are the dataset's key properties before the rotation; the
-    ``new_*`` fields are what the change-key asked for (None: unchanged).
-    """
-
-    id: str
-    started: str
-    owner: Owner
-    inherit: bool
-    old_keyformat: str
-    old_pbkdf2salt: str
-    old_pbkdf2iters: str
-    old_encryptionroot: str
-    new_keyformat: str | None = None
-    new_pbkdf2iters: str | None = None
-    new_keylocation: str | None = None
-    version: int = field(default=1)
-
-    def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
-
-    @classmethod
-    def loads(cls, text: str) -> Marker:
-        """Parse a marker; InputError when it is not one encroot wrote."""
-        try:
-            data = json.loads(text)
-            owner = Owner(**data.pop("owner"))
-            marker = cls(owner=owner, **data)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise InputError(f"encroot:rotation value {text[:80]!r}: not a journal encroot "
-                             "wrote (expected its JSON)") from exc
-        if marker.version != 1:
-            raise InputError(f"encroot:rotation: journal version {marker.version} is newer "
-                             "than this encroot understands")
-        return marker
+# The journal marker is defined with every other marker in encroot.owned.
+Marker = RotationJournal
 
 
 @dataclass(frozen=True)
@@ -90,7 +43,7 @@ class Decision:
     evidence: str
 
 
-def decide(marker: Marker, dataset: str, now: Mapping[str, str], *,
+def decide(marker: RotationJournal, dataset: str, now: Mapping[str, str], *,
            new_key_matches: bool | None = None, old_key_matches: bool | None = None,
            history: str | None = None) -> Decision:
     """Did the interrupted rotation's ``zfs change-key`` take effect?

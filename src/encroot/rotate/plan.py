@@ -16,8 +16,8 @@ from typing import Literal, cast
 from ..errors import EncrootError, InputError, InvalidProperty
 from ..keys import Key, KeyFormat
 from ..names import DatasetName, validate_user_properties
+from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX
 from .journal import Marker, Owner
-from .lua import JOURNAL_MARKER, STAGE_PREFIX
 
 __all__ = [
     "STRATEGIES",
@@ -73,7 +73,7 @@ class ChangeKeyRequest:
         object.__setattr__(self, "dataset", DatasetName(self.dataset))
         properties = validate_user_properties(self.properties)
         for name in properties:
-            if name.startswith(STAGE_PREFIX):
+            if name.startswith(ROTATION_STAGE_PREFIX):
                 raise InvalidProperty(f"user property {name}: the namespace 'encroot:' is "
                                       "reserved for encroot's own journal", subject=name)
         object.__setattr__(self, "properties", properties)
@@ -126,12 +126,13 @@ class DatasetState:
 
     @property
     def marker(self) -> str | None:
-        return self.user.get(JOURNAL_MARKER)
+        return self.user.get(ROTATION_MARKER)
 
     def staged(self) -> dict[str, str]:
         """Staged values of a pending journal, by target property."""
-        return {name[len(STAGE_PREFIX):]: value for name, value in self.user.items()
-                if name.startswith(STAGE_PREFIX) and ":" in name[len(STAGE_PREFIX):]}
+        cut = len(ROTATION_STAGE_PREFIX)
+        return {name[cut:]: value for name, value in self.user.items()
+                if name.startswith(ROTATION_STAGE_PREFIX) and ":" in name[cut:]}
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class RotationPlan:
                 lines.append(f"zfs load-key -L prompt {rotation.dataset} < <current key>")
         journaled = [r for r in self.rotations if r.marker is not None]
         if journaled:
-            lines.append(f"zfs program (journal intent: {JOURNAL_MARKER} and staged values "
+            lines.append(f"zfs program (journal intent: {ROTATION_MARKER} and staged values "
                          f"on {len(journaled)} dataset(s), one transaction group per pool)")
         for rotation in self.rotations:
             lines.append(_change_key_line(rotation, self.strategy))
@@ -314,7 +315,7 @@ def _check_dataset(request: ChangeKeyRequest, state: Mapping[str, DatasetState])
         raise _refuse(name, f"not an encryption root (its key comes from "
                             f"{props.get('encryptionroot')}); change the key there")
     if current.marker is not None:
-        raise _refuse(name, f"a key rotation is pending ({JOURNAL_MARKER} is set); "
+        raise _refuse(name, f"a key rotation is pending ({ROTATION_MARKER} is set); "
                             f"run: encroot recover {name}")
     if props.get("keystatus") != "available" and request.load_key is None:
         raise _refuse(name, "key not loaded; load it first (zfs load-key) or pass the "

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import os
 import secrets
-import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +18,10 @@ from typing import Any
 from ..errors import DatasetNotFound, EncrootError, InputError, PermissionDenied, ZfsError
 from ..keys import Key
 from ..names import DatasetName
+from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX, live_owner
 from ..zfs import Zfs
 from .journal import Decision, Marker, Owner, decide
 from .lua import (
-    JOURNAL_MARKER,
-    STAGE_PREFIX,
     IntentEntry,
     finish_program,
     intent_program,
@@ -103,7 +100,7 @@ def read_state(zfs: Zfs, datasets: Iterable[str],
     such as pbkdf2salt.  Datasets that do not exist are absent from the result.
     """
     wanted = list(dict.fromkeys(datasets))
-    names = list(dict.fromkeys([*STATE_PROPERTIES, JOURNAL_MARKER, *user_properties]))
+    names = list(dict.fromkeys([*STATE_PROPERTIES, ROTATION_MARKER, *user_properties]))
     try:
         table = zfs.get(wanted, names, use_json=False) if wanted else None
     except DatasetNotFound:
@@ -123,7 +120,7 @@ def read_state(zfs: Zfs, datasets: Iterable[str],
 def _journal_properties(requests: Sequence[ChangeKeyRequest]) -> list[str]:
     """The user properties a batch sets, and their staged copies."""
     names = {p for r in requests for p in r.properties}
-    return sorted(names | {STAGE_PREFIX + p for p in names})
+    return sorted(names | {ROTATION_STAGE_PREFIX + p for p in names})
 
 
 def _staged_values(zfs: Zfs, name: str) -> dict[str, str]:
@@ -168,36 +165,6 @@ def detect_capabilities(zfs: Zfs, dataset: str) -> Capabilities:
     return capabilities
 
 
-def current_owner() -> Owner:
-    """This process, identified well enough to tell later whether it is still alive."""
-    return Owner(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid(),
-                 start=_start_time(os.getpid()))
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def _start_time(pid: int) -> str:
-    """Field 22 of /proc/PID/stat (start time in clock ticks); "" if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def owner_alive(owner: Owner) -> bool:
-    """True when the process that wrote a journal is still running (on this host, this boot)."""
-    if owner.host != socket.gethostname() or owner.boot_id != _boot_id():
-        return False
-    return owner.pid != os.getpid() and _start_time(owner.pid) == owner.start != ""
-
-
 # -- the whole operation -----------------------------------------------------------
 
 def plan_for(zfs: Zfs, requests: Sequence[ChangeKeyRequest]) -> RotationPlan:
@@ -217,7 +184,7 @@ def plan_for(zfs: Zfs, requests: Sequence[ChangeKeyRequest]) -> RotationPlan:
     capabilities = (detect_capabilities(zfs, probe_on) if probe_on is not None
                     else Capabilities(False, False, True))
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return plan_rotation(requests, state, capabilities, owner=current_owner(),
+    return plan_rotation(requests, state, capabilities, owner=Owner.current(),
                          started=started, new_id=lambda: secrets.token_hex(8))
 
 
@@ -375,7 +342,7 @@ def _mismatch(rotation: Rotation, now: DatasetState | None) -> str | None:
         if now.user.get(prop) != value:
             return f"after the change {prop} is {now.user.get(prop)!r}, expected {value!r}"
     if now.marker is not None:
-        return f"{JOURNAL_MARKER} is still set"
+        return f"{ROTATION_MARKER} is still set"
     return None
 
 
@@ -414,9 +381,10 @@ def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key 
     if state.marker is None:
         return RecoveryResult(name, "none", "no pending rotation")
     marker = Marker.loads(state.marker)
-    if not force and owner_alive(marker.owner):
+    holder = None if force else live_owner(marker)
+    if holder is not None:
         return RecoveryResult(name, "in-progress",
-                              f"the rotation is running now (pid {marker.owner.pid})")
+                              f"the rotation is running now ({holder.describe()})")
     decision = _decide(zfs, name, marker, state, new_key, old_key)
     if decision.verdict == "unknown":
         raise PendingRotation(name, f"{name}: a key rotation started {marker.started} was "
@@ -462,10 +430,10 @@ def user_properties(zfs: Zfs, dataset: str) -> dict[str, str]:
     for _attempt in range(2):
         table = zfs.get([name], ("all",), use_json=False)
         values = table[name] if name in table else {}
-        marker = values.get(JOURNAL_MARKER)
+        marker = values.get(ROTATION_MARKER)
         if marker is None or marker.source != "local":
             return {p: v.value for p, v in values.items()
-                    if ":" in p and not p.startswith(STAGE_PREFIX)}
+                    if ":" in p and not p.startswith(ROTATION_STAGE_PREFIX)}
         outcome = recover(zfs, name)
         if outcome.action == "in-progress":
             raise PendingRotation(name, f"{name}: a key rotation is running now "

@@ -442,6 +442,18 @@ class Zfs:
             return False
         return True
 
+    def check_key_at(self, name: str, location: str) -> bool:
+        """True when the key at ``location`` (``file://...``) opens ``name``
+        (``zfs load-key -n -L LOCATION NAME``); ZFS reads the file itself.
+
+        Any refusal (wrong key, wrong format, unreadable file) is False.
+        """
+        try:
+            self.execute(self.zfs_command("load-key", "-n", "-L", location, DatasetName(name)))
+        except ZfsError:
+            return False
+        return True
+
     def change_key(self, name: str, key: Key | None = None, *,
                    properties: Mapping[str, str] | None = None, inherit: bool = False,
                    check: bool = True) -> Result:

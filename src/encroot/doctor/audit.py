@@ -1,12 +1,12 @@
-"""``encroot doctor`` and ``encroot status``: audit encryption hierarchies, repair the safe part.
+"""The audit: read everything in a few processes, then findings from pure checks.
 
-Three parts, like every operation: ``read_audit_state`` reads everything in a
-constant number of processes (one recursive ``zfs get`` of the properties
-that matter, one of received properties, one ``zpool get``, and one
-``zpool history`` per pool only when a raw replica may have been
-re-parented); ``audit`` (pure, given a way to look at key files) turns that
-into findings; ``plan_fixes`` picks the findings ``--fix`` may repair and
-``apply_fixes`` repairs them, each after checking its precondition again.
+``read_audit_state`` reads everything in a constant number of processes (one
+recursive ``zfs get`` of the properties that matter, one of received
+properties, one ``zpool get``, one ``zpool history`` per pool only when a
+raw replica may have been re-parented, and one ``zfs list`` of snapshots per
+dataset named like a migration staging); ``audit`` (pure, given a way to look
+at key files) turns that into findings.  encroot's own state is recognised
+only through ``encroot.owned`` (``doctor.owned``).
 """
 
 from __future__ import annotations
@@ -18,25 +18,23 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import EncrootError, InvalidKey, ZfsError
-from .keys import Key
-from .migrate.model import MARKER as MIGRATE_MARKER
-from .migrate.model import STAGING as MIGRATE_STAGING
-from .migrate.model import MigrateState
-from .names import DatasetName
-from .receive import MARK_REPLACED, MARK_VERIFIED, OLD_SUFFIX, TEMP_SUFFIX
-from .rotate.lua import JOURNAL_MARKER
-from .zfs import Zfs
+from ..errors import InvalidKey
+from ..keys import Key
+from ..names import DatasetName
+from ..owned import MARKER_PROPERTIES, Marker, NotOurs, lookalike_target, parse_marker
+from ..zfs import Command, Zfs
 
 __all__ = [
+    "SEVERITY_ORDER",
+    "STATUS_COLUMNS",
     "AuditState",
     "Finding",
-    "Fix",
-    "apply_fixes",
-    "audit",
-    "plan_fixes",
+    "encroot_command",
+    "history_facts",
+    "key_file_problem",
     "read_audit_state",
     "status_rows",
+    "zfs_command",
 ]
 
 Severity = Literal["info", "warning", "error"]
@@ -44,23 +42,40 @@ SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
 DEFAULT_PBKDF2_ITERS = 350_000  # OpenZFS's default since 2.0 (DEFAULT_PBKDF2_ITERATIONS)
 AUDIT_PROPERTIES = ("type", "encryption", "encryptionroot", "keyformat", "keylocation",
                     "keystatus", "pbkdf2iters", "canmount", "mountpoint", "mounted", "origin",
-                    "receive_resume_token", JOURNAL_MARKER, MARK_VERIFIED, MARK_REPLACED,
-                    MIGRATE_MARKER)
+                    "receive_resume_token", *MARKER_PROPERTIES)
+
+
+def zfs_command(*args: str, program: str = "zfs") -> Command:
+    """A ``zfs``/``zpool`` command as printed in a finding (the program found on PATH)."""
+    return Command((program, *args), mutates=True)
+
+
+def encroot_command(*args: str) -> Command:
+    """An ``encroot`` command as printed in a finding."""
+    return Command(("encroot", *args), mutates=True)
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One hazard: ``code`` is stable for monitoring; ``fix`` is a command, or None."""
+    """One hazard: ``code`` is stable for monitoring; ``fix`` holds the commands that fix
+    it (run one after the other), or nothing."""
 
     dataset: str
     code: str
     severity: Severity
     message: str
-    fix: str | None = None
+    fix: tuple[Command, ...] = ()
+    holder: str | None = None  # operation-in-progress: the live process that holds it
+
+    @property
+    def fix_line(self) -> str | None:
+        """The fix as one copy-pasteable shell line (``&&`` between commands), or None."""
+        return " && ".join(c.shell_line() for c in self.fix) or None
 
     def as_json(self) -> dict[str, object]:
         return {"dataset": self.dataset, "code": self.code, "severity": self.severity,
-                "message": self.message, "fix": self.fix}
+                "message": self.message, "fix": self.fix_line,
+                "fix_argv": [list(c.argv) for c in self.fix] or None}
 
 
 @dataclass
@@ -75,12 +90,20 @@ class AuditState:
     # `zfs change-key -i`, and datasets that `zfs receive` created or updated.
     reparented: set[str] = field(default_factory=set)
     received_in_history: set[str] = field(default_factory=set)
+    # Snapshot names (after '@') of datasets named like a migration staging.
+    snapshots: dict[str, list[str]] = field(default_factory=dict)
 
     def get(self, name: str, prop: str) -> str:
         return self.props.get(name, {}).get(prop, "")
 
     def is_local(self, name: str, prop: str) -> bool:
         return self.sources.get(name, {}).get(prop) == "local"
+
+    def marker(self, name: str, prop: str) -> Marker | NotOurs | None:
+        """encroot's marker ``prop`` set on ``name`` itself, parsed; None when not set there."""
+        if not self.is_local(name, prop):
+            return None
+        return parse_marker(prop, self.get(name, prop))
 
     def parent(self, name: str) -> str | None:
         parent = DatasetName(name).parent
@@ -119,6 +142,11 @@ def read_audit_state(zfs: Zfs, targets: Sequence[str] = ()) -> AuditState:
     feature = {pool: values.get("feature@encryption", "")
                for pool, values in zfs.pools_get(pools, ("feature@encryption",)).items()}
     state = AuditState(props, sources, set(received_table), feature)
+    for name in props:
+        shape = lookalike_target(name)
+        if shape is not None and shape[0] == "migration staging":
+            listed = zfs.list_names(name, recursive=False, types=("snapshot",))
+            state.snapshots[name] = [s.split("@", 1)[1] for s in listed if "@" in s]
     for pool in sorted({DatasetName(n).pool for n in _history_suspects(state)}):
         reparented, received = history_facts(zfs.pool_history(pool, internal=False,
                                                               long=False))
@@ -182,29 +210,56 @@ def key_file_problem(path: str, keyformat: str) -> str | None:
 def audit(state: AuditState, *,
           key_file: Callable[[str, str], str | None] = key_file_problem) -> list[Finding]:
     """Every finding, ordered by dataset then severity (errors first)."""
+    from .owned import owned_findings
+
     findings: list[Finding] = []
     for name in state.props:
         for check in _CHECKS:
             findings.extend(check(state, name, key_file))
     findings.extend(_pool_findings(state))
-    findings.extend(_leftovers(state))
+    findings.extend(owned_findings(state))
     return sorted(findings, key=lambda f: (f.dataset, -SEVERITY_ORDER[f.severity], f.code))
 
 
 CheckFn = Callable[[AuditState, str, Callable[[str, str], str | None]], Iterable[Finding]]
 
 
+def is_staging(state: AuditState, name: str) -> bool:
+    """``POOL/encroot-migrate`` that encroot's marker on POOL or its snapshots name as a
+    migration's staging (``encroot.owned``)."""
+    from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MigrateCutover, MigratePhase
+
+    shape = lookalike_target(name)
+    if shape is None or shape[0] != "migration staging":
+        return False
+    marker = state.marker(shape[1], MIGRATE_MARKER)
+    return isinstance(marker, MigrateCutover | MigratePhase) or any(
+        snap.startswith(MIGRATE_SNAPSHOT_PREFIX) for snap in state.snapshots.get(name, []))
+
+
+def same_key_source(state: AuditState, name: str) -> bool:
+    """Its key format matches its parent's root's and its location is that root's or prompt
+    (as after a raw receive without -R): the ``own-root-could-inherit`` warning level."""
+    parent = state.parent(name)
+    if parent is None:
+        return False
+    parent_root = state.get(parent, "encryptionroot")
+    return (state.get(name, "keyformat") == state.get(parent_root, "keyformat")
+            and state.get(name, "keylocation") in (state.get(parent_root, "keylocation"),
+                                                   "prompt"))
+
+
 def _own_root(state: AuditState, name: str, _: object) -> Iterable[Finding]:
     parent = state.parent(name)
     if not state.is_root(name) or parent is None or not state.encrypted(parent):
         return
-    if name == f"{name.split('/', 1)[0]}/{MIGRATE_STAGING}":
-        yield _migrate_staging(name)
-        return
+    shape = lookalike_target(name)
+    if shape is not None and shape[0] == "migration staging":
+        if is_staging(state, name):
+            yield _migrate_staging(name)
+        return  # a lookalike: doctor.owned reports it, nothing else touches it
     parent_root = state.get(parent, "encryptionroot")
-    same_source = (state.get(name, "keyformat") == state.get(parent_root, "keyformat")
-                   and state.get(name, "keylocation") in (state.get(parent_root, "keylocation"),
-                                                          "prompt"))
+    same_source = same_key_source(state, name)
     yield Finding(
         name, "own-root-could-inherit", "warning" if same_source else "info",
         f"{name} is its own encryption root although its parent is encrypted (root "
@@ -212,7 +267,7 @@ def _own_root(state: AuditState, name: str, _: object) -> Iterable[Finding]:
         + ("Its key format and location match the parent's, as after a raw receive without "
            "-R; it can inherit the parent's key once both keys are loaded."
            if same_source else "Its key source differs from the parent's: fine if intended."),
-        f"zfs change-key -i {name}")
+        (zfs_command("change-key", "-i", name),))
 
 
 def _migrate_staging(name: str) -> Finding:
@@ -224,7 +279,8 @@ def _migrate_staging(name: str) -> Finding:
         "inherit its key (the source's) until cutover re-parents it and moves them out. Do "
         "not zfs change-key -i it by hand: a raw incremental after that breaks the copy "
         "(OpenZFS issue 12614)",
-        f"encroot migrate --phase cutover --key-file <SRC key> SRC {pool}")
+        (encroot_command("migrate", "--phase", "cutover", "--key-file", "<SRC key>", "SRC",
+                         pool),))
 
 
 def _keylocation(state: AuditState, name: str,
@@ -237,12 +293,12 @@ def _keylocation(state: AuditState, name: str,
         if problem is not None:
             yield Finding(name, "keylocation-unusable", "error",
                           f"keylocation {location} cannot deliver the key: {problem}; "
-                          f"zfs load-key {name} will fail (at boot too)", None)
+                          f"zfs load-key {name} will fail (at boot too)")
     elif location == "prompt" and _mounts_at_boot(state, name):
         yield Finding(name, "prompt-key-at-boot", "warning",
                       f"{name} mounts at boot (canmount=on) but its key is typed at a prompt; "
                       "without an unlock step (e.g. zfs-load-key or a boot-time prompt) it "
-                      "stays locked and unmounted after a reboot", None)
+                      "stays locked and unmounted after a reboot")
 
 
 def _mounts_at_boot(state: AuditState, name: str) -> bool:
@@ -258,12 +314,12 @@ def _key_status(state: AuditState, name: str, _: object) -> Iterable[Finding]:
     if status == "unavailable" and _mounts_at_boot(state, name):
         yield Finding(name, "key-unavailable", "warning",
                       f"{name} should be mounted (canmount=on) but the key of {root} is not "
-                      "loaded", f"zfs load-key {root} && zfs mount {name}")
+                      "loaded", (zfs_command("load-key", root), zfs_command("mount", name)))
     elif status == "available" and _mounts_at_boot(state, name) and \
             state.get(name, "mounted") == "no":
         yield Finding(name, "key-loaded-not-mounted", "info",
                       f"the key of {root} is loaded but {name} is not mounted",
-                      f"zfs mount {name}")
+                      (zfs_command("mount", name),))
 
 
 def _plaintext(state: AuditState, name: str, _: object) -> Iterable[Finding]:
@@ -274,7 +330,7 @@ def _plaintext(state: AuditState, name: str, _: object) -> Iterable[Finding]:
                   f"{name} is not encrypted although its parent {parent} is: its data is "
                   "stored in plaintext. Encryption cannot be turned on in place; receive a "
                   "copy into an encrypted dataset (encroot receive --allow-encryption-change "
-                  "replaces it safely)", None)
+                  "replaces it safely)")
 
 
 def _raw_replica(state: AuditState, name: str, _: object) -> Iterable[Finding]:
@@ -285,7 +341,7 @@ def _raw_replica(state: AuditState, name: str, _: object) -> Iterable[Finding]:
                   f"{state.get(name, 'encryptionroot')}; the next raw incremental received "
                   "into it would leave it unmountable once its key is unloaded (OpenZFS "
                   "12614). Do not send raw incrementals into it; send a fresh full stream "
-                  "instead", None)
+                  "instead")
 
 
 def _weak_iterations(state: AuditState, name: str, _: object) -> Iterable[Finding]:
@@ -296,19 +352,12 @@ def _weak_iterations(state: AuditState, name: str, _: object) -> Iterable[Findin
         yield Finding(name, "weak-pbkdf2iters", "warning",
                       f"pbkdf2iters is {iterations}, below ZFS's default of "
                       f"{DEFAULT_PBKDF2_ITERS}: the passphrase is cheaper to guess",
-                      f"zfs change-key -o pbkdf2iters={DEFAULT_PBKDF2_ITERS} {name}")
-
-
-def _pending(state: AuditState, name: str, _: object) -> Iterable[Finding]:
-    if state.is_local(name, JOURNAL_MARKER):
-        yield Finding(name, "pending-rotation", "error",
-                      f"an encroot change-key on {name} was interrupted; until it is resolved "
-                      "its user properties may describe the wrong key",
-                      f"encroot recover {name}")
+                      (zfs_command("change-key", "-o",
+                                   f"pbkdf2iters={DEFAULT_PBKDF2_ITERS}", name),))
 
 
 _CHECKS: tuple[CheckFn, ...] = (_own_root, _keylocation, _key_status, _plaintext, _raw_replica,
-                                _weak_iterations, _pending)
+                                _weak_iterations)
 
 
 def _pool_findings(state: AuditState) -> Iterable[Finding]:
@@ -316,126 +365,14 @@ def _pool_findings(state: AuditState) -> Iterable[Finding]:
         if value != "disabled":
             continue
         managed = any(DatasetName(n).pool == pool and any(
-            state.is_local(n, m) for m in (JOURNAL_MARKER, MARK_VERIFIED, MARK_REPLACED))
-            for n in state.props)
+            state.marker(n, m) is not None and not isinstance(state.marker(n, m), NotOurs)
+            for m in MARKER_PROPERTIES) for n in state.props)
         yield Finding(pool, "encryption-feature-disabled", "warning" if managed else "info",
                       f"pool {pool} has feature@encryption disabled: it cannot receive or "
                       "create encrypted datasets" + (" although encroot manages datasets "
                                                       "in it" if managed else ""),
-                      f"zpool set feature@encryption=enabled {pool}")
-
-
-def leftover_target(state: AuditState, name: str) -> str | None:
-    """The target an interrupted ``encroot receive`` left ``name`` behind for, if any."""
-    for suffix in (TEMP_SUFFIX, OLD_SUFFIX):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    if state.is_local(name, MARK_REPLACED):
-        return state.get(name, MARK_REPLACED)
-    if state.is_local(name, MARK_VERIFIED):
-        return name
-    return None
-
-
-def _leftovers(state: AuditState) -> Iterable[Finding]:
-    seen: set[str] = set()
-    for name in state.props:
-        target = leftover_target(state, name)
-        parent = state.parent(name)
-        if target is None or target in seen or (
-                parent is not None and leftover_target(state, parent) == target):
-            continue
-        seen.add(target)
-        yield Finding(name, "leftover-temporary", "warning",
-                      f"{name} is left from an interrupted encroot receive into {target}",
-                      f"encroot receive --recover {target}")
-    yield from _migrate_leftovers(state)
-
-
-def _migrate_leftovers(state: AuditState) -> Iterable[Finding]:
-    """A cutover that stopped while re-parenting; finishing it needs SRC's key (no --fix)."""
-    for name in state.props:
-        if not state.is_local(name, MIGRATE_MARKER):
-            continue
-        marker = MigrateState.parse_marker(state.get(name, MIGRATE_MARKER)) or {}
-        source = marker.get("source", "SRC")
-        yield Finding(name, "leftover-temporary", "warning",
-                      f"{name} is in the middle of an encroot migrate cutover from {source} "
-                      "(re-parenting began; no raw incremental may follow)",
-                      f"encroot migrate --phase cutover --key-file <{source} key> {source} "
-                      f"{name}")
-
-
-# -- fixes ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Fix:
-    """One repair ``--fix`` applies; ``command`` is what it runs, for ``-n``."""
-
-    finding: Finding
-    command: str
-
-
-def plan_fixes(findings: Sequence[Finding], state: AuditState) -> list[Fix]:
-    """The findings whose repair cannot lose data or access, with preconditions met."""
-    fixes = []
-    for finding in findings:
-        if finding.code == "own-root-could-inherit" and _can_reparent(state, finding.dataset):
-            fixes.append(Fix(finding, f"zfs change-key -i {finding.dataset}"))
-        elif finding.code == "pending-rotation":
-            fixes.append(Fix(finding, f"encroot recover {finding.dataset}"))
-        elif finding.code == "leftover-temporary" and finding.fix is not None and \
-                finding.fix.startswith("encroot receive"):
-            fixes.append(Fix(finding, finding.fix))
-    return fixes
-
-
-def _can_reparent(state: AuditState, name: str) -> bool:
-    """Both keys loaded, the key source matches the parent's, and no raw-receive history."""
-    parent = state.parent(name)
-    if parent is None:
-        return False
-    return (state.get(name, "keystatus") == "available"
-            and state.get(parent, "keystatus") == "available"
-            and not state.raw_receive_signs(name)
-            and _own_root_severity(state, name) == "warning")
-
-
-def _own_root_severity(state: AuditState, name: str) -> str:
-    return next((f.severity for f in _own_root(state, name, None)), "")
-
-
-@dataclass(frozen=True)
-class FixOutcome:
-    fix: Fix
-    done: bool
-    detail: str
-
-
-def apply_fixes(zfs: Zfs, fixes: Sequence[Fix]) -> list[FixOutcome]:
-    """Apply each fix; a failing one is reported and the others go on."""
-    from .receive import recover as recover_receive
-    from .rotate import recover as recover_rotation
-
-    outcomes = []
-    for fix in fixes:
-        name = fix.finding.dataset
-        try:
-            if fix.finding.code == "own-root-could-inherit":
-                zfs.change_key(name, inherit=True)
-                detail = f"{name} now inherits its key"
-            elif fix.finding.code == "pending-rotation":
-                result = recover_rotation(zfs, name)
-                detail = f"rotation {result.action}: {result.evidence}"
-            else:
-                target = (fix.finding.fix or "").rsplit(" ", 1)[-1]
-                report = recover_receive(zfs, DatasetName(target))
-                detail = "; ".join(report.actions) or "nothing left to do"
-            outcomes.append(FixOutcome(fix, True, detail))
-        except (EncrootError, ZfsError) as exc:
-            outcomes.append(FixOutcome(fix, False, str(exc)))
-    return outcomes
-
+                      (zfs_command("set", "feature@encryption=enabled", pool,
+                                   program="zpool"),))
 
 # -- status ---------------------------------------------------------------------------
 

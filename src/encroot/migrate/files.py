@@ -1,0 +1,126 @@
+"""Files in a migration: SRC root's own files copied into DST's root, and every file
+compared by SHA-256 between the goal snapshots of both sides (``--verify=mount``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import EncrootError
+from .model import MigrateRefused, MigrateState, Side
+from .plan import Step
+
+if TYPE_CHECKING:
+    from .run import _Run
+
+__all__ = ["VerificationFailed", "child_entries", "copy_root_data", "fail_on", "file_hashes",
+           "verify_files"]
+
+
+class VerificationFailed(EncrootError):
+    """DST differs from what the plan promised; the message lists the differences."""
+
+
+def fail_on(problems: Sequence[str], when: str) -> None:
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more"
+                                           if len(problems) > 8 else "")
+        raise VerificationFailed(f"{when}: {shown}")
+
+
+def copy_root_data(run: _Run, step: Step, goal: str) -> None:
+    """Copy SRC root's files (from the goal snapshot) into DST's mounted root."""
+    state = run.state
+    source_dir, target_dir = _snapshot_dir(state.source, goal), _mounted_dir(state, str(
+        run.request.destination))
+    children = child_entries(state.source)
+    copied = 0
+    for entry in sorted(os.listdir(source_dir)):
+        if entry in children:
+            continue
+        _copy_entry(Path(source_dir, entry), Path(target_dir, entry))
+        copied += 1
+    os.sync()
+    run.result.verified.append(f"{copied} entries of {run.request.source}@{goal} copied into "
+                               f"{run.request.destination}, re-encrypted with its key")
+
+
+def child_entries(side: Side) -> set[str]:
+    """The first path components, below the root's mount point, of its children's."""
+    root = side.root_node
+    assert root is not None
+    base = root.mountpoint.rstrip("/")
+    return {n.mountpoint[len(base) + 1:].split("/", 1)[0] for n in side.nodes.values()
+            if n.name != root.name and n.mountpoint.startswith(base + "/")}
+
+
+def _copy_entry(source: Path, target: Path) -> None:
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _snapshot_dir(side: Side, goal: str) -> str:
+    root = side.root_node
+    assert root is not None
+    path = os.path.join(root.mountpoint, ".zfs", "snapshot", goal)
+    if not os.path.isdir(path):
+        raise MigrateRefused(f"{path}: not readable, so SRC root's files cannot be copied")
+    return path
+
+
+def _mounted_dir(state: MigrateState, name: str) -> str:
+    assert state.destination is not None
+    node = state.destination.get(name)
+    if node is None or node.mounted != "yes":
+        raise MigrateRefused(f"{name} is not mounted, so SRC root's files cannot be copied "
+                             "into it (canmount or mountpoint?)")
+    return node.mountpoint
+
+
+def verify_files(run: _Run, step: Step, goal: str) -> None:
+    """SHA-256 of every file of every migrated file system, in the goal snapshot on both sides."""
+    state = run.state
+    assert state.destination is not None
+    problems, compared = [], 0
+    for node in state.source.subtree(run.request.source):
+        if node.name == run.request.source and not run.request.root_dataset:
+            continue
+        target = state.destination.get(run.request.destination_name(node.name))
+        if node.type != "filesystem" or target is None or target.mounted != "yes" or \
+                node.mounted != "yes":
+            continue
+        ours = file_hashes(os.path.join(node.mountpoint, ".zfs", "snapshot", goal))
+        theirs = file_hashes(os.path.join(target.mountpoint, ".zfs", "snapshot", goal))
+        if ours != theirs:
+            differ = sorted(set(ours.items()) ^ set(theirs.items()))
+            problems.append(f"{target.name}: {len(differ)} files differ "
+                            f"(first: {differ[0][0]})")
+        compared += len(ours)
+    fail_on(problems, "file contents")
+    run.result.verified.append(f"SHA-256 of {compared} files match SRC's @{goal}")
+
+
+def file_hashes(top: str) -> dict[str, str]:
+    """SHA-256 of every regular file below ``top``, not entering other file systems."""
+    result = {}
+    device = os.stat(top).st_dev
+    for directory, subdirs, files in os.walk(top):
+        subdirs[:] = [d for d in subdirs
+                      if os.lstat(os.path.join(directory, d)).st_dev == device]
+        for name in files:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                digest = hashlib.sha256()
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                result[os.path.relpath(path, top)] = digest.hexdigest()
+    return result
+
+

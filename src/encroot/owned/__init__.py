@@ -1,0 +1,101 @@
+"""encroot's state on ZFS: the names it owns, the markers it writes, who holds them.
+
+``registry`` defines every name and property (and the ownership table),
+``markers`` the one versioned marker format and its parser, ``owner`` the
+process identity and liveness that decide whether recovery may touch a
+piece of state.  Every operation (receive, migrate, rotate) and doctor go
+through this package; nothing else spells these names.
+"""
+
+from ..errors import OwnerAlive
+from .markers import (
+    FORMAT,
+    Marker,
+    MigrateCutover,
+    MigratePhase,
+    NotOurs,
+    ReceiveInProgress,
+    ReceiveReplaced,
+    ReceiveVerified,
+    RotationJournal,
+    dumps,
+    parse_marker,
+)
+from .owner import Owner
+from .registry import (
+    MARKER_PROPERTIES,
+    MIGRATE_MARKER,
+    MIGRATE_SNAPSHOT_PREFIX,
+    MIGRATE_STAGING,
+    NAMESPACE,
+    RECV_OLD_SUFFIX,
+    RECV_REPLACED,
+    RECV_SUFFIX,
+    RECV_VERIFIED,
+    REGISTRY,
+    ROTATION_MARKER,
+    ROTATION_STAGE_PREFIX,
+    Owned,
+    lookalike_target,
+    migrate_staging,
+    ownership_table,
+    recv_old_name,
+    recv_temp_name,
+    staged_property,
+)
+
+__all__ = [
+    "FORMAT",
+    "MARKER_PROPERTIES",
+    "MIGRATE_MARKER",
+    "MIGRATE_SNAPSHOT_PREFIX",
+    "MIGRATE_STAGING",
+    "NAMESPACE",
+    "RECV_OLD_SUFFIX",
+    "RECV_REPLACED",
+    "RECV_SUFFIX",
+    "RECV_VERIFIED",
+    "REGISTRY",
+    "ROTATION_MARKER",
+    "ROTATION_STAGE_PREFIX",
+    "Marker",
+    "MigrateCutover",
+    "MigratePhase",
+    "NotOurs",
+    "Owned",
+    "Owner",
+    "ReceiveInProgress",
+    "ReceiveReplaced",
+    "ReceiveVerified",
+    "RotationJournal",
+    "dumps",
+    "live_owner",
+    "lookalike_target",
+    "migrate_staging",
+    "ownership_table",
+    "parse_marker",
+    "recv_old_name",
+    "recv_temp_name",
+    "refuse_live",
+    "staged_property",
+]
+
+
+def live_owner(*markers: Marker | NotOurs | None) -> Owner | None:
+    """The first owner among ``markers`` that is alive in another process, if any."""
+    for marker in markers:
+        owner = getattr(marker, "owner", None)
+        if isinstance(owner, Owner) and owner.holds():
+            return owner
+    return None
+
+
+def refuse_live(subject: str, *markers: Marker | NotOurs | None) -> None:
+    """Raise ``OwnerAlive`` when a marker's owner is alive in another process.
+
+    Raises:
+        OwnerAlive: names ``subject`` and the process that holds it.
+    """
+    owner = live_owner(*markers)
+    if owner is not None:
+        raise OwnerAlive(subject=subject, pid=owner.pid, holder=owner.describe())

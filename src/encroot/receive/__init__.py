@@ -1,0 +1,132 @@
+"""``encroot receive``: ``zfs receive``, plus a safe way across the encryption boundary.
+
+Without ``allow_encryption_change`` a receive is plain ``zfs receive`` with
+the same options (same results, same errors).  With it, a *full* stream may
+replace an existing target whose encryption state differs, which stock
+OpenZFS refuses.  encroot receives into a sibling temporary, verifies it,
+and swaps by renames; the old data is destroyed only after the new data is
+complete and verified.  docs/design.md lays out the steps, the names and
+markers encroot owns (``encroot.owned``), and how every interrupted state is
+recovered.
+
+Parts: ``state`` (the request, reading ZFS in a few bulk calls), ``plan``
+(pure), ``run`` (executing), ``recover`` (finishing or undoing an
+interrupted run; refuses while the run's owner is alive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import InputError
+from ..stream import StreamInfo
+from ..zfs import Result, Zfs
+from .plan import Expected, ReceivePlan, Step, expected_datasets, plan_receive
+from .recover import RecoveryReport, next_recovery_action, recover
+from .run import ReceiveResult, execute, verify
+from .state import (
+    ReceiveRefused,
+    ReceiveRequest,
+    TargetState,
+    VerificationFailed,
+    read_state,
+    temp_name,
+)
+
+__all__ = [
+    "Expected",
+    "Outcome",
+    "ReceivePlan",
+    "ReceiveRefused",
+    "ReceiveRequest",
+    "ReceiveResult",
+    "RecoveryReport",
+    "Step",
+    "TargetState",
+    "VerificationFailed",
+    "execute",
+    "expected_datasets",
+    "next_recovery_action",
+    "pass_options",
+    "plan_receive",
+    "read_state",
+    "receive_stream",
+    "recover",
+    "run_plain",
+    "temp_name",
+    "verify",
+]
+
+
+def run_plain(zfs: Zfs, request: ReceiveRequest, stream_fd: int) -> Result:
+    """Plain ``zfs receive`` with the request's options; the result is ZFS's own."""
+    return zfs.receive(request.target, stream_fd, options=request.zfs_flags(),
+                       properties=request.properties, excluded=request.excluded, check=False)
+
+
+def pass_options(values: Sequence[str]) -> dict[str, str]:
+    """Parse ``-o prop=value`` options into a mapping (validation happens in the layer)."""
+    result: dict[str, str] = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise InputError(f"-o {value!r}: expected property=value", subject="-o")
+        result[name] = text
+    return result
+
+
+@dataclass
+class Outcome:
+    """The end of ``receive_stream``: exactly one of the fields is set.
+
+    ``plain``: the result of a plain ``zfs receive`` (no encryption change
+    asked); ``plan``: a dry run's plan; ``result``: what a receive did.
+    """
+
+    plain: Result | None = None
+    plan: ReceivePlan | None = None
+    result: ReceiveResult | None = None
+    recovery: RecoveryReport | None = None
+
+
+def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
+                   say: Callable[[str], None] = lambda line: None) -> Outcome:
+    """``encroot receive``: plain ``zfs receive``, or the safe cross-boundary replacement.
+
+    Raises:
+        StreamError: the stream's header is unreadable (nothing was changed).
+        ReceiveRefused: a precondition failed (nothing was changed).
+        OwnerAlive: another encroot still works on this target (nothing was changed).
+        VerificationFailed, ZfsError: the receive failed; the old target is intact.
+    """
+    if not request.allow_encryption_change:
+        return Outcome(plain=run_plain(zfs, request, stream_fd))
+    from ..stream import peek_stream
+
+    peeked = peek_stream(stream_fd)
+    try:
+        say(f"stream: {_describe_stream(peeked.info)} (header read by {peeked.method})")
+        state = read_state(zfs, request.target)
+        state.refuse_live_owner()
+        recovery = None
+        if state.needs_recovery(resuming=peeked.info.resuming) and not request.dry_run:
+            recovery = recover(zfs, request.target, keep_resumable=peeked.info.resuming,
+                               say=say)
+            state = read_state(zfs, request.target)
+        keep_old_exists = request.keep_old is not None and zfs.exists(request.keep_old)
+        plan = plan_receive(request, state, peeked.info, keep_old_exists=keep_old_exists)
+        if request.dry_run:
+            return Outcome(plan=plan, recovery=recovery)
+        result = execute(zfs, request, plan, peeked.fd, say=say)
+        result.recovery = recovery
+        return Outcome(result=result, recovery=recovery)
+    finally:
+        peeked.finish()
+
+
+def _describe_stream(info: StreamInfo) -> str:
+    kind = "replication package" if info.package else "stream"
+    return (f"{'full' if info.full else 'incremental'} {'raw ' if info.raw else ''}{kind} "
+            f"of {info.toname}")
+

@@ -1,0 +1,126 @@
+"""Recovering an interrupted replacement: finish it from verified state, undo it otherwise.
+
+``recover`` reads the state, refuses while a live encroot owns any of it
+(``OwnerAlive``), and takes one step at a time from the table in
+docs/design.md until nothing is left.  It acts only on what carries a
+marker that parses (``encroot.owned``): a temporary without one is not
+encroot's and is never destroyed.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import EncrootError
+from ..names import DatasetName
+from ..owned import RECV_OLD_SUFFIX, RECV_REPLACED, Owner, ReceiveReplaced, dumps
+from ..zfs import Zfs
+from .state import ReceiveRefused, TargetState, read_state, temp_name
+
+__all__ = ["RecoveryReport", "recover", "rename"]
+
+
+@dataclass
+class RecoveryReport:
+    """What ``recover`` did, one line per step."""
+
+    target: str
+    actions: list[str] = field(default_factory=list)
+
+
+def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
+            say: Callable[[str], None] = lambda line: None) -> RecoveryReport:
+    """Bring an interrupted replacement of ``target`` to a clean end (see docs/design.md).
+
+    Rolls forward from verified state, rolls back otherwise; never destroys
+    the only copy of anything.  Idempotent: a second call finds nothing to do.
+
+    Raises:
+        OwnerAlive: a running encroot process holds the state (nothing was changed).
+        ReceiveRefused: a temporary without encroot's marker is in the way.
+        ZfsError: a step failed; the next call continues from what ZFS shows.
+    """
+    report = RecoveryReport(str(target))
+    for _ in range(6):  # each pass moves one state forward; six is more than the table has
+        state = read_state(zfs, target)
+        state.refuse_live_owner()
+        action = next_recovery_action(state, keep_resumable)
+        if action is None:
+            return report
+        description, run = action
+        say(f"recover: {description}")
+        run(zfs)
+        report.actions.append(description)
+    raise EncrootError(f"recovery of {target!r} did not converge; inspect with `zfs list -r "
+                       f"{target.pool}` and docs/design.md")
+
+
+Action = tuple[str, Callable[[Zfs], None]]
+
+
+def next_recovery_action(state: TargetState, keep_resumable: bool) -> Action | None:
+    """The one step that moves an interrupted replacement forward (the table in design.md).
+
+    Raises:
+        ReceiveRefused: the temporary carries no encroot marker.
+    """
+    target = DatasetName(state.target)
+    temp = temp_name(target)
+    verified = state.temp_verified
+    olds = state.old_tops()
+    if olds:
+        return _recover_with_old(state, target, temp, verified is not None, olds[0][0])
+    if state.temp:
+        if keep_resumable and state.temp_resumable:
+            return None
+        if not state.temp_ours:
+            marker = state.temp_marker
+            why = getattr(marker, "reason", "it carries no encroot marker")
+            raise ReceiveRefused(
+                f"{temp} looks like encroot's temporary but is not encroot's ({why}); "
+                f"encroot does not touch it. Inspect it, then remove or rename it by hand "
+                f"(zfs destroy -r {shlex.quote(temp)}); nothing was changed")
+        if verified is not None and _all_unmounted(state):
+            aside = DatasetName(verified.keep_old or target + RECV_OLD_SUFFIX)
+            return (f"swap in verified {temp}: move {target} aside to {aside}",
+                    lambda z: _mark_and_rename(z, target, aside))
+        return (f"destroy the unfinished temporary {temp}",
+                lambda z: z.destroy(temp, recursive=True))
+    for prop, _marker in state.target_markers():
+        return (f"clear {prop} on {target}", lambda z, p=prop: z.inherit(target, p))
+    return None
+
+
+def _recover_with_old(state: TargetState, target: DatasetName, temp: DatasetName,
+                      temp_verified: bool, old: DatasetName) -> Action:
+    if not state.exists:
+        if temp_verified:
+            return (f"rename verified {temp} to {target}", lambda z: rename(z, temp, target))
+        return (f"restore the old tree: rename {old} to {target}",
+                lambda z: _rename_and_unmark(z, old, target))
+    if not old.endswith(RECV_OLD_SUFFIX):
+        return (f"keep the old tree as {old}", lambda z: z.inherit(old, RECV_REPLACED))
+    return (f"destroy the replaced tree {old}", lambda z: z.destroy(old, recursive=True))
+
+
+def rename(zfs: Zfs, source: str, target: str) -> None:
+    """Rename and let ZFS remount what was mounted, so no file system stays mounted at
+    the path of a name it no longer has (unmounted trees stay unmounted)."""
+    zfs.rename(source, target, no_remount=False)
+
+
+def _mark_and_rename(zfs: Zfs, target: DatasetName, aside: DatasetName) -> None:
+    zfs.set(target, {RECV_REPLACED: dumps(ReceiveReplaced(target=target,
+                                                          owner=Owner.current()))})
+    rename(zfs, target, aside)
+
+
+def _rename_and_unmark(zfs: Zfs, old: DatasetName, target: DatasetName) -> None:
+    rename(zfs, old, target)
+    zfs.inherit(target, RECV_REPLACED)
+
+
+def _all_unmounted(state: TargetState) -> bool:
+    return not any(p.get("mounted") == "yes" for p in state.tree.values())

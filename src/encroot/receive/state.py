@@ -1,0 +1,280 @@
+"""What ``encroot receive`` reads: the request, the names it owns, the target's state.
+
+``read_state`` reads the target's tree, its parent's children (temporary and
+old tree among them) and the pool feature in a few bulk ``zfs get`` calls.
+``TargetState`` keeps the raw values and interprets encroot's markers only
+through ``encroot.owned.parse_marker``: a marker set locally on a dataset is
+encroot's when it parses; anything else is not encroot's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DatasetNotFound, EncrootError, InputError
+from ..names import DatasetName
+from ..owned import (
+    RECV_OLD_SUFFIX,
+    RECV_REPLACED,
+    RECV_SUFFIX,
+    RECV_VERIFIED,
+    Marker,
+    NotOurs,
+    ReceiveInProgress,
+    ReceiveReplaced,
+    ReceiveVerified,
+    parse_marker,
+    refuse_live,
+)
+from ..zfs import Zfs
+from ..zfs.parse import PropertyTable
+
+__all__ = [
+    "Props",
+    "ReceiveRefused",
+    "ReceiveRequest",
+    "TargetState",
+    "VerificationFailed",
+    "local_marker",
+    "old_name",
+    "read_state",
+    "temp_name",
+]
+
+MARKERS = (RECV_VERIFIED, RECV_REPLACED)
+STATE_PROPERTIES = (
+    "type", "encryption", "encryptionroot", "keystatus", "mounted", "canmount", "mountpoint",
+    "guid", "userrefs", "clones", "receive_resume_token", *MARKERS,
+)
+
+
+class ReceiveRefused(EncrootError):
+    """A precondition failed; nothing was changed.  The message says which and why."""
+
+
+class VerificationFailed(EncrootError):
+    """What ZFS shows after the receive differs from what the stream promised."""
+
+
+@dataclass(frozen=True)
+class ReceiveRequest:
+    """What the caller asked for, validated (the ``zfs receive`` options plus encroot's)."""
+
+    target: DatasetName
+    force: bool = False
+    no_mount: bool = False
+    verbose: bool = False
+    dry_run: bool = False
+    resumable: bool = False
+    properties: Mapping[str, str] = field(default_factory=dict)
+    excluded: tuple[str, ...] = ()
+    allow_encryption_change: bool = False
+    keep_old: DatasetName | None = None
+
+    def __post_init__(self) -> None:
+        if self.allow_encryption_change and not self.force:
+            raise InputError("--allow-encryption-change requires -F (it replaces the target)",
+                             subject="--allow-encryption-change")
+        if self.keep_old is not None and not self.allow_encryption_change:
+            raise InputError("--keep-old goes with --allow-encryption-change",
+                             subject="--keep-old")
+        if self.keep_old is not None and (self.keep_old == self.target or
+                                          self.keep_old.is_descendant_of(self.target)):
+            raise InputError(f"--keep-old {self.keep_old!r}: must be outside the target",
+                             subject="--keep-old")
+        for name in (*self.properties, *self.excluded):
+            if name in MARKERS:
+                raise InputError(f"property {name!r}: encroot's own marker; it cannot be "
+                                 "set or excluded", subject=name)
+
+    def zfs_flags(self) -> list[str]:
+        """The plain ``zfs receive`` flags this request carries."""
+        pairs = (("-F", self.force), ("-u", self.no_mount), ("-v", self.verbose),
+                 ("-n", self.dry_run), ("-s", self.resumable))
+        return [flag for flag, wanted in pairs if wanted]
+
+
+def temp_name(target: str) -> DatasetName:
+    """Where the new tree is received: a sibling of the target that encroot owns.
+
+    Raises:
+        InputError: the target's name leaves no room for the suffix.
+    """
+    try:
+        return DatasetName(target + RECV_SUFFIX)
+    except InputError as exc:
+        raise InputError(f"target {target!r}: too long to add encroot's temporary suffix "
+                         f"{RECV_SUFFIX!r} within 255 bytes", subject=target) from exc
+
+
+def old_name(request: ReceiveRequest) -> DatasetName:
+    """Where the old tree goes: ``--keep-old NAME`` or ``X.encroot-old``.
+
+    Raises:
+        InputError: the target's name leaves no room for the suffix.
+    """
+    if request.keep_old is not None:
+        return request.keep_old
+    try:
+        return DatasetName(request.target + RECV_OLD_SUFFIX)
+    except InputError as exc:
+        raise InputError(f"target {request.target!r}: too long to add {RECV_OLD_SUFFIX!r}",
+                         subject=request.target) from exc
+
+
+Props = dict[str, str]
+
+
+def local_marker(props: Props | None, prop: str) -> Marker | NotOurs | None:
+    """The marker ``prop`` set on this dataset itself (not inherited), parsed; None if unset."""
+    if props is None or props.get(f"{prop} source") != "local":
+        return None
+    return parse_marker(prop, props.get(prop))
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What ZFS shows around a target, read in a few bulk calls.
+
+    Each tree maps dataset and snapshot names to their property values;
+    ``marked_old`` holds the trees whose ``encroot:recv-replaced`` marker
+    names this target.
+    """
+
+    target: str
+    pool_encryption_feature: str
+    parent: Props | None
+    tree: dict[str, Props]
+    temp: dict[str, Props]
+    marked_old: dict[str, Props]
+
+    @property
+    def exists(self) -> bool:
+        return self.target in self.tree
+
+    @property
+    def temp_marker(self) -> Marker | NotOurs | None:
+        """The temporary's marker: receiving (from its creation) or verified."""
+        return local_marker(self.temp.get(temp_name(self.target)), RECV_VERIFIED)
+
+    @property
+    def temp_ours(self) -> bool:
+        return isinstance(self.temp_marker, ReceiveInProgress | ReceiveVerified)
+
+    @property
+    def temp_verified(self) -> ReceiveVerified | None:
+        marker = self.temp_marker
+        return marker if isinstance(marker, ReceiveVerified) else None
+
+    @property
+    def temp_resumable(self) -> bool:
+        """The temporary holds a partial receive that ``zfs send -t`` can resume."""
+        return resumable(self.temp.get(temp_name(self.target)))
+
+    def target_markers(self) -> list[tuple[str, Marker]]:
+        """encroot's markers set on the target itself: (property, marker)."""
+        found = []
+        for prop in MARKERS:
+            marker = local_marker(self.tree.get(self.target), prop)
+            if marker is not None and not isinstance(marker, NotOurs):
+                found.append((prop, marker))
+        return found
+
+    def old_tops(self) -> list[tuple[DatasetName, ReceiveReplaced]]:
+        """The marked old trees' tops, shallowest first."""
+        tops = []
+        for name, props in self.marked_old.items():
+            marker = local_marker(props, RECV_REPLACED)
+            if "@" not in name and isinstance(marker, ReceiveReplaced) and \
+                    marker.target == self.target:
+                tops.append((DatasetName(name), marker))
+        return sorted(tops, key=lambda top: top[0].count("/"))
+
+    def needs_recovery(self, *, resuming: bool = False) -> bool:
+        """An interrupted replacement left names or markers to clean up first.
+
+        A resumable temporary is not in the way of a stream that resumes it.
+        """
+        if self.temp and not (resuming and self.temp_resumable):
+            return True
+        return bool(self.old_tops()) or bool(self.target_markers())
+
+    def refuse_live_owner(self) -> None:
+        """Raise OwnerAlive when a running encroot holds any of this target's state.
+
+        Raises:
+            OwnerAlive: names the dataset and the process.
+        """
+        temp = temp_name(self.target)
+        if self.temp:
+            refuse_live(temp, self.temp_marker)
+        for name, marker in self.old_tops():
+            refuse_live(name, marker)
+        for _prop, own in self.target_markers():
+            refuse_live(self.target, own)
+
+
+def _values(table: PropertyTable) -> dict[str, Props]:
+    """Property values by dataset; for encroot's markers also ``"<marker> source"``."""
+    result: dict[str, Props] = {}
+    for name, props in table.datasets.items():
+        values = {p: v.value for p, v in props.items()}
+        for marker in MARKERS:
+            if marker in props:
+                values[f"{marker} source"] = props[marker].source
+        result[name] = values
+    return result
+
+
+def resumable(props: Props | None) -> bool:
+    """The dataset holds a partial ``-s`` receive that ``zfs send -t`` can resume."""
+    return props is not None and props.get("receive_resume_token", "-") not in ("-", "")
+
+
+def get_props(zfs: Zfs, names: Sequence[str], **options: Any) -> dict[str, Props]:
+    """A bulk read in table form (no `zfs version` probe needed); {} if a name is missing."""
+    try:
+        return _values(zfs.get(names, STATE_PROPERTIES, use_json=False, **options))
+    except DatasetNotFound:
+        return {}
+
+
+def get_tree(zfs: Zfs, name: str) -> dict[str, Props]:
+    return get_props(zfs, [name], recursive=True, types=("filesystem", "volume", "snapshot"))
+
+
+def read_state(zfs: Zfs, target: DatasetName) -> TargetState:
+    """Read the target's tree, its parent, encroot's temporaries and the pool feature.
+
+    Three processes in the common case: the pool feature, the parent with its
+    direct children (target, temporary, old tree), and the target's tree.
+    """
+    feature = zfs.pool_get(target.pool, ["feature@encryption"]).get("feature@encryption", "-")
+    family = get_props(zfs, [target.parent], depth=1, types=("filesystem", "volume")) \
+        if target.parent is not None else {}
+    temp = temp_name(target)
+    tree = get_tree(zfs, target) if target in family or target.parent is None else {}
+    temp_tree = get_tree(zfs, temp) if temp in family else {}
+    marked_old: dict[str, Props] = {}
+    for candidate in _old_candidates(target, family, tree, temp_tree):
+        props = family.get(candidate) or get_props(zfs, [candidate]).get(candidate)
+        marker = local_marker(props, RECV_REPLACED)
+        if isinstance(marker, ReceiveReplaced) and marker.target == target:
+            marked_old.update(get_tree(zfs, candidate))
+    return TargetState(target, feature, family.get(target.parent or ""), tree, temp_tree,
+                       marked_old)
+
+
+def _old_candidates(target: DatasetName, family: dict[str, Props], tree: dict[str, Props],
+                    temp_tree: dict[str, Props]) -> list[str]:
+    """Where an interrupted run may have put the old tree: the sibling name, or the
+    ``--keep-old`` name recorded in a verified marker."""
+    candidates = [target + RECV_OLD_SUFFIX] if target + RECV_OLD_SUFFIX in family else []
+    for props in (temp_tree.get(temp_name(target)), tree.get(target)):
+        marker = local_marker(props, RECV_VERIFIED)
+        kept = marker.keep_old if isinstance(marker, ReceiveVerified) else None
+        if kept and kept not in candidates:
+            candidates.append(kept)
+    return candidates

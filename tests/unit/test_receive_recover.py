@@ -1,0 +1,253 @@
+"""Receive recovery: which step comes next, and who may take it (live, dead, legacy owners)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from encroot.errors import OwnerAlive
+from encroot.names import DatasetName
+from encroot.owned import (
+    RECV_REPLACED,
+    RECV_VERIFIED,
+    Owner,
+    ReceiveInProgress,
+    ReceiveReplaced,
+    ReceiveVerified,
+    dumps,
+)
+from encroot.owned.owner import process_start
+from encroot.receive import (
+    ReceiveRefused,
+    ReceiveRequest,
+    TargetState,
+    next_recovery_action,
+    receive_stream,
+    recover,
+)
+
+from .fakes import FakeDatasets, make_zfs
+
+TARGET = "dst/my data"
+TEMP = f"{TARGET}.encroot-recv"
+OLD = f"{TARGET}.encroot-old"
+ME = Owner.current()
+DEAD = Owner(host=ME.host, boot_id="an earlier boot", pid=os.getpid(), start=ME.start)
+LIVE = Owner(host=ME.host, boot_id=ME.boot_id, pid=os.getppid(),
+             start=process_start(os.getppid()))
+
+
+def fs(**props: str) -> dict[str, str]:
+    base = {"type": "filesystem", "encryption": "off", "encryptionroot": "-",
+            "keystatus": "-", "mounted": "no", "canmount": "on", "userrefs": "-",
+            "clones": "-", "receive_resume_token": "-"}
+    return {**base, **props}
+
+
+def marked(prop: str, value: str) -> dict[str, str]:
+    return {prop: value, f"{prop} source": "local"}
+
+
+def receiving(owner: Owner | None = DEAD) -> dict[str, str]:
+    return marked(RECV_VERIFIED, dumps(ReceiveInProgress(target=TARGET, owner=owner)))
+
+
+def verified(owner: Owner | None = DEAD, keep: str | None = None) -> dict[str, str]:
+    return marked(RECV_VERIFIED, dumps(ReceiveVerified(guid="123", keep_old=keep,
+                                                       owner=owner)))
+
+
+def replaced(owner: Owner | None = DEAD) -> dict[str, str]:
+    return marked(RECV_REPLACED, dumps(ReceiveReplaced(target=TARGET, owner=owner)))
+
+
+def state(tree: dict[str, dict[str, str]] | None = None, *,
+          temp: dict[str, dict[str, str]] | None = None,
+          old: dict[str, dict[str, str]] | None = None) -> TargetState:
+    return TargetState(TARGET, "enabled", fs(), tree if tree is not None else {TARGET: fs()},
+                       temp or {}, old or {})
+
+
+def next_action(current: TargetState, keep_resumable: bool = False) -> str | None:
+    action = next_recovery_action(current, keep_resumable)
+    return None if action is None else action[0]
+
+
+# -- decisions (pure) ----------------------------------------------------------------
+
+def test_clean_state_has_nothing_to_do() -> None:
+    assert next_action(state()) is None and not state().needs_recovery()
+
+
+def test_an_unverified_temporary_of_a_dead_owner_is_destroyed() -> None:
+    assert next_action(state(temp={TEMP: {**fs(), **receiving()}})) == \
+        f"destroy the unfinished temporary {TEMP}"
+
+
+def test_a_temporary_without_marker_is_not_ours() -> None:
+    lookalike = state(temp={TEMP: fs()})
+    assert lookalike.needs_recovery()
+    with pytest.raises(ReceiveRefused, match=r"not encroot's .*carries no encroot marker"):
+        next_recovery_action(lookalike, False)
+    foreign = state(temp={TEMP: {**fs(), **marked(RECV_VERIFIED, "somebody else's")}})
+    with pytest.raises(ReceiveRefused, match="legacy 'GUID"):
+        next_recovery_action(foreign, False)
+
+
+def test_a_resumable_temporary_is_kept_when_asked() -> None:
+    partial = state(temp={TEMP: {**fs(receive_resume_token="1-abc"), **receiving()}})
+    assert next_action(partial, keep_resumable=True) is None
+    assert next_action(partial).startswith("destroy")
+
+
+def test_a_verified_temporary_rolls_forward_when_unmounted() -> None:
+    temp = {TEMP: {**fs(), **verified()}}
+    assert next_action(state(temp=temp)) == \
+        f"swap in verified {TEMP}: move {TARGET} aside to {OLD}"
+    mounted = state({TARGET: fs(mounted="yes")}, temp=temp)
+    assert next_action(mounted).startswith("destroy the unfinished")
+
+
+def test_between_the_renames_it_rolls_forward_or_back() -> None:
+    old = {OLD: {**fs(), **replaced()}}
+    temp = {TEMP: {**fs(), **verified()}}
+    assert next_action(state({}, temp=temp, old=old)) == f"rename verified {TEMP} to {TARGET}"
+    unverified = {TEMP: {**fs(), **receiving()}}
+    assert next_action(state({}, temp=unverified, old=old)).startswith("restore the old tree")
+    assert next_action(state({}, old=old)).startswith("restore the old tree")
+
+
+def test_after_the_swap_it_destroys_or_keeps_the_old_tree() -> None:
+    new = {TARGET: {**fs(), **verified()}}
+    assert next_action(state(new, old={OLD: {**fs(), **replaced()}})) == \
+        f"destroy the replaced tree {OLD}"
+    kept = {"dst/prev": {**fs(), **replaced()}}
+    assert next_action(state(new, old=kept)) == "keep the old tree as dst/prev"
+    assert next_action(state(new)) == f"clear {RECV_VERIFIED} on {TARGET}"
+
+
+def test_the_keep_old_name_recorded_in_the_marker_is_used() -> None:
+    temp = {TEMP: {**fs(), **verified(keep="dst/prev")}}
+    assert next_action(state(temp=temp)).endswith(f"move {TARGET} aside to dst/prev")
+
+
+def test_legacy_markers_are_recovered() -> None:
+    temp = {TEMP: {**fs(), **marked(RECV_VERIFIED, "123 keep-old=dst/prev")}}
+    assert next_action(state(temp=temp)).endswith(f"move {TARGET} aside to dst/prev")
+    old = {OLD: {**fs(), **marked(RECV_REPLACED, TARGET)}}
+    assert next_action(state({}, old=old)).startswith("restore the old tree")
+    legacy_new = {TARGET: {**fs(), **marked(RECV_VERIFIED, "123")}}
+    assert next_action(state(legacy_new, old=old)) == f"destroy the replaced tree {OLD}"
+
+
+def test_an_old_tree_marked_for_another_target_is_not_ours() -> None:
+    other = {OLD: {**fs(), **marked(RECV_REPLACED, "dst/other")}}
+    assert next_action(state({}, old=other)) is None
+
+
+def test_inherited_markers_are_not_ours() -> None:
+    inherited = {TARGET: {**fs(), RECV_VERIFIED: "123",
+                          f"{RECV_VERIFIED} source": "inherited from dst"}}
+    assert next_action(state(inherited)) is None
+    assert not state(inherited).needs_recovery()
+
+
+@pytest.mark.parametrize("where", ["temp-receiving", "temp-verified", "old", "target"])
+def test_a_live_owner_anywhere_refuses(where: str) -> None:
+    current = {
+        "temp-receiving": state(temp={TEMP: {**fs(), **receiving(LIVE)}}),
+        "temp-verified": state(temp={TEMP: {**fs(), **verified(LIVE)}}),
+        "old": state({}, old={OLD: {**fs(), **replaced(LIVE)}}),
+        "target": state({TARGET: {**fs(), **verified(LIVE)}}),
+    }[where]
+    with pytest.raises(OwnerAlive) as caught:
+        current.refuse_live_owner()
+    assert caught.value.pid == LIVE.pid
+    assert f"is held by encroot pid {LIVE.pid} on this host (started " in str(caught.value)
+
+
+def test_own_and_dead_and_unknown_owners_do_not_refuse() -> None:
+    for owner in (ME, DEAD, None):
+        state(temp={TEMP: {**fs(), **receiving(owner)}}).refuse_live_owner()
+
+
+# -- recover() and receive_stream() through the command layer ---------------------------
+
+def world(temp: dict[str, str]) -> FakeDatasets:
+    datasets = {"dst": fs(), TARGET: fs(), f"{TARGET}@a": {"type": "snapshot", "guid": "1"},
+                TEMP: {k: v for k, v in temp.items() if not k.endswith(" source")}}
+    local = {TEMP: {k[:-len(" source")] for k in temp if k.endswith(" source")}}
+    return FakeDatasets(datasets, local)
+
+
+def test_recover_refuses_a_live_owner_and_changes_nothing() -> None:
+    fake = world({**fs(), **receiving(LIVE)})
+    zfs, _ = make_zfs(fake)
+    with pytest.raises(OwnerAlive, match=f"^{TEMP} is held by encroot pid {LIVE.pid} on "
+                                         "this host"):
+        recover(zfs, DatasetName(TARGET))
+    assert fake.changes == []
+
+
+@pytest.mark.parametrize("owner", [DEAD, None], ids=["dead", "unknown"])
+def test_recover_destroys_the_temporary_of_a_dead_or_unknown_owner(owner: Owner | None
+                                                                   ) -> None:
+    fake = world({**fs(), **receiving(owner)})
+    zfs, _ = make_zfs(fake)
+    report = recover(zfs, DatasetName(TARGET))
+    assert fake.changes == [("destroy", "-r", TEMP)]
+    assert report.actions == [f"destroy the unfinished temporary {TEMP}"]
+
+
+def test_recover_leaves_a_lookalike_alone() -> None:
+    fake = world(fs())
+    zfs, _ = make_zfs(fake)
+    with pytest.raises(ReceiveRefused, match=r"zfs destroy -r 'dst/my data\.encroot-recv'"):
+        recover(zfs, DatasetName(TARGET))
+    assert fake.changes == []
+
+
+def test_a_second_receive_refuses_while_the_first_runs() -> None:
+    fake = world({**fs(), **receiving(LIVE)})
+    zfs, _ = make_zfs(fake)
+    request = ReceiveRequest(target=DatasetName(TARGET), force=True, no_mount=True,
+                             allow_encryption_change=True)
+    read, write = os.pipe()
+    with open(os.path.join(os.path.dirname(__file__), "..", "data", "streams",
+                           "raw-full.zstream"), "rb") as stream:
+        os.write(write, stream.read())
+    os.close(write)
+    try:
+        with pytest.raises(OwnerAlive):
+            receive_stream(zfs, request, read)
+    finally:
+        os.close(read)
+    assert fake.changes == []
+
+
+def test_the_marker_property_cannot_be_passed_by_the_caller() -> None:
+    with pytest.raises(ValueError, match="encroot's own marker"):
+        ReceiveRequest(target=DatasetName(TARGET), properties={RECV_VERIFIED: "x"})
+
+
+def test_the_temporary_is_owned_from_its_creation() -> None:
+    fake = FakeDatasets({"dst": fs(), TARGET: fs(), f"{TARGET}@a": {"type": "snapshot"}})
+    zfs, _ = make_zfs(fake)
+    request = ReceiveRequest(target=DatasetName(TARGET), force=True, no_mount=True,
+                             allow_encryption_change=True)
+    read, write = os.pipe()
+    with open(os.path.join(os.path.dirname(__file__), "..", "data", "streams",
+                           "raw-full.zstream"), "rb") as stream:
+        os.write(write, stream.read())
+    os.close(write)
+    try:
+        with pytest.raises(Exception, match="missing"):  # the fake receives nothing
+            receive_stream(zfs, request, read)
+    finally:
+        os.close(read)
+    receive = fake.changes[0]
+    assert receive[0] == "receive" and receive[-1] == TEMP
+    marker = receive[receive.index("-o") + 1]
+    assert marker == f"{RECV_VERIFIED}=" + dumps(ReceiveInProgress(target=TARGET, owner=ME))
+    assert fake.changes == [receive]  # a temporary that is not there is not destroyed
