@@ -24,14 +24,29 @@ KEY_OPTIONS = ("keyformat", "keylocation", "pbkdf2iters")
 def add_rotate_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """Add change-key, recover and get to the ``encroot`` parser."""
     change = commands.add_parser(
-        "change-key",
-        help="change a key and user properties as one step",
-        description="Change the key of each DATASET (an encryption root) and set user "
-                    "properties with it, so that a crash never leaves properties describing "
-                    "the wrong key. The strategy is chosen automatically (native: zfs "
-                    "change-key sets the properties itself; journal: a crash-safe protocol "
-                    "that `encroot recover` finishes) and reported. Keys are read from files, "
-                    "stdin or the terminal and reach zfs only on its stdin.")
+        "change-key", add_help=False,
+        help="zfs change-key, plus user properties changed with the key as one step",
+        usage="%(prog)s [-l] [-o keyformat=F] [-o keylocation=L] [-o pbkdf2iters=N] DATASET\n"
+              "       %(prog)s -i [-l] DATASET\n"
+              "       %(prog)s [-l] [-i] [-o PROP=VALUE]... [-o NS:PROP=VALUE]... "
+              "[--key-file FILE... | --key-dir DIR | --key-stdin] [--current-key-file FILE]... "
+              "[--strategy S] [-n] [-v] [--json] DATASET...",
+        description="Without a user property (-o NS:PROP=VALUE), several datasets or an "
+                    "option below that zfs change-key lacks (-n, -v, --key-*, "
+                    "--current-key-file, --strategy, --json, --help), encroot runs zfs "
+                    "change-key itself (exec) with the arguments exactly as given: keys are "
+                    "read, messages printed and exit statuses returned by zfs (a rotation "
+                    "left pending by an interrupted encroot change-key is finished first). "
+                    "With them, the key of each DATASET changes together with the user "
+                    "properties, so that a crash never leaves properties describing the "
+                    "wrong key; the strategy is chosen automatically (native: zfs change-key "
+                    "sets the properties itself; journal: a crash-safe protocol that `encroot "
+                    "recover` finishes) and reported. Keys come from --key-file, --key-dir or "
+                    "--key-stdin, else from where zfs would read them: the keylocation file, "
+                    "or for keylocation=prompt standard input when it is not a terminal and "
+                    "the terminal otherwise (with -l the current key first, then the new "
+                    "one). Keys reach zfs only on its stdin.")
+    change.add_argument("--help", action="help", help="show this help and exit")
     change.add_argument("-l", dest="load", action="store_true",
                         help="load the current key first if it is not loaded")
     change.add_argument("-i", dest="inherit", action="store_true",
