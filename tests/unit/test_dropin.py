@@ -1,12 +1,14 @@
 """Drop-ins: which command lines go to zfs whole, and that they reach it unchanged.
 
 Real zfs is compared side by side in tests/zfs/test_dropin.py; here the
-decision (getopt-style scanning), the exec door through a fake runner and a
-real ``execve`` into a stand-in zfs.
+decision (getopt-style scanning), the exec door through a fake runner, a
+real ``execve`` into a stand-in zfs, and the zfs-style key reading of the
+change-key additions.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -16,10 +18,15 @@ from typing import NoReturn
 import pytest
 
 from encroot.cli_dropin import HandOver, drop_in, hand_over
+from encroot.cli_rotate import _current_keys, _zfs_way_new_key
 from encroot.errors import InvalidProperty
+from encroot.keys import Key
+from encroot.rotate.plan import DatasetState
 from encroot.zfs import Command, SubprocessRunner
 
 from .fakes import make_zfs
+
+HEX = "ab" * 32
 
 
 @pytest.mark.parametrize(("argv", "operands"), [
@@ -173,3 +180,58 @@ def test_replace_reports_a_missing_program_and_goes_on() -> None:
     import signal
 
     assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # Python's own setting is back
+
+
+# -- the change-key additions read keys where zfs would ---------------------------------
+
+def state(name: str, **props: str) -> dict[str, DatasetState]:
+    base = {"encryptionroot": name, "keyformat": "passphrase", "keylocation": "prompt",
+            "keystatus": "available"}
+    return {name: DatasetState(name, {**base, **props}, {})}
+
+
+@pytest.fixture
+def piped_stdin(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    def feed(data: bytes) -> None:
+        read, write = os.pipe()
+        os.write(write, data)
+        os.close(write)
+        monkeypatch.setattr(sys, "stdin", os.fdopen(read, "r"))
+    return feed
+
+
+def test_prompt_location_reads_current_then_new_key_from_piped_stdin(piped_stdin) -> None:  # type: ignore[no-untyped-def]
+    piped_stdin(b"old passphrase\nnew passphrase\n")
+    states = state("p/a", keystatus="unavailable")
+    args = argparse.Namespace(load=True, current_key_file=[], datasets=["p/a"])
+    (current,) = _current_keys(args, lambda: states)
+    new = _zfs_way_new_key("p/a", states, None, None)
+    assert current is not None and bytes(current.material()) == b"old passphrase"
+    assert new is not None and bytes(new.material()) == b"new passphrase"
+
+
+def test_file_location_is_left_to_zfs_and_a_new_root_reads_prompt(piped_stdin) -> None:  # type: ignore[no-untyped-def]
+    assert _zfs_way_new_key("p/a", state("p/a", keylocation="file:///k"), None, None) is None
+    child = state("p/a/c", encryptionroot="p/a", keylocation="none")
+    assert _zfs_way_new_key("p/a/c", child, None, None) is None  # zfs: keyformat required
+    piped_stdin(HEX.encode() + b"\n")
+    key = _zfs_way_new_key("p/a/c", child, "hex", None)
+    assert key is not None and key.format == "hex"
+
+
+def test_l_reads_the_current_key_from_its_keylocation_file(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_text(HEX + "\n")
+    states = state("p/a", keyformat="hex", keylocation=f"file://{path}", keystatus="unavailable")
+    args = argparse.Namespace(load=True, current_key_file=[], datasets=["p/a"])
+    (key,) = _current_keys(args, lambda: states)
+    assert isinstance(key, Key) and bytes(key.material()) == HEX.encode()
+
+
+def test_stdin_line_reads_only_its_own_key(piped_stdin) -> None:  # type: ignore[no-untyped-def]
+    piped_stdin(b"\x01" * 32 + b"rest")
+    with pytest.raises(Exception, match="exactly 32 bytes, got 33"):
+        Key.from_stdin_line("raw")  # zfs reads 33 bytes and refuses a longer raw key
+    piped_stdin(b"\x01" * 32)
+    with Key.from_stdin_line("raw") as key:
+        assert bytes(key.material()) == b"\x01" * 32
