@@ -139,14 +139,24 @@ def _lab_summary(args: argparse.Namespace) -> int:
 
 def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
     receive = commands.add_parser(
-        "receive", aliases=["recv"],
+        "receive", aliases=["recv"], add_help=False,
         help="zfs receive, plus replacing a dataset across the encryption boundary",
+        usage="%(prog)s [zfs receive options] TARGET\n"
+              "       %(prog)s -F [-unsv] [-o PROP=VALUE]... [-x PROP]... "
+              "--allow-encryption-change [--keep-old NAME] [--json] TARGET\n"
+              "       %(prog)s --recover [--json] TARGET",
         description="Receive a zfs send stream from standard input. Without "
-                    "--allow-encryption-change this is zfs receive with the same options, "
-                    "results and errors. With it (and -F), a full stream may replace an "
+                    "--allow-encryption-change, --recover, --keep-old, --json or --help, "
+                    "encroot runs zfs receive itself (exec) with the arguments exactly as "
+                    "given, so every option of the installed zfs (-F -d -e -h -M -n -s -u -v "
+                    "-c -A -o -x, bundled as -Fdu or not), its messages, exit statuses and "
+                    "stream speed are zfs's own; -h there is zfs's 'skip holds', not help. "
+                    "With --allow-encryption-change (and -F), a full stream may replace an "
                     "existing TARGET whose encryption state differs: encroot receives into "
                     "TARGET.encroot-recv, verifies every snapshot GUID and the encryption "
-                    "state, swaps by renames, and only then destroys the old tree.")
+                    "state, swaps by renames, and only then destroys the old tree; that "
+                    "mode takes only the options below.")
+    receive.add_argument("--help", action="help", help="show this help and exit")
     receive.add_argument("-F", dest="force", action="store_true", help="replace TARGET")
     receive.add_argument("-u", dest="no_mount", action="store_true",
                          help="do not mount the result; with --allow-encryption-change also "
@@ -379,13 +389,29 @@ def _fail(message: str, status: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status (the console script exits with it)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    """Run the CLI; return the exit status (the console script exits with it).
+
+    ``encroot receive`` and ``encroot change-key`` asking for nothing encroot
+    adds become ``zfs receive`` / ``zfs change-key`` with the same arguments
+    (``cli_dropin``): this process is replaced and never returns here.
+    """
+    from .cli_dropin import drop_in, hand_over
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    handover = drop_in(arguments)
+    if handover is not None:
+        from .zfs import Zfs
+
+        return _guarded(lambda: hand_over(Zfs(), handover))
+    args = build_parser(arguments).parse_args(arguments)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    return _guarded(lambda: handler(args))
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Run one command; map encroot's errors to one line on stderr and an exit status."""
     try:
-        return handler(args)
+        return run()
     except InputError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except LabError as exc:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from .errors import InputError
 from .keys import Key, KeyFormat
 from .names import DatasetName
 from .rotate import STRATEGIES, ChangeKeyRequest, RotationFailed, plan_for, recover, rotate_keys
+from .rotate.plan import DatasetState
 from .rotate.run import read_state, user_properties
 from .zfs import Zfs
 
@@ -24,14 +26,29 @@ KEY_OPTIONS = ("keyformat", "keylocation", "pbkdf2iters")
 def add_rotate_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """Add change-key, recover and get to the ``encroot`` parser."""
     change = commands.add_parser(
-        "change-key",
-        help="change a key and user properties as one step",
-        description="Change the key of each DATASET (an encryption root) and set user "
-                    "properties with it, so that a crash never leaves properties describing "
-                    "the wrong key. The strategy is chosen automatically (native: zfs "
-                    "change-key sets the properties itself; journal: a crash-safe protocol "
-                    "that `encroot recover` finishes) and reported. Keys are read from files, "
-                    "stdin or the terminal and reach zfs only on its stdin.")
+        "change-key", add_help=False,
+        help="zfs change-key, plus user properties changed with the key as one step",
+        usage="%(prog)s [-l] [-o keyformat=F] [-o keylocation=L] [-o pbkdf2iters=N] DATASET\n"
+              "       %(prog)s -i [-l] DATASET\n"
+              "       %(prog)s [-l] [-i] [-o PROP=VALUE]... [-o NS:PROP=VALUE]... "
+              "[--key-file FILE... | --key-dir DIR | --key-stdin] [--current-key-file FILE]... "
+              "[--strategy S] [-n] [-v] [--json] DATASET...",
+        description="Without a user property (-o NS:PROP=VALUE), several datasets or an "
+                    "option below that zfs change-key lacks (-n, -v, --key-*, "
+                    "--current-key-file, --strategy, --json, --help), encroot runs zfs "
+                    "change-key itself (exec) with the arguments exactly as given: keys are "
+                    "read, messages printed and exit statuses returned by zfs (a rotation "
+                    "left pending by an interrupted encroot change-key is finished first). "
+                    "With them, the key of each DATASET changes together with the user "
+                    "properties, so that a crash never leaves properties describing the "
+                    "wrong key; the strategy is chosen automatically (native: zfs change-key "
+                    "sets the properties itself; journal: a crash-safe protocol that `encroot "
+                    "recover` finishes) and reported. Keys come from --key-file, --key-dir or "
+                    "--key-stdin, else from where zfs would read them: the keylocation file, "
+                    "or for keylocation=prompt standard input when it is not a terminal and "
+                    "the terminal otherwise (with -l the current key first, then the new "
+                    "one). Keys reach zfs only on its stdin.")
+    change.add_argument("--help", action="help", help="show this help and exit")
     change.add_argument("-l", dest="load", action="store_true",
                         help="load the current key first if it is not loaded")
     change.add_argument("-i", dest="inherit", action="store_true",
@@ -145,8 +162,23 @@ def _closing_all(keys: list[Key | None]) -> Iterator[list[Key | None]]:
                 key.close()
 
 
-def _new_keys(args: argparse.Namespace, zfs: Zfs, keyformat: KeyFormat | None,
-              location: str | None) -> list[Key | None]:
+StateReader = Callable[[], Mapping[str, DatasetState]]
+
+
+def _state_reader(zfs: Zfs, datasets: Sequence[str]) -> StateReader:
+    """One ``zfs get`` of the datasets' key properties, run on first use only (bad input
+    is refused before zfs runs)."""
+    cache: list[Mapping[str, DatasetState]] = []
+
+    def read() -> Mapping[str, DatasetState]:
+        if not cache:
+            cache.append(read_state(zfs, datasets))
+        return cache[0]
+    return read
+
+
+def _new_keys(args: argparse.Namespace, state: StateReader,
+              keyformat: KeyFormat | None, location: str | None) -> list[Key | None]:
     datasets = args.datasets
     if args.inherit:
         if args.key_file or args.key_dir or args.key_stdin:
@@ -161,33 +193,56 @@ def _new_keys(args: argparse.Namespace, zfs: Zfs, keyformat: KeyFormat | None,
     files = _per_dataset(args.key_file, datasets, "--key-file")
     if args.key_file:
         return [_read_key(f, keyformat, "--key-file") for f in files if f is not None]
-    if location is not None and location.startswith("file://"):
-        return [None] * len(datasets)  # zfs reads the new key from the keylocation file
-    formats = _current(zfs, datasets, "keyformat")
-    return [Key.prompt(keyformat or formats.get(name) or "passphrase",  # type: ignore[arg-type]
-                       confirm=True, label=f"{name} (new)") for name in datasets]
+    return [_zfs_way_new_key(name, state(), keyformat, location) for name in datasets]
 
 
-def _current(zfs: Zfs, datasets: Sequence[str], prop: str) -> dict[str, str]:
-    return {name: state.props.get(prop, "") for name, state in read_state(zfs, datasets).items()}
+def _zfs_way_new_key(name: str, state: Mapping[str, DatasetState], keyformat: KeyFormat | None,
+                     location: str | None) -> Key | None:
+    """Where ``zfs change-key`` would read the new key (``zfs_crypto_rewrap``).
+
+    The keylocation given, else the dataset's own when it is an encryption
+    root, else ``prompt`` (a child becoming its own root).  A ``file://``
+    location is read by zfs itself (None here).  None also where zfs would
+    refuse before reading (missing dataset, no keyformat for a new root):
+    the plan says why.
+    """
+    if name not in state:
+        return None
+    props = state[name].props
+    own_root = props.get("encryptionroot") == name
+    where = location or (props.get("keylocation", "prompt") if own_root else "prompt")
+    if where.startswith("file://") or (not own_root and keyformat is None):
+        return None
+    return _prompted(keyformat or props.get("keyformat") or "passphrase",
+                     f"{name} (new)", confirm=True)
 
 
-def _current_keys(args: argparse.Namespace, zfs: Zfs) -> list[Key | None]:
+def _prompted(keyformat: str, label: str, *, confirm: bool) -> Key:
+    """``keylocation=prompt`` as zfs reads it: stdin unless it is a terminal, then the terminal."""
+    if not sys.stdin.isatty():
+        return Key.from_stdin_line(keyformat)  # type: ignore[arg-type]
+    return Key.prompt(keyformat, confirm=confirm, label=label)  # type: ignore[arg-type]
+
+
+def _current_keys(args: argparse.Namespace, state: StateReader) -> list[Key | None]:
+    """With ``-l``, the current key of each root whose key is not loaded, as zfs reads it."""
     if not args.load:
         return [None] * len(args.datasets)
     files = _per_dataset(args.current_key_file, args.datasets, "--current-key-file")
-    state = read_state(zfs, args.datasets)
     keys: list[Key | None] = []
     for name, path in zip(args.datasets, files, strict=True):
-        props = state[name].props if name in state else {}
-        keyformat = props.get("keyformat") or None
-        if props.get("keystatus") == "available":
-            keys.append(None)
+        props = state()[name].props if name in state() else {}
+        keyformat = props.get("keyformat") or "passphrase"
+        where = props.get("keylocation", "prompt")
+        if props.get("keystatus") != "unavailable" or props.get("encryptionroot") != name:
+            keys.append(None)  # loaded, or no root of its own: the plan decides
         elif path is not None:
             keys.append(_read_key(path, keyformat, "--current-key-file"))  # type: ignore[arg-type]
+        elif where.startswith("file://"):
+            keys.append(_read_key(where[len("file://"):], keyformat,  # type: ignore[arg-type]
+                                  f"{name}: keylocation file"))
         else:
-            keys.append(Key.prompt(keyformat or "passphrase",  # type: ignore[arg-type]
-                                   label=f"{name} (current)"))
+            keys.append(_prompted(keyformat, f"{name} (current)", confirm=False))
     return keys
 
 
@@ -201,10 +256,12 @@ def _change_key(args: argparse.Namespace) -> int:
     zfs = Zfs(dry_run=args.dry_run, log=say_to_stderr if args.verbose else None)
     keyformat = _key_format(key_options)
     location = key_options.get("keylocation")
-    with _closing_all(_new_keys(args, zfs, keyformat, location)) as new, \
-            _closing_all(_current_keys(args, zfs)) as current:
+    state = _state_reader(zfs, datasets)  # where each key comes from, as zfs would read it
+    # zfs reads the current key (-l) first, then the new one: the same order on stdin here
+    with _closing_all(_current_keys(args, state)) as current, \
+            _closing_all(_new_keys(args, state, keyformat, location)) as new:
         requests = [ChangeKeyRequest(
-            name, key, user, keyformat=None if key is not None else keyformat,
+            name, key, user, keyformat=keyformat,
             keylocation=location, pbkdf2iters=_iterations(key_options), inherit=args.inherit,
             load_key=old, strategy=args.strategy)
             for name, key, old in zip(datasets, new, current, strict=True)]

@@ -151,6 +151,18 @@ class Key:
         return cls._from_read_bytes(buffer, keyformat, "key on stdin")
 
     @classmethod
+    def from_stdin_line(cls, keyformat: KeyFormat) -> Key:
+        """Read one key from stdin as ``zfs`` reads ``keylocation=prompt`` from a pipe.
+
+        hex and passphrase: one line, without its newline; raw: up to 33 bytes
+        (ZFS reads one more than a raw key's 32 to notice a longer one).  Only
+        that much is consumed, so that a second key can follow (``zfs
+        change-key -l`` reads the current key, then the new one).
+        """
+        buffer = _read_line(sys.stdin.fileno(), raw=keyformat == "raw")
+        return cls(keyformat, buffer, source="key on stdin")
+
+    @classmethod
     def prompt(cls, keyformat: KeyFormat = "passphrase", *, confirm: bool = False,
                label: str = "") -> Key:
         """Ask on the terminal with echo off (hex or passphrase; raw keys cannot be typed)."""
@@ -266,6 +278,29 @@ def _read_all(fd: int, *, limit: int) -> bytearray:
             if not count:
                 break
             filled += count
+        view.release()
+    del buffer[filled:]
+    return buffer
+
+
+def _read_line(fd: int, *, raw: bool) -> bytearray:
+    """One key from ``fd``, byte by byte so that nothing after it is consumed.
+
+    Raw: up to WRAPPING_KEY_LEN + 1 bytes; otherwise up to a newline (dropped)
+    or MAX_PASSPHRASE_LEN + 1 bytes, enough for the length check to refuse.
+    """
+    limit = WRAPPING_KEY_LEN + 1 if raw else MAX_PASSPHRASE_LEN + 1
+    buffer = bytearray(limit)  # filled in place: no resized copies of the key left behind
+    filled = 0
+    with open(fd, "rb", buffering=0, closefd=False) as stream:
+        view = memoryview(buffer)
+        while filled < limit:
+            if not stream.readinto(view[filled:filled + 1]):
+                break
+            if buffer[filled] == ord("\n") and not raw:
+                buffer[filled] = 0
+                break
+            filled += 1
         view.release()
     del buffer[filled:]
     return buffer

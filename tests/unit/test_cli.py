@@ -45,8 +45,9 @@ def test_unknown_lab_version_is_one_line_exit_2(capsys: pytest.CaptureFixture[st
 
 @pytest.mark.parametrize(("args", "message"), [
     (["receive", "--allow-encryption-change", "tank/x"], "requires -F"),
-    (["receive", "-F", "-o", "novalue", "tank/x"], "expected property=value"),
-    (["receive", "-F", "tank/../x"], "dataset name"),
+    (["receive", "-F", "-o", "novalue", "--allow-encryption-change", "tank/x"],
+     "expected property=value"),
+    (["receive", "-F", "--allow-encryption-change", "tank/../x"], "dataset name"),
     (["receive", "-F", "--keep-old", "tank/old", "tank/x"], "goes with"),
 ])
 def test_receive_input_errors_exit_2_before_touching_zfs(
@@ -54,6 +55,12 @@ def test_receive_input_errors_exit_2_before_touching_zfs(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_receive_with_encroots_additions_is_parsed_by_encroot() -> None:
+    done = run_cli("receive", "-Fu", "-d", "--allow-encryption-change", "tank/x")
+    assert done.returncode == 2 and "unrecognized arguments: -d" in done.stderr
+    assert "-Fu" not in done.stderr  # bundled flags are understood
 
 
 def test_stream_inspect_of_a_sample(capsys: pytest.CaptureFixture[str]) -> None:

@@ -138,6 +138,19 @@ def test_inherit_needs_a_loaded_encrypted_parent() -> None:
     assert result.rotations[0].marker is not None and result.rotations[0].marker.inherit
 
 
+def test_a_child_given_a_keyformat_becomes_its_own_root_as_in_zfs() -> None:
+    child = root_state("tank/p/c", encryptionroot="tank/p", keylocation="none")
+    with Key.hex(HEX) as key:
+        result = plan([ChangeKeyRequest("tank/p/c", key, {"x:e": "2"}, keyformat="hex")],
+                      {"tank/p/c": child})
+        with pytest.raises(RotationRefused, match="give -o keyformat"):
+            plan([ChangeKeyRequest("tank/p/c", key, {"x:e": "2"})], {"tank/p/c": child})
+    rotation = result.rotations[0]
+    assert rotation.expect_encryptionroot == "tank/p/c" and rotation.stdin_key
+    assert rotation.change_options == {"keyformat": "hex", "keylocation": "prompt"}
+    assert rotation.marker is not None and rotation.marker.old_encryptionroot == "tank/p"
+
+
 def test_pbkdf2iters_only_for_passphrases() -> None:
     with Key.hex(HEX) as key, pytest.raises(RotationRefused, match="passphrase keys only"):
         plan([ChangeKeyRequest("tank/a", key, pbkdf2iters=200000)], {"tank/a": root_state()})
@@ -182,6 +195,10 @@ def test_marker_round_trips_and_rejects_foreign_values() -> None:
     (marker(inherit=True), {"encryptionroot": "tank"}, "commit"),
     (marker(inherit=True), {"encryptionroot": "tank/a"}, "abort"),
     (marker(), {"keyformat": "hex"}, "unknown"),
+    (marker(old_encryptionroot="tank"), {"keyformat": "hex", "encryptionroot": "tank/a"},
+     "commit"),
+    (marker(old_encryptionroot="tank"), {"keyformat": "hex", "encryptionroot": "tank"},
+     "abort"),
 ])
 def test_key_free_evidence(journal: Marker, now: dict[str, str], verdict: str) -> None:
     assert decide(journal, "tank/a", now).verdict == verdict

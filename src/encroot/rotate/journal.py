@@ -65,7 +65,8 @@ def decide(marker: RotationJournal, dataset: str, now: Mapping[str, str], *,
         return Decision("abort" if old_key_matches else "commit",
                         f"the old key {'is still' if old_key_matches else 'is no longer'} "
                         "the current key (zfs load-key -n)")
-    if marker.inherit:
+    became_root = marker.old_encryptionroot not in ("", dataset)  # a child made its own root
+    if marker.inherit or became_root:
         changed = now.get("encryptionroot") != marker.old_encryptionroot
         return Decision("commit" if changed else "abort",
                         f"encryptionroot is {now.get('encryptionroot')!r} "

@@ -272,7 +272,11 @@ def _plan_one(request: ChangeKeyRequest, state: Mapping[str, DatasetState], stra
         options, location = _new_key_options(request, props)
         expect_format = options.get("keyformat", props.get("keyformat", ""))
         expect_root = name
-    checks.append(f"{name}: encrypted, an encryption root, not a clone, key "
+    own_root = props.get("encryptionroot") == name
+    checks.append(f"{name}: encrypted, "
+                  + ("an encryption root" if own_root else
+                     f"inherits from {props.get('encryptionroot')} and becomes its own root")
+                  + ", not a clone, key "
                   + ("loaded" if props.get("keystatus") == "available" else "loaded first (-l)")
                   + ", no pending rotation")
     marker = None
@@ -311,9 +315,13 @@ def _check_dataset(request: ChangeKeyRequest, state: Mapping[str, DatasetState])
     if props.get("origin", "-") not in ("", "-"):
         raise _refuse(name, f"a clone (of {props['origin']}) uses its origin's key; "
                             "ZFS cannot change keys on clones")
-    if props.get("encryptionroot") != name:
+    if props.get("encryptionroot") != name and (request.inherit or request.keyformat is None):
+        # zfs_crypto_rewrap(): a child that inherits its key becomes its own encryption
+        # root with a new key only when given a keyformat; -i needs an encryption root
         raise _refuse(name, f"not an encryption root (its key comes from "
-                            f"{props.get('encryptionroot')}); change the key there")
+                            f"{props.get('encryptionroot')}); change the key there"
+                            + ("" if request.inherit else ", or give -o keyformat=... to make "
+                               "it an encryption root with a key of its own"))
     if current.marker is not None:
         raise _refuse(name, f"a key rotation is pending ({ROTATION_MARKER} is set); "
                             f"run: encroot recover {name}")
@@ -346,7 +354,10 @@ def _new_key_options(request: ChangeKeyRequest,
     final_format = new_format or props.get("keyformat", "")
     if new_format is not None:
         options["keyformat"] = new_format
-    location = request.keylocation or props.get("keylocation", "prompt")
+    own_root = props.get("encryptionroot") == request.dataset
+    # a new encryption root reads its key from prompt unless told (zfs_crypto_rewrap)
+    location = request.keylocation or (props.get("keylocation", "prompt") if own_root
+                                       else "prompt")
     if request.key is not None and not location.startswith("file://"):
         location = "prompt"
     if request.key is None and not location.startswith("file://"):

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, PoolNotFound, ZfsError
 from ..keys import Key
@@ -32,6 +32,8 @@ _KEY_PROPERTIES = ("keyformat", "keylocation")
 TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
 SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
 RECEIVE_FLAGS = ("-F", "-u", "-v", "-n", "-s", "-e", "-d", "-h", "-M")
+# The subcommands encroot hands over whole when it adds nothing to them (``exec_replacing``).
+DROP_IN_SUBCOMMANDS = ("receive", "recv", "change-key")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,13 @@ def _property_args(flag: str, properties: Mapping[str, str]) -> list[str]:
         _check_property_name(name)
         args += [flag, f"{name}={validate_property_value(name, value)}"]
     return args
+
+
+def _check_receive_flags(options: Sequence[str]) -> None:
+    for option in options:
+        if option not in RECEIVE_FLAGS:
+            raise InvalidProperty(f"receive option {option!r}: use one of "
+                                  f"{' '.join(RECEIVE_FLAGS)}")
 
 
 def _dataset_or_snapshot(name: str) -> str:
@@ -148,6 +157,23 @@ class Zfs:
         if check and not result.ok:
             raise translate(result)
         return result
+
+    def exec_replacing(self, subcommand: str, args: Sequence[str]) -> NoReturn:
+        """Become ``zfs SUBCOMMAND ARGS...`` (``execve``): zfs's own behaviour, whole.
+
+        ``args`` are the user's, unchecked and unchanged: zfs parses them, reads keys,
+        prints and exits as when called itself, with the caller's stdio and locale.
+
+        Raises:
+            InvalidProperty: ``subcommand`` is not handed over, or this is a dry run.
+            ZfsUnavailable: zfs cannot be found or executed.
+        """
+        if subcommand not in DROP_IN_SUBCOMMANDS or self.dry_run:
+            raise InvalidProperty(f"zfs {subcommand}: not handed over (dry run: {self.dry_run})")
+        command = self.zfs_command(subcommand, *args, mutates=True)
+        if self.log is not None:
+            self.log(command.shell_line())
+        self.runner.replace(command)
 
     # -- version and features --------------------------------------------------
 
@@ -341,10 +367,7 @@ class Zfs:
         ``options`` are single-letter flags such as ``-u``, ``-s``, ``-F``, ``-v``.
         With ``check`` False a failure is returned as ZFS reported it, not raised.
         """
-        for option in options:
-            if option not in RECEIVE_FLAGS:
-                raise InvalidProperty(f"receive option {option!r}: use one of "
-                                      f"{' '.join(RECEIVE_FLAGS)}")
+        _check_receive_flags(options)
         args = ["receive", *options, *_property_args("-o", properties or {})]
         for name in excluded:
             args += ["-x", _check_property_name(name)]
@@ -387,10 +410,7 @@ class Zfs:
             the receive's typed error, or ``ZfsError`` naming the send when
             the send failed while the receive reported nothing.
         """
-        for option in options:
-            if option not in RECEIVE_FLAGS:
-                raise InvalidProperty(f"receive option {option!r}: use one of "
-                                      f"{' '.join(RECEIVE_FLAGS)}")
+        _check_receive_flags(options)
         sender = self.zfs_command(*self._send_args(stream))
         receiver = self.zfs_command("receive", *options, DatasetName(target), mutates=True)
         if self.log is not None:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import IO, NoReturn, Protocol
 
 from ..errors import ZfsUnavailable
 
@@ -94,6 +96,10 @@ class Runner(Protocol):
         """Run ``sender | receiver``; ``progress`` is told how many bytes went through."""
         ...
 
+    def replace(self, command: Command) -> NoReturn:
+        """Replace this process with ``command`` (a drop-in: ``exec``, never returns)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Binaries:
@@ -134,7 +140,9 @@ class SubprocessRunner:
     """Runs commands as child processes with argv lists, never through a shell.
 
     The child gets the parent's environment with ``LC_ALL=C`` so that ZFS's
-    messages are the English texts the error translator matches.
+    messages are the English texts the error translator matches; ``replace``
+    (the drop-in) keeps the caller's locale instead, since there zfs speaks
+    to the user, not to encroot.
 
     ``on_start`` is called with each started process before its stdin is
     written: the seam tests use to inspect a live ``zfs`` (its argv and
@@ -233,6 +241,36 @@ class SubprocessRunner:
         return (Result(sender, send.returncode, "", outputs["send-err"].text),
                 Result(receiver, receive.returncode, outputs["recv-out"].text,
                        outputs["recv-err"].text))
+
+
+    def replace(self, command: Command) -> NoReturn:
+        """Become ``command`` through ``execve``: the same pid, stdin, stdout and stderr.
+
+        The environment is the caller's own (locale included) plus ``extra_env``.
+        Python ignores SIGPIPE and SIGXFSZ; ignored signals survive ``exec``, so
+        they are reset to their defaults first (as ``subprocess`` does for its
+        children), and zfs dies of a closed pipe as it would when started by a
+        shell.
+
+        Raises:
+            ZfsUnavailable: the program cannot be executed (this process goes on).
+        """
+        sys.stdout.flush()
+        sys.stderr.flush()
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        saved = {number: signal.signal(number, signal.SIG_DFL) for number in _IGNORED_BY_PYTHON}
+        try:
+            os.execve(command.argv[0], list(command.argv), env)  # noqa: S606 (argv, no shell)
+        except OSError as exc:
+            for number, handler in saved.items():
+                signal.signal(number, handler)
+            raise ZfsUnavailable(f"{command.argv[0]}: cannot start it ({exc.strerror})") from exc
+
+
+# Signals the Python runtime sets to SIG_IGN at start-up (see subprocess's restore_signals).
+_IGNORED_BY_PYTHON = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")
+                           if hasattr(signal, name))
 
 
 class _Reader(threading.Thread):
