@@ -186,20 +186,28 @@ class TransferProgress:
     def finish(self, transfer: Transfer, count: int) -> None:
         self.done = count
         ending = "\033[K\n" if self.live else "\n"
-        self.out.write(("\r" if self.live else "") + self.line(self.clock()) + ending)
+        self.out.write(("\r" if self.live else "") + self.line(self.clock(), finished=True)
+                       + ending)
         self.out.flush()
 
-    def line(self, now: float) -> str:
-        """``DST/x: 120.0 MiB of 1.0 GiB (12%), 30.0 MiB/s, ETA 0:29``."""
+    def line(self, now: float, *, finished: bool = False) -> str:
+        """``DST/x: 120.0 MiB of 1.0 GiB (12%), 30.0 MiB/s, ETA 0:29``.
+
+        ``zfs send -nP`` only estimates: a stream may outgrow it (small
+        incrementals do).  The total then grows with what arrived, so the line
+        never reads more done than the total, and a transfer still running
+        reads at most 99%; a finished one reads what arrived, 100%.
+        """
         assert self.transfer is not None
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
-        estimate = self.transfer.estimate
+        total = self.done if finished else max(self.transfer.estimate, self.done)
         text = f"{self.transfer.target}: {human_bytes(self.done)}"
-        if estimate:
-            text += f" of {human_bytes(estimate)} ({min(100, 100 * self.done // estimate)}%)"
+        if total:
+            percent = 100 * self.done // total if finished else min(99, 100 * self.done // total)
+            text += f" of {human_bytes(total)} ({percent}%)"
         text += f", {human_bytes(int(rate))}/s"
-        if estimate and rate > 0 and self.done < estimate:
-            left = int((estimate - self.done) / rate)
+        if not finished and rate > 0 and self.done < total:
+            left = int((total - self.done) / rate)
             text += f", ETA {left // 60}:{left % 60:02d}"
         return text

@@ -397,9 +397,25 @@ def test_progress_line_shows_bytes_of_estimate_rate_and_eta() -> None:
                       {"zfs send -w -R src@n | zfs receive -u -s dst/encroot-migrate": 4 << 20})
     progress.start(plan.transfers[0])
     progress.advance(1 << 20)
+    assert progress.line(10.0) == ("dst/encroot-migrate: 1.0 MiB of 4.0 MiB (25%), "
+                                   "102.4 KiB/s, ETA 0:30")
     progress.finish(plan.transfers[0], 1 << 20)
-    assert out.getvalue() == ("dst/encroot-migrate: 1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s, "
-                              "ETA 0:30\n")
+    assert out.getvalue() == "dst/encroot-migrate: 1.0 MiB of 1.0 MiB (100%), 102.4 KiB/s\n"
+
+
+def test_progress_never_reads_more_done_than_the_total() -> None:
+    """zfs send -nP underestimates small incrementals: the total grows, never past 100%."""
+    out = io.StringIO()
+    times = iter([0.0, 1.0, 2.0, 2.0])
+    progress = TransferProgress(out, clock=lambda: next(times))
+    plan = plan_phase(REQUEST, state(source_side("s1"), destination_side()), "initial", "n",
+                      {"zfs send -w -R src@n | zfs receive -u -s dst/encroot-migrate": 3 << 10})
+    progress.start(plan.transfers[0])
+    progress.advance(12800)
+    running = progress.line(1.0)
+    assert running == "dst/encroot-migrate: 12.5 KiB of 12.5 KiB (99%), 12.5 KiB/s"
+    progress.finish(plan.transfers[0], 12800)
+    assert out.getvalue() == "dst/encroot-migrate: 12.5 KiB of 12.5 KiB (100%), 6.2 KiB/s\n"
 
 
 def test_a_phase_takes_ownership_and_keeps_an_interrupted_cutover_a_cutover() -> None:
