@@ -201,7 +201,7 @@ class TransferProgress:
         assert self.transfer is not None
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
-        total = self.done if finished else max(self.transfer.estimate, self.done)
+        total = self.done if finished else max(self.transfer.estimate or 0, self.done)
         text = f"{self.transfer.target}: {human_bytes(self.done)}"
         if total:
             percent = 100 * self.done // total if finished else min(99, 100 * self.done // total)
