@@ -201,9 +201,10 @@ class TransferProgress:
         assert self.transfer is not None
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
-        total = self.done if finished else max(self.transfer.estimate or 0, self.done)
+        estimate = self.transfer.estimate
+        total = self.done if finished else max(estimate or 0, self.done)
         text = f"{self.transfer.target}: {human_bytes(self.done)}"
-        if total:
+        if total and (estimate or finished):
             percent = 100 * self.done // total if finished else min(99, 100 * self.done // total)
             text += f" of {human_bytes(total)} ({percent}%)"
         text += f", {human_bytes(int(rate))}/s"
