@@ -440,3 +440,23 @@ def test_a_phase_takes_ownership_and_keeps_an_interrupted_cutover_a_cutover() ->
                                  "dst")]
         assert run.phase_marked == (marker is None)
         assert json.loads(dumps(expected))["owner"]["pid"] == me.pid
+
+
+def test_a_run_that_ends_in_cutover_checks_its_keys_before_the_first_byte(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`encroot migrate --key-stdin old new` with new's key prompted: refused at once."""
+    from encroot.keys import Key
+    from encroot.migrate import run as migrate_run
+    from encroot.migrate.model import MigrateRefused
+
+    from .fakes import make_zfs
+
+    monkeypatch.setattr(migrate_run, "read_state",
+                        lambda zfs, request: state(source_side("s1"), destination_side()))
+    zfs, runner = make_zfs()
+    whole = MigrateRequest("src", "dst")
+    assert whole.phases == ("initial", "cutover")
+    with Key.passphrase("source passphrase") as key, \
+            pytest.raises(MigrateRefused, match="keylocation is prompt: pass --new-key-file F"):
+        migrate_run.migrate(zfs, whole, source_key=key)
+    assert [argv for argv in runner.argvs if "send" not in argv and "get" not in argv] == []

@@ -307,7 +307,7 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
                    _estimates(zfs, plan.transfers, state)).refuse_if_needed()
     run = _Run(zfs, request, say, progress, source_key, destination_key, PhaseResult(plan),
                state)
-    if phase == "cutover":
+    if "cutover" in request.phases:  # before the first byte moves, not after the copy
         _check_keys(run, state)
     _take_ownership(run, phase)
     try:
@@ -354,6 +354,9 @@ def _run_owned_phase(run: _Run, phase: str, plan: PhasePlan, goal: Goal) -> Phas
 
 def _check_keys(run: _Run, state: MigrateState) -> None:
     """Cutover needs SRC root's key (to load the received roots) and DST's (cold start).
+
+    Checked at the start of every phase of a run that includes cutover, so that
+    a whole migration refuses before its initial copy rather than after it.
 
     The keys themselves are proven by use, not by ``load-key -n`` first: each
     proof derives the key again (PBKDF2 for a passphrase, seconds under
