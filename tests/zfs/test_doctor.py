@@ -17,7 +17,7 @@ from .helpers import FAST_PBKDF2, encroot, exists, prop, sh
 from .test_receive_interrupted import KILLER
 from .test_rotate_interrupted import interrupted_rotation
 
-pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
+pytestmark = pytest.mark.zfs
 
 
 def hex_key(folder: Path, name: str) -> Path:
@@ -44,6 +44,7 @@ def found(findings: list[dict[str, str]]) -> set[tuple[str, str, str]]:
     return {(f["dataset"], f["code"], f["severity"]) for f in findings}
 
 
+@pytest.mark.all_versions
 def test_a_healthy_pool_has_no_findings(make_pool: PoolFactory, tmp_path: Path) -> None:
     pool = make_pool()
     healthy_root(pool, tmp_path)
@@ -57,6 +58,7 @@ def test_a_healthy_pool_has_no_findings(make_pool: PoolFactory, tmp_path: Path) 
                and line.split()[-1] == "inherited" for line in table.stdout.splitlines())
 
 
+@pytest.mark.all_versions
 def test_each_hazard_is_found(make_pool: PoolFactory, tmp_path: Path) -> None:
     pool = make_pool(size="256M")
     enc = healthy_root(pool, tmp_path)
@@ -97,6 +99,7 @@ def test_each_hazard_is_found(make_pool: PoolFactory, tmp_path: Path) -> None:
     assert fixes["weak-pbkdf2iters"] == f"zfs change-key -o pbkdf2iters=350000 {pool}/weak"
 
 
+@pytest.mark.all_versions
 def test_reparented_raw_replica_is_an_error(make_pool: PoolFactory, tmp_path: Path) -> None:
     pool = make_pool(size="256M")
     enc = healthy_root(pool, tmp_path)

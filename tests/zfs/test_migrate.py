@@ -32,7 +32,7 @@ from .helpers import (
     write_files,
 )
 
-pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
+pytestmark = pytest.mark.zfs
 
 DST_PASSPHRASE = "a different passphrase"
 INHERITING = ("data", "data/a", "data/a/b", "data/a/b/c", "ROOT", "ROOT/default", "ROOT/be2",
@@ -190,17 +190,20 @@ def cold_start_hashes(source: str, destination: str, destination_key: Path) -> N
     sh(f"zpool export {destination}")
 
 
+@pytest.mark.all_versions
 def test_three_phases_with_writes_between_move_everything_raw(migrated: Migration) -> None:
     cutover = migrated.runs[2]
     assert "SHA-256" in cutover.stdout and "cold start" in cutover.stdout
     assert_migrated(migrated.source, migrated.destination)
 
 
+@pytest.mark.all_versions
 def test_the_source_is_untouched_beyond_its_snapshots(migrated: Migration) -> None:
     assert local_properties(migrated.source) == migrated.source_before
     assert prop(migrated.source, "keystatus") == "available"
 
 
+@pytest.mark.all_versions
 def test_keys_appear_in_no_output_and_no_pool_history(migrated: Migration) -> None:
     cutover = migrated.runs[2]
     assert "zfs load-key -L prompt" in cutover.stderr and "< <secret>" in cutover.stderr
@@ -209,6 +212,7 @@ def test_keys_appear_in_no_output_and_no_pool_history(migrated: Migration) -> No
         assert PASSPHRASE not in text and DST_PASSPHRASE not in text
 
 
+@pytest.mark.all_versions
 def test_refuses_a_raw_incremental_after_re_parenting(migrated: Migration) -> None:
     before = relative_guids(migrated.destination)
     again = encroot(f"migrate --phase catch-up --root-data=dataset:rootdata "
@@ -218,6 +222,7 @@ def test_refuses_a_raw_incremental_after_re_parenting(migrated: Migration) -> No
     assert relative_guids(migrated.destination) == before
 
 
+@pytest.mark.all_versions
 def test_after_a_cold_start_the_new_key_alone_mounts_the_same_files(
         migrated: Migration) -> None:
     cold_start_hashes(migrated.source, migrated.destination, migrated.destination_key)

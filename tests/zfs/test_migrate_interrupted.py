@@ -116,7 +116,6 @@ def test_cutover_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
     cutover_and_check(source, destination, source_key, destination_key)
 
 
-@pytest.mark.all_versions
 @pytest.mark.parametrize("point", ["kill-after-change-key", "kill-after-rename"])
 def test_cutover_killed_while_re_parenting_continues(pools: tuple[str, str, Path, Path],
                                                      tmp_path: Path, point: str) -> None:
@@ -132,7 +131,6 @@ def test_cutover_killed_while_re_parenting_continues(pools: tuple[str, str, Path
     cutover_and_check(source, destination, source_key, destination_key)
 
 
-@pytest.mark.all_versions
 def test_initial_on_a_pool_that_fills_up_continues_once_space_is_freed(
         pools: tuple[str, str, Path, Path], tmp_path: Path) -> None:
     source, destination, source_key, destination_key = pools

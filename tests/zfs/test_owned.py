@@ -104,6 +104,7 @@ def test_legacy_receive_markers_are_recovered(make_pool: PoolFactory, tmp_path: 
     assert exists(f"{pool}/prev") and prop(f"{pool}/prev", "encroot:recv-replaced") == "-"
 
 
+@pytest.mark.all_versions
 def test_legacy_rotation_journal_and_migrate_marker(make_pool: PoolFactory,
                                                    tmp_path: Path) -> None:
     pool = make_pool()
@@ -139,6 +140,7 @@ THROTTLE = ("python3 -c 'import sys, time\n"
             "time.sleep(0.5)' {}")
 
 
+@pytest.mark.all_versions
 def test_a_running_receive_is_refused_by_every_recovery_path(make_pool: PoolFactory,
                                                              tmp_path: Path) -> None:
     pool = make_pool(size="256M")

@@ -26,7 +26,7 @@ from .helpers import (
     write_files,
 )
 
-pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
+pytestmark = pytest.mark.zfs
 
 FLAGS = "receive -F -u --allow-encryption-change"
 
@@ -79,6 +79,7 @@ def test_repro_with_unencrypted_target_created_first(pools: tuple[str, str]) -> 
     assert names_under(dst) == [dst, f"{dst}/fs", f"{dst}/fs@A"]
 
 
+@pytest.mark.all_versions
 def test_unencrypted_stream_over_encrypted_target(pools: tuple[str, str]) -> None:
     src, dst = pools
     sh(f"zfs create {src}/plain && echo plain > /{src}/plain/f && zfs snapshot {src}/plain@A")
@@ -90,6 +91,7 @@ def test_unencrypted_stream_over_encrypted_target(pools: tuple[str, str]) -> Non
     assert_same_data(f"{src}/plain", f"{dst}/fs", passphrase=None)
 
 
+@pytest.mark.all_versions
 def test_raw_stream_over_target_with_another_key(pools: tuple[str, str]) -> None:
     src, dst = pools
     fs = encrypted_source(src)
@@ -100,6 +102,7 @@ def test_raw_stream_over_target_with_another_key(pools: tuple[str, str]) -> None
     assert_same_data(fs, f"{dst}/fs")
 
 
+@pytest.mark.all_versions
 def test_replication_package_replaces_the_whole_tree(pools: tuple[str, str]) -> None:
     src, dst = pools
     fs = encrypted_source(src, "root")
@@ -125,6 +128,7 @@ def test_incremental_raw_onto_unencrypted_is_refused(pools: tuple[str, str]) -> 
     assert prop(f"{dst}/fs", "encryption") == "off"
 
 
+@pytest.mark.all_versions
 def test_feature_disabled_fails_before_reading_with_guidance(
         make_pool: PoolFactory) -> None:
     src, dst = make_pool(), make_pool(no_features=True)
@@ -191,6 +195,7 @@ def test_holds_and_clones_are_refused(pools: tuple[str, str]) -> None:
     assert prop(f"{dst}/fs", "encryption") == "off"
 
 
+@pytest.mark.all_versions
 def test_without_the_flag_it_is_plain_zfs_receive(pools: tuple[str, str]) -> None:
     src, dst = pools
     fs = encrypted_source(src)

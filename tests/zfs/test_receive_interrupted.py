@@ -121,7 +121,6 @@ def scene(shared_scene: Scene) -> Scene:
     return shared_scene
 
 
-@pytest.mark.all_versions
 def test_cut_streams_leave_the_old_target(scene: Scene) -> None:
     size = scene.stream.stat().st_size
     for cut in (0, 100, 312, 400, size // 3, size // 2, size - 5000):
@@ -150,7 +149,6 @@ def test_cut_stream_with_s_resumes(scene: Scene) -> None:
     assert scene.assert_one_complete_and_clean() == "new"
 
 
-@pytest.mark.all_versions
 def test_sigkill_of_zfs_receive_leaves_the_old_target(scene: Scene) -> None:
     slow = f"( head -c 400000 {scene.stream}; sleep 30; tail -c +400001 {scene.stream} )"
     process = subprocess.Popen(["bash", "-c", f"{slow} | encroot {FLAGS} {scene.target}"],
@@ -168,7 +166,6 @@ def test_sigkill_of_zfs_receive_leaves_the_old_target(scene: Scene) -> None:
     assert scene.leftovers() == []
 
 
-@pytest.mark.all_versions
 def test_full_pool_leaves_the_old_target(make_pool: PoolFactory, tmp_path: Path) -> None:
     scene = Scene(make_pool(size="256M"), make_pool(size="96M"), tmp_path,
                   data_bytes=80 << 20)
@@ -233,7 +230,6 @@ def test_sigkill_of_encroot_before_each_step_then_recover(scene: Scene,
     assert "nothing to recover" in again.stdout
 
 
-@pytest.mark.all_versions
 def test_next_run_recovers_before_receiving(scene: Scene) -> None:
     killed = subprocess.run([sys.executable, "-c", KILLER, "6", scene.target,
                              str(scene.stream)], capture_output=True, check=False)

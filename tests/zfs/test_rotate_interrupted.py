@@ -21,7 +21,7 @@ from encroot.zfs import Zfs
 from .conftest import PoolFactory
 from .helpers import FAST_PBKDF2, encroot, prop, sh
 
-pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
+pytestmark = pytest.mark.zfs
 
 _names = itertools.count()
 
@@ -118,6 +118,7 @@ def test_killed_rotation_is_recovered(kpool: str, tmp_path: Path, keyformat: str
     assert epoch == ("1" if point == "before-change-key" else "2")
 
 
+@pytest.mark.all_versions
 def test_recover_with_the_new_key(kpool: str, tmp_path: Path) -> None:
     name, old, new = interrupted_rotation(kpool, tmp_path, "hex", "after-change-key")
     recovered = encroot(f"recover --new-key-file {new} {name}")
@@ -126,6 +127,7 @@ def test_recover_with_the_new_key(kpool: str, tmp_path: Path) -> None:
     assert agrees(name, {"1": old, "2": new}) == "2"
 
 
+@pytest.mark.all_versions
 def test_next_change_key_finishes_the_pending_rotation(kpool: str, tmp_path: Path) -> None:
     name, old, new = interrupted_rotation(kpool, tmp_path, "passphrase", "after-change-key")
     newer = tmp_path / "newer.key"

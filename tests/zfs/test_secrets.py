@@ -24,7 +24,7 @@ from encroot.zfs import Command, SubprocessRunner, Zfs
 
 from .conftest import PoolFactory
 
-pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
+pytestmark = pytest.mark.zfs
 
 
 def needles_for(key_bytes: bytes, keyformat: str) -> list[bytes]:
@@ -74,6 +74,7 @@ def scan_files(needles: list[bytes]) -> list[str]:
     return found
 
 
+@pytest.mark.all_versions
 @pytest.mark.parametrize("keyformat", ["hex", "raw", "passphrase"])
 def test_key_never_leaks(make_pool: PoolFactory, keyformat: str) -> None:
     secret = {"hex": os.urandom(32).hex().encode(), "raw": os.urandom(32),
@@ -112,6 +113,7 @@ def test_key_never_leaks(make_pool: PoolFactory, keyformat: str) -> None:
     assert scan_files(needles) == []
 
 
+@pytest.mark.all_versions
 def test_scanner_would_see_a_key_in_argv() -> None:
     """The /proc scan is not blind: a secret placed in a child's argv is found."""
     marker = os.urandom(16).hex().encode()
