@@ -30,7 +30,7 @@ def test_a_kill_stops_the_nth_change_and_everything_after_it() -> None:
     zfs = _zfs(FaultInjector(recording, kill_before=2))
     zfs.get(["p/a"], ["mounted"], use_json=False)  # reads never count
     zfs.set("p/a", {"user:x": "1"})
-    with pytest.raises(Killed, match="before state-changing command 2: .* set user:y=2 p/a"):
+    with pytest.raises(Killed, match=r"before state-changing command 2: .* set user:y=2 p/a"):
         zfs.set("p/a", {"user:y": "2"})
     with pytest.raises(Killed):  # a dead process runs nothing more, reads included
         zfs.get(["p/a"], ["mounted"], use_json=False)
