@@ -35,6 +35,7 @@ __all__ = [
     "PoolName",
     "SnapshotName",
     "UserPropertyName",
+    "dataset_or_snapshot",
     "validate_property_value",
     "validate_user_properties",
 ]
@@ -218,6 +219,15 @@ class UserPropertyName(str):
                                   "(use lowercase letters, digits, '-', '_', '.', ':')",
                                   subject=name)
         return super().__new__(cls, name)
+
+
+def dataset_or_snapshot(name: str) -> DatasetName | SnapshotName:
+    """``name`` validated as a snapshot when it has an ``@``, else as a dataset.
+
+    Raises:
+        InvalidName: not a legal ZFS name of that kind.
+    """
+    return SnapshotName(name) if "@" in name else DatasetName(name)
 
 
 def validate_property_value(name: str, value: str) -> str:

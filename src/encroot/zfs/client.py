@@ -18,12 +18,19 @@ from typing import Any, NoReturn
 
 from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, PoolNotFound, ZfsError
 from ..keys import Key
-from ..names import DatasetName, PoolName, SnapshotName, validate_property_value
+from ..names import (
+    DatasetName,
+    PoolName,
+    SnapshotName,
+    dataset_or_snapshot,
+    validate_property_value,
+)
 from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, parse_version
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
+from .send import SendSpec, send_args
 from .translate import translate
 
-__all__ = ["SendSpec", "Zfs"]
+__all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importers
 
 # Native property names are lowercase words; user properties contain ':'.
 _PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_.:@-]*")
@@ -34,39 +41,6 @@ SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
 RECEIVE_FLAGS = ("-F", "-u", "-v", "-n", "-s", "-e", "-d", "-h", "-M")
 # The subcommands encroot hands over whole when it adds nothing to them (``exec_replacing``).
 DROP_IN_SUBCOMMANDS = ("receive", "recv", "change-key")
-
-
-@dataclass(frozen=True)
-class SendSpec:
-    """What one ``zfs send`` sends: a snapshot, optionally from a base, or a resume token.
-
-    Attributes:
-        snapshot: the snapshot sent (``pool/fs@snap``); ignored with a token.
-        base: with ``intermediates`` ``-I BASE`` (every snapshot between), else
-            ``-i BASE``; a clone's origin snapshot makes a clone stream.
-        raw: ``-w``, blocks as they are on disk (encrypted data stays encrypted).
-        replicate: ``-R``, the dataset's whole tree with properties and snapshots.
-        properties: ``-p`` for a single dataset.
-        resume_token: ``-t TOKEN``, finishing a partial ``receive -s``.
-    """
-
-    snapshot: str = ""
-    base: str | None = None
-    raw: bool = True
-    replicate: bool = False
-    properties: bool = False
-    intermediates: bool = True
-    resume_token: str | None = None
-
-    def describe(self) -> str:
-        """The send part of the pipeline, as a user would type it."""
-        if self.resume_token is not None:
-            return "zfs send -t <token>"
-        flags = " ".join(flag for flag, wanted in (
-            ("-w", self.raw), ("-R", self.replicate),
-            ("-p", self.properties and not self.replicate)) if wanted)
-        base = f" {'-I' if self.intermediates else '-i'} {self.base}" if self.base else ""
-        return f"zfs send {flags}{base} {self.snapshot}".replace("  ", " ")
 
 
 def _check_property_name(name: str) -> str:
@@ -89,10 +63,6 @@ def _check_receive_flags(options: Sequence[str]) -> None:
         if option not in RECEIVE_FLAGS:
             raise InvalidProperty(f"receive option {option!r}: use one of "
                                   f"{' '.join(RECEIVE_FLAGS)}")
-
-
-def _dataset_or_snapshot(name: str) -> str:
-    return SnapshotName(name) if "@" in name else DatasetName(name)
 
 
 @dataclass
@@ -219,7 +189,7 @@ class Zfs:
         if sources:
             args += ["-s", ",".join(self._check_sources(sources))]
         args.append(",".join(_check_property_name(p) for p in properties))
-        args += [_dataset_or_snapshot(name) for name in names]
+        args += [dataset_or_snapshot(name) for name in names]
         output = self.execute(self.zfs_command(*args)).stdout
         return parse_get_json(output) if json_mode else parse_get_table(output)
 
@@ -247,14 +217,14 @@ class Zfs:
         if recursive:
             args.append("-r")
         if root is not None:
-            args.append(_dataset_or_snapshot(root))
+            args.append(dataset_or_snapshot(root))
         return self.execute(self.zfs_command(*args)).stdout.splitlines()
 
     def exists(self, name: str) -> bool:
         """True when the dataset or snapshot exists."""
         try:
             self.execute(self.zfs_command("list", "-H", "-o", "name", "-t", "all",
-                                          _dataset_or_snapshot(name)))
+                                          dataset_or_snapshot(name)))
         except DatasetNotFound:
             return False
         return True
@@ -324,7 +294,7 @@ class Zfs:
         self.execute(self.zfs_command(*args, mutates=True, secret=key is not None), key=key)
 
     def destroy(self, name: str, *, recursive: bool = False) -> None:
-        args = ["destroy"] + (["-r"] if recursive else []) + [_dataset_or_snapshot(name)]
+        args = ["destroy"] + (["-r"] if recursive else []) + [dataset_or_snapshot(name)]
         self.execute(self.zfs_command(*args, mutates=True))
 
     def destroy_all_snapshots(self, name: str) -> None:
@@ -346,12 +316,12 @@ class Zfs:
             return
         pairs = [f"{_check_property_name(k)}={validate_property_value(k, v)}"
                  for k, v in properties.items()]
-        self.execute(self.zfs_command("set", *pairs, _dataset_or_snapshot(name), mutates=True))
+        self.execute(self.zfs_command("set", *pairs, dataset_or_snapshot(name), mutates=True))
 
     def inherit(self, name: str, prop: str, *, recursive: bool = False) -> None:
         args = ["inherit"] + (["-r"] if recursive else [])
         self.execute(self.zfs_command(*args, _check_property_name(prop),
-                                      _dataset_or_snapshot(name), mutates=True))
+                                      dataset_or_snapshot(name), mutates=True))
 
     def rename(self, source: str, target: str, *, no_remount: bool = True) -> None:
         """``zfs rename [-u]``; with ``no_remount`` mounted file systems are not remounted."""
@@ -377,22 +347,9 @@ class Zfs:
 
     # -- streams ----------------------------------------------------------------
 
-    @staticmethod
-    def _send_args(stream: SendSpec) -> list[str]:
-        if stream.resume_token is not None:
-            if not re.fullmatch(r"[0-9a-f]+-[0-9a-f]+-[0-9a-f]+-[0-9a-f]+", stream.resume_token):
-                raise InvalidProperty(f"resume token {stream.resume_token[:40]!r}: not a "
-                                      "receive_resume_token value", subject="resume token")
-            return ["send", "-t", stream.resume_token]
-        args = ["send"] + (["-w"] if stream.raw else []) + (["-R"] if stream.replicate else [])
-        args += ["-p"] if stream.properties and not stream.replicate else []
-        if stream.base is not None:
-            args += ["-I" if stream.intermediates else "-i", _dataset_or_snapshot(stream.base)]
-        return [*args, SnapshotName(stream.snapshot)]
-
     def send_size(self, stream: SendSpec) -> int:
         """The bytes ``zfs send`` estimates for ``stream`` (``zfs send -nP``)."""
-        args = self._send_args(stream)
+        args = send_args(stream)
         out = self.execute(self.zfs_command(args[0], "-n", "-P", *args[1:])).stdout
         for line in reversed(out.splitlines()):
             field_name, _, value = line.partition("\t")
@@ -411,7 +368,7 @@ class Zfs:
             the send failed while the receive reported nothing.
         """
         _check_receive_flags(options)
-        sender = self.zfs_command(*self._send_args(stream))
+        sender = self.zfs_command(*send_args(stream))
         receiver = self.zfs_command("receive", *options, DatasetName(target), mutates=True)
         if self.log is not None:
             self.log(("(dry run) " if self.dry_run else "")
