@@ -16,7 +16,7 @@ from .migrate import (
     migrate,
     plan_migration,
 )
-from .migrate.plan import human_bytes
+from .migrate.steps import human_bytes
 from .zfs import Zfs
 
 __all__ = ["TransferProgress", "add_migrate_commands"]

@@ -11,15 +11,9 @@ from encroot.cli import main
 from encroot.cli_migrate import TransferProgress, plan_lines
 from encroot.errors import InputError, InvalidName
 from encroot.migrate import MigrateRefused, MigrateRequest, MigrateState
+from encroot.migrate.finish import expected_encryption_root, root_properties
 from encroot.migrate.model import Node, Side, Snap
-from encroot.migrate.plan import (
-    choose_goal,
-    expected_encryption_root,
-    plan_phase,
-    plan_sync,
-    root_properties,
-    trees,
-)
+from encroot.migrate.plan import choose_goal, plan_phase, plan_sync, trees
 from encroot.migrate.run import fresh_snapshot_name
 from encroot.owned import MigrateCutover
 

@@ -1,13 +1,15 @@
 """``encroot migrate``: move an encrypted root, its children and snapshots to another pool, raw.
 
 ``model`` holds the request and the state read from both pools; ``plan``
-turns them into a phase plan (pure); ``run`` reads ZFS and executes.
+turns them into a phase plan (pure; its data types in ``steps``, the cutover
+steps in ``finish``, where datasets land in ``landing``); ``run`` reads ZFS and
+executes; ``files`` copies and hashes files.
 docs/design.md explains the phases, the order (every stream before any
 re-parenting) and how an interrupted phase continues.
 """
 
 from .model import PHASES, MigrateRefused, MigrateRequest, MigrateState
-from .plan import PhasePlan, Refusal, Step, Transfer, plan_phase
+from .plan import plan_phase
 from .run import (
     MigrateResult,
     PhaseResult,
@@ -17,6 +19,7 @@ from .run import (
     plan_migration,
     read_state,
 )
+from .steps import PhasePlan, Refusal, Step, Transfer
 
 __all__ = [
     "PHASES",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EncrootError
 from .model import MigrateRefused, MigrateState, Side
-from .plan import Step
+from .steps import Step
 
 if TYPE_CHECKING:
     from .run import _Run

@@ -30,6 +30,13 @@ from ..owned import (
 )
 from ..zfs import SendSpec, Zfs
 from .files import VerificationFailed, child_entries, copy_root_data, fail_on, verify_files
+from .finish import (
+    encryption_problems,
+    plan_finish,
+    reparent_order,
+    root_properties,
+    snapshot_problems,
+)
 from .model import (
     MigrateRefused,
     MigrateRequest,
@@ -38,21 +45,8 @@ from .model import (
     Side,
     Snap,
 )
-from .plan import (
-    Goal,
-    PhasePlan,
-    Step,
-    Transfer,
-    assume_synced,
-    encryption_problems,
-    plan_finish,
-    plan_phase,
-    plan_sync,
-    reparent_order,
-    root_properties,
-    snapshot_problems,
-    with_goal,
-)
+from .plan import assume_synced, plan_phase, plan_sync, with_goal
+from .steps import Goal, PhasePlan, Step, Transfer
 
 __all__ = [
     "MigrateResult",
