@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from encroot import stream as stream_module
 from encroot.errors import StreamError
 from encroot.stream import BEGIN_RECORD_SIZE, decode_xdr_nvlist, parse_header, peek_stream
+from encroot.stream import peek as stream_module
 
 DATA = Path(__file__).parent.parent / "data" / "streams"
 
