@@ -29,8 +29,12 @@ from .errors import (
     NotEncrypted,
     NotEncryptionRoot,
     OutOfSpace,
+    PendingRotation,
     PermissionDenied,
     PoolNotFound,
+    RotationFailed,
+    RotationRefused,
+    StrategyUnavailable,
     ZfsError,
     ZfsUnavailable,
 )
@@ -39,14 +43,7 @@ if TYPE_CHECKING:
     from .dataset import ChangeKey, Dataset, change_keys, change_keys_async
     from .keys import Key
     from .names import DatasetName, PoolName, SnapshotName, UserPropertyName
-    from .rotate import (
-        ChangeKeyResult,
-        PendingRotation,
-        RecoveryResult,
-        RotationFailed,
-        RotationRefused,
-        StrategyUnavailable,
-    )
+    from .rotate import ChangeKeyResult, RecoveryResult
     from .zfs import Zfs
 
 # Imported on first use (PEP 562), so that `encroot --version` or a plain
@@ -56,8 +53,7 @@ _LAZY = {
     **dict.fromkeys(("ChangeKey", "Dataset", "change_keys", "change_keys_async"), ".dataset"),
     "Key": ".keys",
     **dict.fromkeys(("DatasetName", "PoolName", "SnapshotName", "UserPropertyName"), ".names"),
-    **dict.fromkeys(("ChangeKeyResult", "PendingRotation", "RecoveryResult", "RotationFailed",
-                     "RotationRefused", "StrategyUnavailable"), ".rotate"),
+    **dict.fromkeys(("ChangeKeyResult", "RecoveryResult"), ".rotate"),
     "Zfs": ".zfs",
 }
 

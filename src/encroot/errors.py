@@ -9,6 +9,13 @@
     │   ├── InvalidKey                key material breaks ZFS's rules for its format
     │   └── StreamError               a send stream's header is truncated or malformed
     ├── OwnerAlive                    encroot state held by a live encroot process
+    ├── ReceiveRefused                a replacement's precondition failed (nothing changed)
+    ├── MigrateRefused                a migration's precondition failed (nothing changed)
+    ├── RotationRefused               a key rotation's precondition failed (nothing changed)
+    │   └── StrategyUnavailable       the requested rotation strategy does not exist here
+    ├── PendingRotation               a rotation journal is pending and cannot be resolved yet
+    ├── RotationFailed                some datasets of a batch were not rotated (``results``)
+    ├── VerificationFailed            ZFS shows something else than an operation promised
     ├── ZfsUnavailable                no zfs/zpool binary, or no ZFS kernel module
     ├── ZfsError                      a zfs/zpool command failed; keeps ZFS's message
     │   ├── DatasetNotFound           "dataset does not exist"
@@ -35,6 +42,10 @@ keys, and encroot passes keys only through stdin, never argv.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .rotate.run import ChangeKeyResult
 
 __all__ = [
     "DatasetBusy",
@@ -51,13 +62,20 @@ __all__ = [
     "KeyAlreadyLoaded",
     "KeyNotLoaded",
     "LabError",
+    "MigrateRefused",
     "NotEncrypted",
     "NotEncryptionRoot",
     "OutOfSpace",
     "OwnerAlive",
+    "PendingRotation",
     "PermissionDenied",
     "PoolNotFound",
+    "ReceiveRefused",
+    "RotationFailed",
+    "RotationRefused",
+    "StrategyUnavailable",
     "StreamError",
+    "VerificationFailed",
     "ZfsError",
     "ZfsUnavailable",
 ]
@@ -107,6 +125,55 @@ class OwnerAlive(EncrootError):
         self.subject = subject
         self.pid = pid
         self.holder = holder
+
+
+class ReceiveRefused(EncrootError):
+    """A precondition of ``encroot receive`` failed; nothing was changed.
+
+    The message says which and why.
+    """
+
+
+class MigrateRefused(EncrootError):
+    """A precondition of ``encroot migrate`` failed; nothing was changed.
+
+    The message says how to fix it.
+    """
+
+
+class RotationRefused(EncrootError):
+    """A precondition failed; nothing was changed.  The message says which and how to fix it."""
+
+
+class StrategyUnavailable(RotationRefused):
+    """The requested strategy does not exist on this system (no fallback is taken)."""
+
+
+class PendingRotation(EncrootError):
+    """A rotation's journal is pending and could not be resolved from the evidence at hand.
+
+    ``dataset`` is the dataset whose journal is pending.
+    """
+
+    def __init__(self, message: str, *, dataset: str) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+
+
+class RotationFailed(EncrootError):
+    """Some datasets of a batch were not rotated; ``results`` says which and why."""
+
+    def __init__(self, message: str, *, results: Sequence[ChangeKeyResult]) -> None:
+        super().__init__(message)
+        self.results = list(results)
+
+
+class VerificationFailed(EncrootError):
+    """What ZFS shows after an operation differs from what it promised.
+
+    The message lists the differences; the operation changed nothing after it
+    found them (receive: the old target is intact; migrate: SRC is untouched).
+    """
 
 
 class ZfsUnavailable(EncrootError):

@@ -32,3 +32,26 @@ def test_error_tree() -> None:
     for cls in (encroot.IncorrectKey, encroot.DatasetNotFound, encroot.EncryptionBoundary):
         assert issubclass(cls, encroot.ZfsError) and issubclass(cls, encroot.EncrootError)
     assert not issubclass(encroot.LabError, encroot.ZfsError)
+
+
+def test_every_exception_encroot_raises_is_in_the_one_tree() -> None:
+    """Operations re-export their errors, but each class is defined once, in errors.py."""
+    import importlib
+    import pkgutil
+
+    import encroot.errors
+
+    outside = []
+    for module_info in pkgutil.walk_packages(encroot.__path__, "encroot."):
+        if module_info.name.startswith("encroot.lab"):
+            continue
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (isinstance(value, type) and issubclass(value, BaseException)
+                    and value.__module__ == module_info.name and not name.startswith("_")
+                    and module_info.name != "encroot.errors"):
+                outside.append(f"{module_info.name}.{name}")
+    # Killed is the test seam's simulated process death, not an error encroot raises.
+    assert outside == ["encroot.zfs.testing.Killed"]
+    for name in encroot.errors.__all__:
+        assert issubclass(getattr(encroot.errors, name), encroot.errors.EncrootError), name

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import EncrootError
+from ..errors import VerificationFailed
 from .model import MigrateRefused, MigrateState, Side
 from .steps import Step
 
@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["VerificationFailed", "child_entries", "copy_root_data", "fail_on", "file_hashes",
            "verify_files"]
-
-
-class VerificationFailed(EncrootError):
-    """DST differs from what the plan promised; the message lists the differences."""
 
 
 def fail_on(problems: Sequence[str], when: str) -> None:

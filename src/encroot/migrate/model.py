@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..errors import EncrootError, InputError
+from ..errors import InputError, MigrateRefused
 from ..names import DatasetName, PoolName, SnapshotName
 from ..owned import MIGRATE_MARKER, MIGRATE_STAGING, MigrateCutover, MigratePhase, parse_marker
 
@@ -26,10 +26,6 @@ __all__ = [
 ]
 
 PHASES = ("initial", "catch-up", "cutover")
-
-
-class MigrateRefused(EncrootError):
-    """A precondition failed; nothing was changed.  The message says how to fix it."""
 
 
 @dataclass(frozen=True)

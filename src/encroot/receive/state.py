@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DatasetNotFound, EncrootError, InputError
+from ..errors import DatasetNotFound, InputError, ReceiveRefused, VerificationFailed
 from ..names import DatasetName
 from ..owned import (
     RECV_OLD_SUFFIX,
@@ -48,14 +48,6 @@ STATE_PROPERTIES = (
     "type", "encryption", "encryptionroot", "keystatus", "mounted", "canmount", "mountpoint",
     "guid", "userrefs", "clones", "receive_resume_token", *MARKERS,
 )
-
-
-class ReceiveRefused(EncrootError):
-    """A precondition failed; nothing was changed.  The message says which and why."""
-
-
-class VerificationFailed(EncrootError):
-    """What ZFS shows after the receive differs from what the stream promised."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from ..errors import EncrootError, InputError, InvalidProperty
+from ..errors import InputError, InvalidProperty, RotationRefused, StrategyUnavailable
 from ..keys import Key, KeyFormat
 from ..names import DatasetName, validate_user_properties
 from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX
@@ -38,14 +38,6 @@ MIN_PBKDF2_ITERS = 100_000  # libzfs: MIN_PBKDF2_ITERATIONS
 # What plan_rotation needs to know about each dataset (and -i parents).
 STATE_PROPERTIES = ("type", "encryption", "encryptionroot", "keyformat", "keylocation",
                     "keystatus", "pbkdf2salt", "pbkdf2iters", "origin")
-
-
-class RotationRefused(EncrootError):
-    """A precondition failed; nothing was changed.  The message says which and how to fix it."""
-
-
-class StrategyUnavailable(RotationRefused):
-    """The requested strategy does not exist on this system (no fallback is taken)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DatasetNotFound, EncrootError, InputError, PermissionDenied, ZfsError
+from ..errors import (
+    DatasetNotFound,
+    EncrootError,
+    InputError,
+    PendingRotation,
+    PermissionDenied,
+    RotationFailed,
+    ZfsError,
+)
 from ..keys import Key
 from ..names import DatasetName
 from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX, live_owner
@@ -51,22 +59,6 @@ __all__ = [
 ]
 
 _CAPABILITY_PROBE = "return {change_key = type(zfs.sync.change_key)}\n"
-
-
-class PendingRotation(EncrootError):
-    """A rotation's journal is pending and could not be resolved from the evidence at hand."""
-
-    def __init__(self, dataset: str, message: str) -> None:
-        super().__init__(message)
-        self.dataset = dataset
-
-
-class RotationFailed(EncrootError):
-    """Some datasets of a batch were not rotated; ``results`` says which and why."""
-
-    def __init__(self, message: str, results: Sequence[ChangeKeyResult]) -> None:
-        super().__init__(message)
-        self.results = list(results)
 
 
 @dataclass(frozen=True)
@@ -195,7 +187,8 @@ def rotate_keys(zfs: Zfs, requests: Sequence[ChangeKeyRequest], *,
     results = execute(zfs, plan, requests, say=say)
     failed = [r for r in results if not r.ok]
     if failed:
-        raise RotationFailed("; ".join(f"{r.dataset}: {r.error}" for r in failed), results)
+        raise RotationFailed("; ".join(f"{r.dataset}: {r.error}" for r in failed),
+                             results=results)
     return results
 
 
@@ -387,9 +380,10 @@ def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key 
                               f"the rotation is running now ({holder.describe()})")
     decision = _decide(zfs, name, marker, state, new_key, old_key)
     if decision.verdict == "unknown":
-        raise PendingRotation(name, f"{name}: a key rotation started {marker.started} was "
-                                    f"interrupted and {decision.evidence}; run: encroot recover "
-                                    f"{name} --new-key-file FILE (or --old-key-file FILE)")
+        raise PendingRotation(f"{name}: a key rotation started {marker.started} was "
+                              f"interrupted and {decision.evidence}; run: encroot recover "
+                              f"{name} --new-key-file FILE (or --old-key-file FILE)",
+                              dataset=name)
     commit = decision.verdict == "commit"
     staged = _staged_values(zfs, name)  # also for an abort: they size the program's limits
     result = _run_program(zfs, name.pool, finish_program({name: (marker.id, commit)}),
@@ -436,6 +430,7 @@ def user_properties(zfs: Zfs, dataset: str) -> dict[str, str]:
                     if ":" in p and not p.startswith(ROTATION_STAGE_PREFIX)}
         outcome = recover(zfs, name)
         if outcome.action == "in-progress":
-            raise PendingRotation(name, f"{name}: a key rotation is running now "
-                                        f"({outcome.evidence}); read again when it is done")
-    raise PendingRotation(name, f"{name}: the rotation journal is still pending")
+            raise PendingRotation(f"{name}: a key rotation is running now "
+                                  f"({outcome.evidence}); read again when it is done",
+                                  dataset=name)
+    raise PendingRotation(f"{name}: the rotation journal is still pending", dataset=name)
