@@ -70,7 +70,8 @@ def _add_lab(commands: argparse._SubParsersAction[_Parser]) -> None:
     test = with_version(sub.add_parser(
         "test", help="run the project's ZFS tests inside a fresh guest",
         description="Run pytest -m zfs inside a fresh guest; extra arguments go to pytest "
-                    "(default: tests/zfs)."))
+                    "(default: tests/zfs); put -- before them when they start with an option "
+                    "(-- -m 'zfs and all_versions' tests/zfs)."))
     test.add_argument("--out", metavar="DIR", type=Path, help="where junit.xml goes")
     test.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST ARGS")
@@ -113,8 +114,15 @@ def _lab_test(args: argparse.Namespace) -> int:
     from . import lab
 
     config = lab.GuestConfig(timeout=args.timeout)
-    result = lab.test(args.pytest_args, version=args.zfs, out_dir=args.out, config=config)
+    result = lab.test(pytest_arguments(args.pytest_args), version=args.zfs, out_dir=args.out,
+                      config=config)
     return result.returncode
+
+
+def pytest_arguments(remainder: Sequence[str]) -> list[str]:
+    """``lab test``'s pytest arguments: a leading ``--`` lets them start with an option
+    (``-- -m 'zfs and all_versions' tests/zfs``); argparse keeps it in the remainder."""
+    return list(remainder[1:] if remainder[:1] == ["--"] else remainder)
 
 
 def _lab_shell(args: argparse.Namespace) -> int:

@@ -69,3 +69,16 @@ def test_the_cli_exits_1_on_failures_and_0_when_all_passed(
     assert main(["lab", "summary", f"2.3={good}"]) == 0
     assert main(["lab", "summary", "--slowest", "0", f"2.3={good}", f"2.1={bad}"]) == 1
     assert main(["lab", "summary", "no-separator"]) == 2
+
+
+def test_lab_test_takes_pytest_arguments_that_start_with_an_option() -> None:
+    """./dev test runs `lab test ... -- -m 'zfs and all_versions' tests/zfs` on 2.1 and 2.4."""
+    from encroot.cli import build_parser, pytest_arguments
+
+    parser = build_parser(["lab"])
+    selected = parser.parse_args(["lab", "test", "--zfs", "2.1", "--out", "o", "--", "-m",
+                                  "zfs and all_versions", "tests/zfs"])
+    assert pytest_arguments(selected.pytest_args) == ["-m", "zfs and all_versions", "tests/zfs"]
+    plain = parser.parse_args(["lab", "test", "tests/zfs/test_rotate.py", "-x"])
+    assert pytest_arguments(plain.pytest_args) == ["tests/zfs/test_rotate.py", "-x"]
+    assert pytest_arguments(parser.parse_args(["lab", "test", "--"]).pytest_args) == []
