@@ -15,10 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .cli_doctor import add_doctor_commands
 from .cli_dropin import drop_in, hand_over
-from .cli_migrate import add_migrate_commands
-from .cli_rotate import add_rotate_commands
 from .errors import EncrootError, InputError, LabError, ZfsError, ZfsUnavailable
 
 __all__ = ["main"]
@@ -327,6 +324,11 @@ def emit(as_json: bool, document: dict[str, object], lines: Sequence[str]) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # imported here, so that a drop-in (exec'd zfs) does not pay for them
+    from .cli_doctor import add_doctor_commands
+    from .cli_migrate import add_migrate_commands
+    from .cli_rotate import add_rotate_commands
+
     parser = _Parser(
         prog="encroot",
         description="Life-cycle tooling for OpenZFS native encryption.",
