@@ -32,7 +32,8 @@ from .conftest import PoolFactory
 from .dropin_cases import CASES, H1, Case
 from .helpers import sh, write_files
 
-pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
+# On 2.3 only until its first runs on 2.1 and 2.4 are in (then: pytest.mark.all_versions).
+pytestmark = pytest.mark.zfs
 
 # The lab mounts the checkout read-only, so Python would compile encroot's modules again
 # for every command (seconds under emulation); an installed encroot has its .pyc files.
