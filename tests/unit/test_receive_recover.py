@@ -208,16 +208,25 @@ def test_recover_leaves_a_lookalike_alone() -> None:
     assert fake.changes == []
 
 
+REPLACE = ReceiveRequest(target=DatasetName(TARGET), force=True, no_mount=True,
+                         allow_encryption_change=True)
+
+
+def raw_full_stream() -> int:
+    """A pipe holding the saved raw full stream (small: it fits the pipe), for reading."""
+    read, write = os.pipe()
+    path = os.path.join(os.path.dirname(__file__), "..", "data", "streams", "raw-full.zstream")
+    with open(path, "rb") as stream:
+        os.write(write, stream.read())
+    os.close(write)
+    return read
+
+
 def test_a_second_receive_refuses_while_the_first_runs() -> None:
     fake = world({**fs(), **receiving(LIVE)})
     zfs, _ = make_zfs(fake)
-    request = ReceiveRequest(target=DatasetName(TARGET), force=True, no_mount=True,
-                             allow_encryption_change=True)
-    read, write = os.pipe()
-    with open(os.path.join(os.path.dirname(__file__), "..", "data", "streams",
-                           "raw-full.zstream"), "rb") as stream:
-        os.write(write, stream.read())
-    os.close(write)
+    request = REPLACE
+    read = raw_full_stream()
     try:
         with pytest.raises(OwnerAlive):
             receive_stream(zfs, request, read)
@@ -234,13 +243,8 @@ def test_the_marker_property_cannot_be_passed_by_the_caller() -> None:
 def test_the_temporary_is_owned_from_its_creation() -> None:
     fake = FakeDatasets({"dst": fs(), TARGET: fs(), f"{TARGET}@a": {"type": "snapshot"}})
     zfs, _ = make_zfs(fake)
-    request = ReceiveRequest(target=DatasetName(TARGET), force=True, no_mount=True,
-                             allow_encryption_change=True)
-    read, write = os.pipe()
-    with open(os.path.join(os.path.dirname(__file__), "..", "data", "streams",
-                           "raw-full.zstream"), "rb") as stream:
-        os.write(write, stream.read())
-    os.close(write)
+    request = REPLACE
+    read = raw_full_stream()
     try:
         with pytest.raises(Exception, match="missing"):  # the fake receives nothing
             receive_stream(zfs, request, read)
