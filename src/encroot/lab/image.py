@@ -58,16 +58,6 @@ class Image:
     def rootfs_file(self) -> Path:
         return self.path / "rootfs.img"
 
-    @property
-    def pycache_folder(self) -> Path:
-        """Bytecode the guests' Python wrote, kept between boots (see ``guest/job-init.sh``).
-
-        The guest's root disk is thrown away after each run, and the checkout is
-        shared read-only, so without this every boot would compile the standard
-        library, pytest and encroot again: tens of seconds under emulation.
-        """
-        return self.path / "pycache"
-
 
 def cache_root() -> Path:
     """Where images live: ``$ENCROOT_LAB_DIR`` or ``$XDG_CACHE_HOME/encroot/lab``."""

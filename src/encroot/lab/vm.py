@@ -85,8 +85,6 @@ def qemu_argv(image: Image, job_dir: Path, share: Path, config: GuestConfig, *,
         "-drive", f"file={image.rootfs_file},format=raw,if=virtio,snapshot=on",
         "-virtfs", f"local,path={job_dir},mount_tag=job,security_model=none,id=job",
         "-virtfs", f"local,path={share},mount_tag=src,security_model=none,readonly=on,id=src",
-        "-virtfs", f"local,path={image.pycache_folder},mount_tag=pycache,"
-                   "security_model=none,id=pycache",
         "-device", "virtio-rng-pci",
         "-nic", "none", "-no-reboot", "-display", "none",
     ]
@@ -166,7 +164,6 @@ def run_job(image: Image, script: Path, args: Sequence[str] = (), *,
         if interactive:
             job_env["ENCROOT_LAB_SHELL"] = "1"
         _prepare_job(job_dir, script, args, job_env, share_rel)
-        image.pycache_folder.mkdir(exist_ok=True)
         argv = qemu_argv(image, job_dir, share, config, interactive=interactive)
         tails = [_Tail(job_dir / "stdout", stdout or sys.stdout.buffer),
                  _Tail(job_dir / "stderr", stderr or sys.stderr.buffer)]
