@@ -35,9 +35,6 @@ from .helpers import sh, write_files
 # Passed 85/85 on 2.1.11, 2.3.2 and 2.4.4 (and on 2.3.2 with main's merged code).
 pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
-# The lab mounts the checkout read-only, so Python would compile encroot's modules again
-# for every command (seconds under emulation); an installed encroot has its .pyc files.
-ENVIRONMENT = {**os.environ, "PYTHONPYCACHEPREFIX": "/var/tmp/dropin-pycache"}
 PROPERTIES = ("type,encryption,encryptionroot,keyformat,keylocation,keystatus,mounted,guid,"
               "userrefs,receive_resume_token,compression,origin,pbkdf2iters,dropin:tag")
 
@@ -139,7 +136,7 @@ class World:
             data = (case.stdin[len("text:"):].replace("|", "\n") + "\n").encode()
         try:
             done = subprocess.run(argv, stdin=stdin_file if data is None else None, input=data,
-                                  capture_output=True, check=False, timeout=300, env=ENVIRONMENT)
+                                  capture_output=True, check=False, timeout=300)
         finally:
             if stdin_file is not None:
                 stdin_file.close()
