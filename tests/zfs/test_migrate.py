@@ -19,7 +19,7 @@ import pytest
 
 from encroot import Key
 
-from .conftest import PoolFactory
+from .conftest import PoolFactory, PoolMaker, SavedPool
 from .helpers import (
     FAST_PBKDF2,
     PASSPHRASE,
@@ -97,10 +97,46 @@ def prepare(factory: PoolFactory, folder: Path) -> tuple[str, str, Path, Path]:
     return source, destination, source_key, destination_key
 
 
+Saved = tuple[SavedPool, SavedPool, Path, Path]
+
+
+@pytest.fixture(scope="module")
+def saved_pools(module_make_pool: PoolMaker, tmp_path_factory: pytest.TempPathFactory
+                ) -> Saved:
+    """SRC and DST as ``prepare`` leaves them, built once per module and saved."""
+    source, destination, source_key, destination_key = prepare(
+        module_make_pool, tmp_path_factory.mktemp("saved"))
+    return (module_make_pool.save(source), module_make_pool.save(destination),
+            source_key, destination_key)
+
+
+def restore(maker: PoolMaker, saved: Saved) -> tuple[str, str, Path, Path]:
+    source, destination, source_key, destination_key = saved
+    return (maker.restore(source, PASSPHRASE), maker.restore(destination, DST_PASSPHRASE),
+            source_key, destination_key)
+
+
 @pytest.fixture
-def pools(make_pool: PoolFactory, tmp_path: Path) -> tuple[str, str, Path, Path]:
-    """Fresh SRC and DST for one test."""
-    return prepare(make_pool, tmp_path)
+def pools(make_pool: PoolMaker, saved_pools: Saved) -> tuple[str, str, Path, Path]:
+    """Fresh SRC and DST for one test: a copy of the module's saved pair."""
+    return restore(make_pool, saved_pools)
+
+
+@pytest.fixture(scope="module")
+def saved_after_initial(module_make_pool: PoolMaker, saved_pools: Saved) -> Saved:
+    """The saved pair after ``encroot migrate --phase initial``, saved again."""
+    source, destination, source_key, destination_key = restore(module_make_pool, saved_pools)
+    initial = encroot(f"migrate --phase initial {source} {destination}")
+    assert initial.returncode == 0, initial.stderr
+    return (module_make_pool.save(source), module_make_pool.save(destination),
+            source_key, destination_key)
+
+
+@pytest.fixture
+def initially_migrated(make_pool: PoolMaker, saved_after_initial: Saved
+                       ) -> tuple[str, str, Path, Path]:
+    """Fresh SRC and DST for one test, the initial phase done: a copy of the saved pair."""
+    return restore(make_pool, saved_after_initial)
 
 
 @dataclass(frozen=True)
@@ -302,9 +338,8 @@ def test_too_little_space_on_dst_is_refused_before_anything_changes(
 
 
 def test_a_wrong_source_key_at_cutover_re_parents_nothing(
-        pools: tuple[str, str, Path, Path], tmp_path: Path) -> None:
-    source, destination, _, destination_key = pools
-    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+        initially_migrated: tuple[str, str, Path, Path], tmp_path: Path) -> None:
+    source, destination, _, destination_key = initially_migrated
     wrong = tmp_path / "wrong.key"
     wrong.write_text("not the passphrase")
     run = encroot(f"migrate --phase cutover --root-data=skip --key-file {wrong} "

@@ -17,10 +17,19 @@ from pathlib import Path
 import pytest
 
 from .helpers import encroot, names_under, prop, sh
-from .test_migrate import assert_migrated, cutover_args, pools, write
+from .test_migrate import (
+    assert_migrated,
+    cutover_args,
+    initially_migrated,
+    pools,
+    saved_after_initial,
+    saved_pools,
+    write,
+)
 
 pytestmark = pytest.mark.zfs
-__all__ = ["pools"]  # the fixture, shared with test_migrate
+# the fixtures, shared with test_migrate (each module builds and saves its own pair)
+__all__ = ["initially_migrated", "pools", "saved_after_initial", "saved_pools"]
 
 CUT_AFTER_BYTES = 120_000
 
@@ -95,10 +104,9 @@ def test_initial_killed_mid_stream_continues(pools: tuple[str, str, Path, Path],
 
 
 @pytest.mark.all_versions
-def test_catch_up_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
-                                              tmp_path: Path) -> None:
-    source, destination, source_key, destination_key = pools
-    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+def test_catch_up_with_a_cut_stream_continues(
+        initially_migrated: tuple[str, str, Path, Path], tmp_path: Path) -> None:
+    source, destination, source_key, destination_key = initially_migrated
     big_write(source)
     interrupted(tmp_path, "cut", f"--phase catch-up {source} {destination}")
     assert partial_receives(destination)
@@ -107,10 +115,9 @@ def test_catch_up_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path]
     cutover_and_check(source, destination, source_key, destination_key)
 
 
-def test_cutover_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
-                                             tmp_path: Path) -> None:
-    source, destination, source_key, destination_key = pools
-    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+def test_cutover_with_a_cut_stream_continues(
+        initially_migrated: tuple[str, str, Path, Path], tmp_path: Path) -> None:
+    source, destination, source_key, destination_key = initially_migrated
     big_write(source)
     interrupted(tmp_path, "cut", f"--phase cutover {cutover_args(source_key, destination_key)} "
                 f"{source} {destination}")
@@ -119,10 +126,9 @@ def test_cutover_with_a_cut_stream_continues(pools: tuple[str, str, Path, Path],
 
 
 @pytest.mark.parametrize("point", ["kill-after-change-key", "kill-after-rename"])
-def test_cutover_killed_while_re_parenting_continues(pools: tuple[str, str, Path, Path],
-                                                     tmp_path: Path, point: str) -> None:
-    source, destination, source_key, destination_key = pools
-    assert encroot(f"migrate --phase initial {source} {destination}").returncode == 0
+def test_cutover_killed_while_re_parenting_continues(
+        initially_migrated: tuple[str, str, Path, Path], tmp_path: Path, point: str) -> None:
+    source, destination, source_key, destination_key = initially_migrated
     interrupted(tmp_path, point,
                 f"--phase cutover {cutover_args(source_key, destination_key)} "
                 f"{source} {destination}")
