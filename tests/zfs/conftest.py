@@ -67,34 +67,41 @@ class PoolMaker:
         """
         listing = _run(["zpool", "list", "-v", "-H", "-P", name]).split()
         files = [Path(word) for word in listing if word.startswith("/")]
-        mounted = [line.split("\t")[0] for line in _run(
-            ["zfs", "list", "-H", "-r", "-o", "name,mounted", name]).splitlines()
-            if line.endswith("\tyes")]
+        rows = [line.split("\t") for line in _run(
+            ["zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-o",
+             "name,property,value", "mounted,encryptionroot,keystatus,keylocation",
+             name]).splitlines()]
+        props: dict[str, dict[str, str]] = {}
+        for dataset, prop, value in rows:
+            props.setdefault(dataset, {})[prop] = value
+        keys = tuple((dataset, p["keylocation"]) for dataset, p in props.items()
+                     if p["encryptionroot"] == dataset and p["keystatus"] == "available")
+        mounted = tuple(dataset for dataset, p in props.items() if p["mounted"] == "yes")
         _run(["zpool", "export", name])
         self.created.remove(name)
         saved = Path(tempfile.mkdtemp(prefix=f"{name}-saved-", dir=self.folder))
         for path in files:
             path.rename(saved / path.name)
-        return SavedPool(name, saved, tuple(mounted))
+        return SavedPool(name, saved, keys, mounted)
 
     def restore(self, saved: SavedPool, passphrase: str = "") -> str:
         """Import a fresh copy of ``saved`` under its own name (one copy at a time).
 
-        Keys load as ``zpool import -l`` loads them, ``passphrase`` answering the
-        prompt; what was mounted at ``save`` is mounted again. The copy is
-        destroyed at cleanup like the pools made here.
+        The keys loaded at ``save`` are loaded again (``passphrase`` answers each
+        prompt), and what was mounted is mounted again. The copy is destroyed at
+        cleanup like the pools made here.
         """
         copy = Path(tempfile.mkdtemp(prefix=f"{saved.name}-copy-", dir=self.folder))
         for path in saved.folder.iterdir():
-            subprocess.run(["cp", "--sparse=always", str(path), str(copy / path.name)],
-                           check=True)
-        done = subprocess.run(["zpool", "import", "-l", "-d", str(copy), saved.name],
-                              input=passphrase.encode(), capture_output=True, check=False)
-        if done.returncode != 0:
-            raise AssertionError(f"restoring {saved.name}: {done.stderr.decode()}")
+            # cp finds the holes of these sparse files and copies only the data
+            _run(["cp", str(path), str(copy / path.name)])
+        _run(["zpool", "import", "-N", "-d", str(copy), saved.name])
         self.created.append(saved.name)
+        for root, location in saved.keys:
+            subprocess.run(["zfs", "load-key", root], check=True, capture_output=True,
+                           input=passphrase.encode() if location == "prompt" else None)
         for dataset in saved.mounted:
-            subprocess.run(["zfs", "mount", dataset], capture_output=True, check=False)
+            _run(["zfs", "mount", dataset])
         return saved.name
 
     def cleanup(self) -> None:
@@ -109,7 +116,8 @@ class SavedPool:
 
     name: str
     folder: Path
-    mounted: tuple[str, ...]
+    keys: tuple[tuple[str, str], ...]  # (encryption root, keylocation) loaded at save
+    mounted: tuple[str, ...]  # in zfs list order: parents first
 
 
 def _run(argv: list[str]) -> str:
