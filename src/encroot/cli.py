@@ -74,6 +74,9 @@ def _add_lab(commands: argparse._SubParsersAction[_Parser]) -> None:
                     "(-- -m 'zfs and all_versions' tests/zfs)."))
     test.add_argument("--out", metavar="DIR", type=Path, help="where junit.xml goes")
     test.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS")
+    test.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="run N pytest processes at once in the guest, a test module at a "
+                           "time each (default 1)")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST ARGS")
     test.set_defaults(handler=_lab_test)
 
@@ -115,7 +118,7 @@ def _lab_test(args: argparse.Namespace) -> int:
 
     config = lab.GuestConfig(timeout=args.timeout)
     result = lab.test(pytest_arguments(args.pytest_args), version=args.zfs, out_dir=args.out,
-                      config=config)
+                      config=config, workers=args.workers)
     return result.returncode
 
 

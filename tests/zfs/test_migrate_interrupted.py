@@ -69,8 +69,11 @@ def interrupted(folder: Path, how: str, args: str, pool: str = "") -> None:
     expected = (-9, 137) if how.startswith("kill") else (1,)
     assert run.returncode in expected, (run.returncode, run.stderr)
     # A killed encroot leaves its zfs receive running until it reads the stream's end.
-    sh("for i in $(seq 120); do pgrep -x zfs >/dev/null || exit 0; sleep 0.5; done; "
-       "exit 1")
+    # Only this process's pools count (their names start with t<pid>x; see conftest):
+    # tests of other modules may run beside this one. "[z]fs" keeps the pattern from
+    # matching the shell that runs pgrep.
+    sh(f"for i in $(seq 120); do pgrep -f '[z]fs .*t{os.getpid()}x' >/dev/null || exit 0; "
+       "sleep 0.5; done; exit 1")
 
 
 def partial_receives(destination: str) -> list[str]:

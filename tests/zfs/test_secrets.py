@@ -66,9 +66,13 @@ def scan_files(needles: list[bytes]) -> list[str]:
         for dirpath, _, files in os.walk(top):
             for name in files:
                 path = Path(dirpath, name)
-                if name.endswith(".img") or not path.is_file() or path.stat().st_size > 1 << 22:
+                try:
+                    if (name.endswith(".img") or not path.is_file()
+                            or path.stat().st_size > 1 << 22):
+                        continue
+                    data = path.read_bytes()
+                except OSError:  # another test's file, gone since the listing
                     continue
-                data = path.read_bytes()
                 if any(needle in data for needle in needles):
                     found.append(str(path))
     return found

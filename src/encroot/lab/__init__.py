@@ -55,15 +55,26 @@ def run(script: Path, args: Sequence[str] = (), *, version: str | None = None,
     return result
 
 
+WEIGHTS = "tests/zfs/module-seconds.txt"
+
+
 def test(pytest_args: Sequence[str] = (), *, version: str | None = None,
-         out_dir: Path | None = None, config: GuestConfig | None = None,
+         out_dir: Path | None = None, config: GuestConfig | None = None, workers: int = 1,
          say: Callable[[str], None] = _say) -> JobResult:
-    """Run the project's ZFS tests (``-m zfs``) inside a fresh guest."""
-    script = (
-        "set -e\n"
-        "exec python3 -m pytest -p no:cacheprovider -m zfs "
-        '--junitxml="$OUT/junit.xml" "$@"\n'
-    )
+    """Run the project's ZFS tests (``-m zfs``) inside a fresh guest.
+
+    With ``workers`` above one, that many pytest processes share the guest, a
+    test module at a time each (``encroot.lab.parallel``), and each module
+    writes its own ``junit-MODULE.xml``.
+    """
+    if workers > 1:
+        script = ("set -e\n"
+                  f"exec python3 -m encroot.lab.parallel --workers {workers} --out \"$OUT\" "
+                  f"--weights {WEIGHTS} -- -m zfs \"$@\"\n")
+    else:
+        script = ("set -e\n"
+                  "exec python3 -m pytest -p no:cacheprovider -m zfs "
+                  '--junitxml="$OUT/junit.xml" "$@"\n')
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as handle:
         handle.write(script)
         path = Path(handle.name)

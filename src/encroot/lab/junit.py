@@ -68,20 +68,23 @@ def _outcome(element: ElementTree.Element) -> tuple[str, str]:
 
 
 def read_run(label: str, folder: Path) -> RunSummary:
-    """The summary of ``folder/junit.xml`` (and ``zfs-version.txt`` where the lab wrote it)."""
-    path = folder / "junit.xml"
-    try:
-        # our own pytest wrote this file in our own guest: trusted input
-        root = ElementTree.parse(path).getroot()  # noqa: S314
-    except FileNotFoundError:
-        return RunSummary(label, missing=f"{path} was not written")
-    except ElementTree.ParseError as exc:
-        return RunSummary(label, missing=f"{path}: {exc}")
+    """The summary of ``folder/junit.xml``, or of every ``folder/junit-*.xml`` that
+    parallel workers wrote (and ``zfs-version.txt`` where the lab wrote it)."""
+    single = folder / "junit.xml"
+    paths = [single] if single.exists() else sorted(folder.glob("junit-*.xml"))
+    if not paths:
+        return RunSummary(label, missing=f"{single} was not written")
     cases = []
-    for element in root.iter("testcase"):
-        outcome, reason = _outcome(element)
-        name = f"{element.get('classname', '')}::{element.get('name', '')}"
-        cases.append(Case(name, float(element.get("time") or 0.0), outcome, reason))
+    for path in paths:
+        try:
+            # our own pytest wrote this file in our own guest: trusted input
+            root = ElementTree.parse(path).getroot()  # noqa: S314
+        except ElementTree.ParseError as exc:
+            return RunSummary(label, missing=f"{path}: {exc}")
+        for element in root.iter("testcase"):
+            outcome, reason = _outcome(element)
+            name = f"{element.get('classname', '')}::{element.get('name', '')}"
+            cases.append(Case(name, float(element.get("time") or 0.0), outcome, reason))
     version_file = folder / "zfs-version.txt"
     version = ""
     if version_file.is_file():
