@@ -67,3 +67,11 @@ def test_a_run_of_parallel_workers_is_read_from_every_module_file(tmp_path: Path
     run = read_run("2.3", tmp_path)
     assert run.count("passed") == 1 and run.failed == 1
     assert read_run("2.3", tmp_path / "none").missing
+
+
+def test_a_module_whose_file_is_missing_fails_the_run(tmp_path: Path) -> None:
+    (tmp_path / "junit-test_a.xml").write_text(JUNIT.format(module="test_a", name="t1",
+                                                            extra=""))
+    (tmp_path / "junit-planned.txt").write_text("junit-test_a.xml\njunit-test_b.xml\n")
+    run = read_run("2.3", tmp_path)
+    assert run.missing and "junit-test_b.xml" in run.missing and run.failed == 1

@@ -74,6 +74,11 @@ def read_run(label: str, folder: Path) -> RunSummary:
     paths = [single] if single.exists() else sorted(folder.glob("junit-*.xml"))
     if not paths:
         return RunSummary(label, missing=f"{single} was not written")
+    planned = folder / "junit-planned.txt"  # written by encroot.lab.parallel
+    if not single.exists() and planned.is_file():
+        absent = [name for name in planned.read_text().split() if not (folder / name).exists()]
+        if absent:
+            return RunSummary(label, missing=f"{', '.join(absent)} not written in {folder}")
     cases = []
     for path in paths:
         try:
