@@ -35,7 +35,8 @@ def test_the_longest_expected_module_starts_first() -> None:
     long = Module("tests/zfs/test_long.py", ("d",))
     unknown = Module("tests/zfs/test_new.py", ("e", "f"))
     weights = {"tests/zfs/test_short.py": 10.0, "tests/zfs/test_long.py": 500.0}
-    assert order([short, unknown, long], weights) == [long, unknown, short]  # 500, 2x30, 10
+    # per test: 500 x 1, 30 x 2 (unknown), 10 x 3
+    assert order([short, unknown, long], weights) == [long, unknown, short]
     assert order([short, unknown], {}) == [short, unknown]  # by count: 3 tests, 2 tests
 
 

@@ -55,7 +55,7 @@ def run(script: Path, args: Sequence[str] = (), *, version: str | None = None,
     return result
 
 
-WEIGHTS = "tests/zfs/module-seconds.txt"
+WEIGHTS = "tests/zfs/module-seconds.txt"  # seconds per test of each module
 
 
 def test(pytest_args: Sequence[str] = (), *, version: str | None = None,

@@ -13,8 +13,8 @@ in the guest (``encroot lab test --workers N``):
 2. the ids are grouped by module, since a module's tests share module-scoped
    fixtures (saved pools, a migrated pair) and must run in one process;
 3. each worker takes the module expected to take longest among those left
-   (a table of measured seconds per module, ``--weights``, else 30 s per
-   test) and runs pytest on its ids, writing
+   (measured seconds per test of each module, ``--weights``, else 30 s, times
+   its selected tests) and runs pytest on its ids, writing
    ``DIR/junit-MODULE.xml``.
 
 Tests of different modules must not touch each other's pools or processes:
@@ -70,7 +70,8 @@ def group(ids: Iterable[str]) -> list[Module]:
 
 
 def read_weights(path: Path | None) -> dict[str, float]:
-    """Expected seconds per module from a table of ``SECONDS MODULE`` lines (``#`` comments).
+    """Expected seconds per test of each module, from ``SECONDS MODULE`` lines (``#``
+    comments): a run may select only some of a module's tests (2.1's and 2.4's sets).
 
     The table only orders the work, so a missing file or a bad line is ignored.
     """
@@ -95,7 +96,7 @@ def order(modules: Sequence[Module], weights: dict[str, float]) -> list[Module]:
     A module the table does not know weighs ``UNKNOWN_TEST_SECONDS`` per test.
     """
     def weight(module: Module) -> float:
-        return weights.get(module.path, UNKNOWN_TEST_SECONDS * len(module.ids))
+        return weights.get(module.path, UNKNOWN_TEST_SECONDS) * len(module.ids)
 
     return sorted(modules, key=weight, reverse=True)
 
@@ -143,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--weights", type=Path,
-                        help="SECONDS MODULE lines: measured seconds, to order the modules by")
+                        help="SECONDS MODULE lines: measured seconds per test, to order by")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     pytest_args = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
