@@ -54,6 +54,11 @@ class Module:
     def stem(self) -> str:
         return Path(self.path).stem
 
+    @property
+    def junit_name(self) -> str:
+        """The module's result file in the output folder (listed in ``PLANNED`` too)."""
+        return f"junit-{self.stem}.xml"
+
 
 def parse_collected(output: str) -> list[str]:
     """Test ids from ``pytest --collect-only -q`` output (``path::name[param]`` lines)."""
@@ -126,7 +131,7 @@ class _Workers:
             log = self.out / f"pytest-{module.stem}.log"
             with open(log, "w") as handle:
                 status = subprocess.run(
-                    [*PYTEST, "-q", f"--junitxml={self.out}/junit-{module.stem}.xml",
+                    [*PYTEST, "-q", f"--junitxml={self.out / module.junit_name}",
                      *module.ids], stdout=handle, stderr=subprocess.STDOUT, check=False
                 ).returncode
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
@@ -157,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     # the summary counts a module without its junit file as failed (encroot.lab.junit)
-    (args.out / PLANNED).write_text("".join(f"junit-{m.stem}.xml\n" for m in modules))
+    (args.out / PLANNED).write_text("".join(f"{m.junit_name}\n" for m in modules))
     workers = _Workers(modules, args.out)
     threads = [threading.Thread(target=workers.work, args=(n + 1,))
                for n in range(max(1, args.workers))]
