@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .parallel import PLANNED
+
 __all__ = ["Case", "RunSummary", "read_run", "summarise"]
 
 
@@ -74,7 +76,7 @@ def read_run(label: str, folder: Path) -> RunSummary:
     paths = [single] if single.exists() else sorted(folder.glob("junit-*.xml"))
     if not paths:
         return RunSummary(label, missing=f"{single} was not written")
-    planned = folder / "junit-planned.txt"  # written by encroot.lab.parallel
+    planned = folder / PLANNED
     if not single.exists() and planned.is_file():
         absent = [name for name in planned.read_text().split() if not (folder / name).exists()]
         if absent:
