@@ -68,8 +68,7 @@ def test_initial_transfers_carry_properties_and_the_key_only_on_the_top() -> Non
         ("clone", "tank/data/c", f"zfs send -I tank/data@a tank/data/c@{GOAL}", False),
     ]
     first = plan.transfers[0]
-    assert first.properties == {"com.x:tag": "v 1", "compression": "lz4", "canmount": "noauto",
-                                "encryption": "on"}
+    assert first.properties == {"com.x:tag": "v 1", "compression": "lz4", "encryption": "on"}
     assert first.target == "tank/data.encroot-convert"
     assert plan.transfers[2].properties == {"refreservation": "2000000"}  # no volsize
     assert plan.transfers[3].properties["origin"] == "tank/data.encroot-convert@a"
@@ -111,7 +110,6 @@ def test_a_resumable_receive_is_resumed_first() -> None:
 
 
 @pytest.mark.parametrize(("request_", "the_state", "words"), [
-    (ConvertRequest("encrypt", "tank"), None, "pool's root dataset"),
     (ENCRYPT, state(node("tank/data", encryption="aes-256-gcm", encryptionroot="tank/data",
                          keystatus="available")), "use `encroot reencrypt tank/data`"),
     (ConvertRequest("reencrypt", "tank/data"), state(node("tank/data")),
@@ -208,12 +206,14 @@ def test_cutover_steps_swap_only_after_verification() -> None:
     ({"operation": "encrypt", "keep_old": "tank/data/old"}, "must be outside"),
     ({"operation": "encrypt", "keep_old": "other/old"}, "must be in pool"),
     ({"operation": "encrypt", "phase": "later"}, "--phase"),
+    ({"operation": "encrypt", "dataset": "tank"}, "pool's root dataset"),
 ])
 def test_bad_requests_name_the_option_and_the_rule(args: dict[str, object],
                                                    words: str) -> None:
     operation = args.pop("operation")
+    dataset = args.pop("dataset", "tank/data")
     with pytest.raises(InputError) as caught:
-        ConvertRequest(operation, "tank/data", **args)  # type: ignore[arg-type]
+        ConvertRequest(operation, dataset, **args)  # type: ignore[arg-type]
     assert words in str(caught.value) and "\n" not in str(caught.value)
 
 

@@ -171,10 +171,12 @@ def test_decrypt(make_pool: PoolFactory, tmp_path: Path) -> None:
 
 def test_bad_input_changes_nothing(scene: Scene) -> None:
     before = names_under(scene.pool)
+    key = scene.key_file(HEX_1, "k")
     cases = [
-        (f"encrypt --key-file /nonexistent '{scene.pool}'", "pool's root dataset"),
+        (f"encrypt --key-file {key} '{scene.pool}'", "pool's root dataset"),
         (f"decrypt '{scene.top}'", "--allow-plaintext"),
-        (f"reencrypt --key-file /dev/null '{scene.top}'", "use `encroot encrypt"),
+        (f"reencrypt --key-file {key} '{scene.top}'", "use `encroot encrypt"),
+        (f"encrypt -o keyformat=raw --key-file {key} '{scene.top}'", "a raw key is exactly"),
     ]
     for args, words in cases:
         done = encroot(args)
@@ -188,7 +190,8 @@ def test_busy_filesystem_at_cutover_is_refused_naming_the_process(scene: Scene) 
     top = scene.top
     assert encroot(f"encrypt --phase initial -o keyformat=hex --key-file {key} '{top}'"
                    ).returncode == 0
-    holder = sh(f"cd '/{top}/child one' && (sleep 60 & echo $!)").stdout.strip()
+    holder = sh(f"cd '/{top}/child one' && (sleep 60 >/dev/null 2>&1 & echo $!)"
+                ).stdout.strip()
     try:
         done = encroot(f"encrypt --phase cutover '{top}'")
     finally:

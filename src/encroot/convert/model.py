@@ -83,6 +83,12 @@ class ConvertRequest:
         if self.phase not in (*PHASES, "all"):
             raise InputError(f"--phase {self.phase!r}: use one of {', '.join(PHASES)} "
                              "(or leave it out for all of them)", subject="--phase")
+        if self.dataset.is_pool_root:
+            raise InputError(f"{self.dataset!r} is a pool's root dataset, which cannot be "
+                             f"renamed or destroyed from user space: convert its children "
+                             f"one by one ({self.operation} {self.dataset}/CHILD), or move the "
+                             "data to a pool created with -O encryption=on (encroot migrate)",
+                             subject=str(self.dataset))
         self._check_key_options()
         if self.keep_old is not None:
             keep = DatasetName(self.keep_old)

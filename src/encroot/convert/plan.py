@@ -13,8 +13,8 @@ origin=``), holds (placed again at cutover).  The same path serves
 
 Withheld until cutover: ``mountpoint``, ``canmount``, ``sharenfs`` and
 ``sharesmb`` (the new tree would collide with the old one's mount points;
-until then every new filesystem has ``canmount=noauto`` and the mount point
-it inherits below ``X.encroot-convert``).  Never copied: the encryption
+until then every new filesystem inherits its mount point below
+``X.encroot-convert`` and is received unmounted, ``-u``).  Never copied: the encryption
 properties (the request decides them), the create-time ones the stream
 carries (``volsize``, ``volblocksize``, ``casesensitivity``, ``normalization``,
 ``utf8only``) and encroot's own markers.
@@ -182,8 +182,6 @@ def receive_properties(request: ConvertRequest, node: Node, *, top: bool) -> dic
     """The ``-o`` properties of a dataset's first receive into the new tree."""
     props = {name: value for name, value in sorted(node.local.items())
              if name not in NOT_COPIED and name not in DEFERRED_PROPERTIES}
-    if not node.is_volume:
-        props["canmount"] = "noauto"
     if top:
         if request.operation == "decrypt":
             props["encryption"] = "off"

@@ -188,7 +188,7 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
         result.plan = _transfer_rounds(zfs, request, phase, goal, key, owner, progress,
                                        result)
         if request.own_root:
-            zfs.set(request.temp, {"keylocation": request.keylocation or "prompt"})
+            _set_keylocation(zfs, request)
         if phase != "cutover":
             return result
         require_verified(verify(zfs, request, key.format if key else request.keyformat),
@@ -234,6 +234,17 @@ def _take_over(zfs: Zfs, request: ConvertRequest, phase: str, owner: Owner) -> N
     marker = ConvertPhase(target=request.dataset, operation=request.operation, phase=phase,
                           owner=owner)
     zfs.set(request.temp, {CONVERT_MARKER: dumps(marker)})
+
+
+def _set_keylocation(zfs: Zfs, request: ConvertRequest) -> None:
+    """The new root's ``keylocation``: the one asked for, else ``prompt`` in place of the
+    pipe the first receive read the key from (``file:///dev/fd/N``)."""
+    current = zfs.get([request.temp], ("keylocation",), use_json=False).value(
+        request.temp, "keylocation") or ""
+    wanted = request.keylocation or ("prompt" if current.startswith("file:///dev/fd/")
+                                     else current)
+    if wanted and wanted != current:
+        zfs.set(request.temp, {"keylocation": wanted})
 
 
 def _ensure_key(zfs: Zfs, request: ConvertRequest, state: ConvertState,

@@ -198,8 +198,8 @@ def _finish_swap(zfs: Zfs, request: ConvertRequest, state: ConvertState, owner: 
         wanted = {p: node.local[p] for p in DEFERRED_PROPERTIES if p in node.local}
         changes = {p: v for p, v in wanted.items() if copy.local.get(p) != v}
         zfs.set(name, changes)
-        for prop in DEFERRED_PROPERTIES:
-            if prop not in wanted and prop in copy.local:
+        for prop in DEFERRED_PROPERTIES:  # canmount is never inherited, nor set locally here
+            if prop not in wanted and prop in copy.local and prop != "canmount":
                 zfs.inherit(name, prop)
     _move_holds(zfs, request, state)
     _mount_all(zfs, _should_mount(read_tree(zfs, request.dataset)))
@@ -207,7 +207,7 @@ def _finish_swap(zfs: Zfs, request: ConvertRequest, state: ConvertState, owner: 
     if verified is not None and verified.keep_old:
         kept = ConvertKept(target=request.dataset, operation=request.operation, owner=None)
         for node in aside.nodes.values():
-            if not node.is_volume and node.get("canmount") != "noauto":
+            if not node.is_volume and node.get("canmount") == "on":
                 zfs.set(node.name, {"canmount": "noauto"})
         zfs.set(aside.root, {CONVERT_REPLACED: dumps(kept)})
     else:
