@@ -178,12 +178,13 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
     result = PhaseResult(plan)
     unmounted: list[str] = []
     started = time.monotonic()
+    if state.new.exists:  # before the unmount: the evidence --recover mounts it again by
+        _take_over(zfs, request, phase, owner)
     if phase == "cutover":
         unmounted = _unmount(zfs, state)
     try:
         zfs.snapshot([f"{request.dataset}@{goal}"], recursive=True)
         if state.new.exists:
-            _take_over(zfs, request, phase, owner)
             _ensure_key(zfs, request, state, key)
         result.plan = _transfer_rounds(zfs, request, phase, goal, key, owner, progress,
                                        result)
