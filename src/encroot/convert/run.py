@@ -157,9 +157,11 @@ def convert(zfs: Zfs, request: ConvertRequest, *, key: Key | None,
     return result
 
 
-def _refuse(plan: PhasePlan) -> None:
+def _refuse(plan: PhasePlan, *, after_snapshot: bool = False) -> None:
     if plan.refusals:
-        raise ConvertRefused(f"{plan.refusals[0]}; nothing was changed")
+        changed = (f"nothing was changed but the snapshot @{plan.goal}, which stays"
+                   if after_snapshot else "nothing was changed")
+        raise ConvertRefused(f"{plan.refusals[0]}; {changed}")
 
 
 def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, owner: Owner,
@@ -199,7 +201,8 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
         if unmounted:
             _mount_again(zfs, unmounted, say)
         raise
-    result.swap = finish(zfs, request, owner=owner, say=say).actions
+    result.swap = finish(zfs, request, owner=owner, say=say,
+                         mounted_before=unmounted).actions
     result.downtime = time.monotonic() - started if unmounted else None
     return result
 
@@ -271,11 +274,11 @@ def _transfer_rounds(zfs: Zfs, request: ConvertRequest, phase: str, goal: str,
     for _ in range(MAX_ROUNDS):
         state = read_state(zfs, request)
         draft = plan_phase(request, state, phase, goal, key_given=key is not None)
-        _refuse(draft)
+        _refuse(draft, after_snapshot=True)
         sizes = estimate(zfs, draft.transfers, state, goal, goal_taken=True)
         plan = plan_phase(request, state, phase, goal, key_given=key is not None,
                           estimates=sizes)
-        _refuse(plan)
+        _refuse(plan, after_snapshot=True)
         for name in plan.drops:
             zfs.destroy(name, recursive=True)
         if not plan.transfers:

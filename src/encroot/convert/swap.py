@@ -17,7 +17,7 @@ complete under its name.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import EncrootError, VerificationFailed, ZfsError
@@ -112,11 +112,12 @@ Action = tuple[str, Callable[[Zfs], None]]
 
 
 def next_action(request: ConvertRequest, state: ConvertState, *, undo: bool,
-                owner: Owner) -> Action | None:
+                owner: Owner, mounted_before: Sequence[str] = ()) -> Action | None:
     """The one step that moves an interrupted conversion forward (None: nothing to do).
 
     ``undo``: an unverified new tree is destroyed (``--recover``); otherwise it is
-    left for the next phase.
+    left for the next phase.  ``mounted_before``: file systems of X that cutover
+    unmounted, mounted again after the swap even when ``canmount=noauto``.
 
     Raises:
         ConvertRefused: a name in the way is not encroot's, or the state is impossible.
@@ -136,7 +137,7 @@ def next_action(request: ConvertRequest, state: ConvertState, *, undo: bool,
             return (f"finish: properties, holds, mounts of {target}; "
                     + (f"keep the old tree as {aside.root}" if verified and verified.keep_old
                        else f"destroy the old tree {aside.root}"),
-                    lambda z: _finish_swap(z, request, state, owner))
+                    lambda z: _finish_swap(z, request, state, mounted_before))
         raise ConvertRefused(f"{target} and {aside.root} both exist and {target} is not the "
                              "verified new tree; inspect them (zfs list -r) and "
                              "docs/design.md; nothing was changed")
@@ -185,7 +186,8 @@ def _mark_and_rename(zfs: Zfs, request: ConvertRequest, aside: str, owner: Owner
     zfs.rename(request.dataset, aside, no_remount=False)
 
 
-def _finish_swap(zfs: Zfs, request: ConvertRequest, state: ConvertState, owner: Owner) -> None:
+def _finish_swap(zfs: Zfs, request: ConvertRequest, state: ConvertState,
+                 mounted_before: Sequence[str]) -> None:
     """After ``X.encroot-convert`` became X: the old tree's deferred properties and holds
     on the new one, mount it, then destroy (or keep) the old tree.  Each part skips what
     is done, so a repeat after a kill converges."""
@@ -202,7 +204,8 @@ def _finish_swap(zfs: Zfs, request: ConvertRequest, state: ConvertState, owner: 
             if prop not in wanted and prop in copy.local and prop != "canmount":
                 zfs.inherit(name, prop)
     _move_holds(zfs, request, state)
-    _mount_all(zfs, _should_mount(read_tree(zfs, request.dataset)))
+    now = read_tree(zfs, request.dataset)
+    _mount_all(zfs, _should_mount(now, also=mounted_before))
     verified = state.verified
     if verified is not None and verified.keep_old:
         kept = ConvertKept(target=request.dataset, operation=request.operation, owner=None)
@@ -230,10 +233,13 @@ def _move_holds(zfs: Zfs, request: ConvertRequest, state: ConvertState) -> None:
                 zfs.hold(tag, [moved])
 
 
-def _should_mount(tree: Tree) -> list[str]:
-    """Filesystems that mount by default and are not mounted (parents first)."""
+def _should_mount(tree: Tree, *, also: Sequence[str] = ()) -> list[str]:
+    """Filesystems that mount by default (or are in ``also``) and are not mounted, parents
+    first."""
     return [n.name for n in tree.ordered()
-            if not n.is_volume and n.get("canmount") == "on" and n.get("mounted") == "no"
+            if not n.is_volume and (n.get("canmount") == "on" or
+                                    (n.name in also and n.get("canmount") == "noauto"))
+            and n.get("mounted") == "no"
             and n.get("mountpoint") not in ("none", "legacy", "-")
             and n.get("keystatus") in ("available", "-")]
 
@@ -247,11 +253,12 @@ def _mount_all(zfs: Zfs, names: list[str]) -> None:
 
 
 def advance(zfs: Zfs, request: ConvertRequest, *, undo: bool, owner: Owner,
-            say: Say) -> str | None:
+            say: Say, mounted_before: Sequence[str] = ()) -> str | None:
     """Read ZFS and run the one next step; its description, or None when done."""
     state = read_state(zfs, request)
     refuse_live_owners(request, state)
-    action = next_action(request, state, undo=undo, owner=owner)
+    action = next_action(request, state, undo=undo, owner=owner,
+                         mounted_before=mounted_before)
     if action is None:
         return None
     description, run = action
@@ -261,7 +268,8 @@ def advance(zfs: Zfs, request: ConvertRequest, *, undo: bool, owner: Owner,
 
 
 def finish(zfs: Zfs, request: ConvertRequest, *, undo: bool = False,
-           owner: Owner | None = None, say: Say = lambda line: None) -> SwapReport:
+           owner: Owner | None = None, say: Say = lambda line: None,
+           mounted_before: Sequence[str] = ()) -> SwapReport:
     """Run ``advance`` until nothing is left (a normal swap, or ``--recover``).
 
     Raises:
@@ -272,7 +280,8 @@ def finish(zfs: Zfs, request: ConvertRequest, *, undo: bool = False,
     report = SwapReport()
     me = owner or Owner.current()
     for _ in range(10):  # each pass moves one state forward; the table has fewer
-        done = advance(zfs, request, undo=undo, owner=me, say=say)
+        done = advance(zfs, request, undo=undo, owner=me, say=say,
+                       mounted_before=mounted_before)
         if done is None:
             return report
         report.actions.append(done)
