@@ -96,7 +96,8 @@ def _encryption_problems(request: ConvertRequest, props: dict[str, str] | object
                         f"expected {root}")
     if props.get("keystatus") != "available":
         problems.append(f"{name}: key {props.get('keystatus')}, expected available")
-    if keyformat and request.own_root and props.get("keyformat") != keyformat:
+    if keyformat and request.own_root and name == request.temp and \
+            props.get("keyformat") != keyformat:
         problems.append(f"{name}: keyformat {props.get('keyformat')}, expected {keyformat}")
     return problems
 
