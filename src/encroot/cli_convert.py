@@ -71,7 +71,8 @@ def _add(commands: argparse._SubParsersAction[Any], operation: str) -> None:
                              "instead of destroying it")
     parser.add_argument("--verify", choices=("guid", "mount"), default="guid",
                         help="guid (default): every snapshot GUID and the encryption; mount: "
-                             "also every file's SHA-256")
+                             "also every file's SHA-256 (the old tree mounted read-only "
+                             "during the downtime)")
     parser.add_argument("--recover", action="store_true",
                         help="finish a verified swap or undo an unfinished conversion, and exit")
     parser.add_argument("dataset", metavar="DATASET")
@@ -99,9 +100,6 @@ def _request(args: argparse.Namespace) -> Any:
     if iterations is not None and not iterations.isdigit():
         raise InputError(f"-o pbkdf2iters={iterations}: must be a whole number",
                          subject="pbkdf2iters")
-    if args.verify == "mount":
-        raise InputError("--verify=mount: not available in this encroot yet (the file "
-                         "comparison is not written); use --verify=guid", subject="--verify")
     return ConvertRequest(
         args.operation, DatasetName(args.dataset), phase=args.phase or "all",
         keyformat=options.get("keyformat"), keylocation=options.get("keylocation"),
@@ -164,6 +162,7 @@ def _convert(args: argparse.Namespace) -> int:
     for phase in result.phases:
         lines.append(f"{phase.plan.phase}: done up to @{phase.plan.goal}; "
                      f"{len(phase.transfers_run)} transfers, {phase.transferred_bytes} bytes")
+        lines += [f"  verified: {line}" for line in phase.verified]
         lines += [f"  {action}" for action in phase.swap]
         if phase.downtime is not None:
             lines.append(f"  downtime: {phase.downtime:.1f} s (the old tree was unmounted)")

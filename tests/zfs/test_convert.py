@@ -162,8 +162,9 @@ def test_decrypt(make_pool: PoolFactory, tmp_path: Path) -> None:
     key.write_text(HEX_1)
     scene = build_tree(make_pool(), tmp_path, encrypted_with=key)
     snaps, files = snapshot_state(scene), file_state(scene)
-    done = encroot(f"decrypt --allow-plaintext '{scene.top}'")
+    done = encroot(f"decrypt --allow-plaintext --verify=mount '{scene.top}'")
     assert done.returncode == 0, done.stderr
+    assert "SHA-256 of 6 files equal" in done.stdout, done.stdout
     for name in [*scene.filesystems, f"{scene.top}/vol"]:
         assert prop(name, "encryption") == "off", name
     assert_carried_over(scene, snaps, files)

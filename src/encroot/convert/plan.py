@@ -423,7 +423,9 @@ def _cutover_steps(request: ConvertRequest, state: ConvertState) -> tuple[Step, 
         Step("snapshot", target, "the final snapshot, recursive"),
         Step("transfer", temp, "the last incrementals"),
         Step("verify", temp, "every snapshot with its GUID; encryption, encryptionroot, "
-                             "keyformat, keystatus as planned"),
+                             "keyformat, keystatus as planned"
+             + ("; every file's SHA-256 (both trees mounted read-only)"
+                if request.verify_mount else "")),
         Step("mark-verified", temp, "encroot:convert=<verified marker>"),
         Step("mark-replaced", target, "encroot:convert-replaced=<replaced marker>"),
         Step("rename", target, aside),

@@ -22,6 +22,7 @@ from ..keys import Key
 from ..owned import CONVERT_MARKER, CONVERT_SNAPSHOT_PREFIX, ConvertPhase, Owner, dumps
 from ..zfs import Zfs
 from .busy import holders
+from .files import compare_files
 from .model import ConvertRequest, ConvertState
 from .plan import PhasePlan, Transfer, mounted, plan_phase
 from .read import read_state
@@ -47,11 +48,13 @@ class PhaseResult:
     transferred_bytes: int = 0
     transfers_run: list[str] = field(default_factory=list)
     swap: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
     downtime: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {**self.plan.to_json(), "transferred_bytes": self.transferred_bytes,
                 "transfers_run": self.transfers_run, "swap": self.swap,
+                "verified": self.verified,
                 "downtime_seconds": self.downtime}
 
 
@@ -196,6 +199,11 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
             return result
         require_verified(verify(zfs, request, key.format if key else request.keyformat),
                          request)
+        result.verified.append("every snapshot with its GUID; encryption as planned")
+        if request.verify_mount:
+            problems, count = compare_files(zfs, request, unmounted)
+            require_verified(problems, request)
+            result.verified.append(f"SHA-256 of {count} files equal")
         mark_verified(zfs, request, goal, owner)
     except BaseException:
         if unmounted:

@@ -414,8 +414,13 @@ class Zfs(PoolMethods, HoldMethods):
                            returncode=sent.returncode, stderr=sent.stderr)
         return received
 
-    def mount(self, name: str) -> None:
-        self.execute(self.zfs_command("mount", DatasetName(name), mutates=True))
+    def mount(self, name: str, *, options: Sequence[str] = ()) -> None:
+        """``zfs mount [-o OPTIONS] NAME``; ``options`` are temporary mount options (``ro``)."""
+        for option in options:
+            if not option.isalnum():
+                raise InvalidProperty(f"mount option {option!r}: one word such as ro")
+        args = ["mount"] + (["-o", ",".join(options)] if options else [])
+        self.execute(self.zfs_command(*args, DatasetName(name), mutates=True))
 
     def unmount(self, name: str, *, force: bool = False) -> None:
         args = ["unmount"] + (["-f"] if force else []) + [DatasetName(name)]
