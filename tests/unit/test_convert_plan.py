@@ -65,13 +65,15 @@ def test_initial_transfers_carry_properties_and_the_key_only_on_the_top() -> Non
         ("full", "tank/data", "zfs send tank/data@a", True),
         ("incremental", "tank/data", f"zfs send -I tank/data@a tank/data@{GOAL}", False),
         ("full", "tank/data/vol", f"zfs send tank/data/vol@{GOAL}", False),
-        ("clone", "tank/data/c", f"zfs send -I tank/data@a tank/data/c@{GOAL}", False),
+        ("clone", "tank/data/c", "zfs send -i tank/data@a tank/data/c@s", False),
+        ("incremental", "tank/data/c", f"zfs send -I tank/data/c@s tank/data/c@{GOAL}", False),
     ]
     first = plan.transfers[0]
     assert first.properties == {"com.x:tag": "v 1", "compression": "lz4", "encryption": "on"}
     assert first.target == "tank/data.encroot-convert"
     assert plan.transfers[2].properties == {"refreservation": "2000000"}  # no volsize
     assert plan.transfers[3].properties["origin"] == "tank/data.encroot-convert@a"
+    assert plan.transfers[4].properties == {}
     assert "keylocation=file:///dev/fd/N" in first.command()
 
 

@@ -94,7 +94,8 @@ class FakeZfs(FakeDatasets):
         options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
         snap = self.sender[-1]
         source = snap.split("@")[0]
-        base = self.sender[self.sender.index("-I") + 1] if "-I" in self.sender else None
+        flag = next((f for f in ("-I", "-i") if f in self.sender), None)
+        base = self.sender[self.sender.index(flag) + 1] if flag else None
         low = int(self.datasets[base]["createtxg"]) if base and base.startswith(source) else 0
         high = int(self.datasets[snap]["createtxg"])
         if target not in self.datasets:

@@ -7,8 +7,11 @@ sent with properties without the raw flag".  So every dataset travels as
 its own pipeline, parents and origins first, and what ``-R`` would have
 carried is reproduced from the bulk read: local and received properties as
 ``zfs receive -o`` (all but the ones below), snapshots (``-I``: every
-snapshot in one stream), clones (``zfs send -I ORIGIN`` received with ``-o
-origin=``), holds (placed again at cutover).  The same path serves
+snapshot in one stream; without ``-p`` or ``-R`` libzfs gathers no
+properties, so ``-I`` of an encrypted dataset is allowed), clones (``zfs send
+-i ORIGIN CLONE@first`` received with ``-o origin=``, one substream: a ``-I``
+stream is a package, whose receive ignores ``-o origin=`` and looks the origin
+up by GUID), holds (placed again at cutover).  The same path serves
 ``encrypt`` too, so one path is tested on every version.
 
 Withheld until cutover: ``mountpoint``, ``canmount``, ``sharenfs`` and
@@ -61,7 +64,7 @@ def human_bytes(count: int) -> str:
 class Transfer:
     """One ``zfs send | zfs receive -s -u`` pipeline into the new tree.
 
-    ``kind``: ``full`` (the dataset's oldest snapshot), ``clone`` (``-I ORIGIN``,
+    ``kind``: ``full`` (the dataset's oldest snapshot), ``clone`` (``-i ORIGIN``,
     received with ``-o origin=``), ``incremental`` (``-I`` from the newest common
     snapshot) or ``resume`` (``zfs send -t`` of a partial receive).  ``with_key``:
     the receive creates the new encryption root with the key (through a pipe).
@@ -220,16 +223,20 @@ def _dataset_transfers(request: ConvertRequest, state: ConvertState, node: Node,
     props = receive_properties(request, node, top=top)
     with_key = top and request.own_root
     origin = node.origin
-    if origin is not None and origin.split("@", 1)[0] in state.old.nodes:
-        props["origin"] = request.new_name(origin)
-        return [Transfer(node.name, new_name, "clone",
-                         SendSpec(goal_full, base=origin, raw=False), props, with_key)]
-    if origin is not None:
-        notes.append(f"{node.name} is a clone of {origin}, outside the tree: it is copied "
-                     "whole and is no clone in the new tree")
     first = f"{node.name}@{shorts[0]}"
-    transfers = [Transfer(node.name, new_name, "full", SendSpec(first, raw=False), props,
-                          with_key)]
+    if origin is not None and origin.split("@", 1)[0] in state.old.nodes:
+        # -i ORIGIN: one substream, whose receive honours -o origin= (a -I stream is a
+        # package, and zfs_receive_package() looks the origin up by GUID instead)
+        props["origin"] = request.new_name(origin)
+        transfers = [Transfer(node.name, new_name, "clone",
+                              SendSpec(first, base=origin, raw=False, intermediates=False),
+                              props, with_key)]
+    else:
+        if origin is not None:
+            notes.append(f"{node.name} is a clone of {origin}, outside the tree: it is "
+                         "copied whole and is no clone in the new tree")
+        transfers = [Transfer(node.name, new_name, "full", SendSpec(first, raw=False), props,
+                              with_key)]
     if shorts[0] != goal:
         transfers.append(Transfer(node.name, new_name, "incremental",
                                   SendSpec(goal_full, base=first, raw=False)))
