@@ -354,6 +354,12 @@ def _add_migrate(commands: argparse._SubParsersAction[_Parser]) -> None:
     add_migrate_commands(commands)
 
 
+def _add_convert(commands: argparse._SubParsersAction[_Parser]) -> None:
+    from .cli_convert import add_convert_commands
+
+    add_convert_commands(commands)
+
+
 # Each command's words and the function that adds its parser.  Only the invoked
 # command's module is imported: under the lab's emulation importing every
 # operation cost each `encroot` start seconds.
@@ -362,6 +368,7 @@ _COMMANDS: tuple[tuple[tuple[str, ...], _Adder], ...] = (
     (("change-key", "recover", "get"), _add_rotate),
     (("doctor", "status"), _add_doctor),
     (("migrate",), _add_migrate),
+    (("encrypt", "reencrypt", "decrypt"), _add_convert),
     (("stream",), _add_stream),
     (("lab",), _add_lab),
 )

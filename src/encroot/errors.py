@@ -11,6 +11,7 @@
     ├── OwnerAlive                    encroot state held by a live encroot process
     ├── ReceiveRefused                a replacement's precondition failed (nothing changed)
     ├── MigrateRefused                a migration's precondition failed (nothing changed)
+    ├── ConvertRefused                an encrypt/reencrypt/decrypt precondition failed
     ├── RotationRefused               a key rotation's precondition failed (nothing changed)
     │   └── StrategyUnavailable       the requested rotation strategy does not exist here
     ├── PendingRotation               a rotation journal is pending and cannot be resolved yet
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from .rotate.run import ChangeKeyResult
 
 __all__ = [
+    "ConvertRefused",
     "DatasetBusy",
     "DatasetExists",
     "DatasetNotFound",
@@ -138,6 +140,13 @@ class MigrateRefused(EncrootError):
     """A precondition of ``encroot migrate`` failed; nothing was changed.
 
     The message says how to fix it.
+    """
+
+
+class ConvertRefused(EncrootError):
+    """A precondition of ``encroot encrypt|reencrypt|decrypt`` failed; nothing was changed.
+
+    The message names the dataset, the rule and what to do instead.
     """
 
 

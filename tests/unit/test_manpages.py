@@ -45,7 +45,8 @@ def test_man_renders_a_page_without_warnings(tmp_path: Path) -> None:
 
 def test_completion_offers_commands_options_and_dataset_names() -> None:
     script = bash_completion()
-    assert "receive change-key recover get doctor status migrate stream lab" in script
+    assert ("receive change-key recover get doctor status migrate encrypt reencrypt decrypt "
+            "stream lab") in script
     assert "--allow-encryption-change" in script and "--key-file" in script
     assert "zfs list -H -o name -t filesystem,volume" in script
     assert script.rstrip().endswith("complete -o default -F _encroot encroot")

@@ -14,6 +14,10 @@ from encroot.owned import (
     RECV_VERIFIED,
     REGISTRY,
     ROTATION_MARKER,
+    ConvertKept,
+    ConvertPhase,
+    ConvertReplaced,
+    ConvertVerified,
     MigrateCutover,
     MigratePhase,
     NotOurs,
@@ -42,6 +46,11 @@ MARKERS = [
     MigratePhase(source="src", phase="catch-up", owner=OWNER),
     MigrateCutover(source="src", snapshot="s1", devices=("/d 1", "/d2"), owner=OWNER),
     JOURNAL,
+    ConvertPhase(target="tank/my data", operation="encrypt", phase="initial", owner=OWNER),
+    ConvertVerified(target="tank/d", operation="reencrypt", snapshot="encroot-convert-1",
+                    keep_old="tank/kept", owner=OWNER),
+    ConvertReplaced(target="tank/d", operation="decrypt", owner=OWNER),
+    ConvertKept(target="tank/d", operation="encrypt"),
 ]
 
 
@@ -186,6 +195,15 @@ def test_lookalike_names() -> None:
     assert lookalike_target("tank/encroot-migrate") == ("migration staging", "tank")
     assert lookalike_target("tank/a/encroot-migrate") is None
     assert lookalike_target("tank/fs") is None
+    assert lookalike_target("t/a.encroot-convert") == ("conversion temporary", "t/a")
+    assert lookalike_target("t/a.encroot-convert-old") == ("replaced conversion target", "t/a")
+
+
+def test_a_convert_marker_with_an_unknown_operation_is_not_ours() -> None:
+    text = dumps(ConvertPhase(target="t/a", operation="encrypt", phase="initial"))
+    bad = text.replace('"encrypt"', '"shred"')
+    assert isinstance(parse_marker("encroot:convert", bad), NotOurs)
+    assert isinstance(parse_marker("encroot:convert-replaced", text), NotOurs)
 
 
 def test_the_registry_covers_every_marker_property() -> None:

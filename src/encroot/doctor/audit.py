@@ -258,6 +258,8 @@ def _own_root(state: AuditState, name: str, _: object) -> Iterable[Finding]:
         if is_staging(state, name):
             yield _migrate_staging(name)
         return  # a lookalike: doctor.owned reports it, nothing else touches it
+    if shape is not None and shape[0] == "conversion temporary":
+        return  # its own root on purpose until cutover (doctor.owned reports it)
     parent_root = state.get(parent, "encryptionroot")
     same_source = same_key_source(state, name)
     yield Finding(

@@ -92,6 +92,7 @@ _LEFT_TO_THE_USER = {
     "encryption-feature-disabled": "changes the pool's on-disk format; enable it yourself",
     "migration-staging": "a migration in progress: finish it with encroot migrate",
     "lookalike-unowned": "not encroot's: encroot never touches it",
+    "old-copy-kept": "destroying the kept copy is your decision",
 }
 
 
@@ -126,6 +127,11 @@ def plan_fixes(findings: Sequence[Finding], state: AuditState, *,
             target = finding.fix[0].argv[3]
             plan.fixes.append(Fix(finding, FixAction.RECOVER_RECEIVE, target,
                                   (encroot_command("receive", "--recover", target),)))
+        elif finding.code == "leftover-temporary" and finding.fix and \
+                finding.fix[0].argv[1] in ("encrypt", "reencrypt", "decrypt"):
+            plan.not_repaired.append(NotRepaired(
+                finding, "a conversion: continue it with its next phase or finish or undo it "
+                         "with --recover (" + finding.fix[0].shell_line() + ")"))
         elif finding.code == "leftover-temporary":
             plan.not_repaired.append(NotRepaired(
                 finding, "needs the migration's keys and options: run the phase again"))

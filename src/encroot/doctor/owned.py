@@ -6,7 +6,11 @@ For each marker set on a dataset that parses (``parse_marker``):
   (info; ``--fix`` leaves it alone);
 * an interrupted receive -> ``leftover-temporary`` (``encroot receive --recover X``);
 * a rotation journal -> ``pending-rotation`` (``encroot recover DS``);
-* a migrate cutover or phase -> ``leftover-temporary`` (run the phase again).
+* a migrate cutover or phase -> ``leftover-temporary`` (run the phase again);
+* an interrupted encrypt/reencrypt/decrypt -> ``leftover-temporary`` (continue it with
+  its next phase, or ``encroot OP --recover X``);
+* an old tree kept by ``encroot encrypt|reencrypt|decrypt --keep-old`` -> ``old-copy-kept``
+  (warning: its data is readable as it was before the conversion).
 
 A name shaped like encroot's (``*.encroot-recv``, ``*.encroot-old``,
 ``POOL/encroot-migrate``) without a valid marker, and a marker property whose
@@ -19,12 +23,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..owned import (
+    CONVERT_MARKER,
+    CONVERT_REPLACED,
     MARKER_PROPERTIES,
     MIGRATE_MARKER,
     RECV_REPLACED,
     RECV_SUFFIX,
     RECV_VERIFIED,
     ROTATION_MARKER,
+    ConvertKept,
+    ConvertPhase,
+    ConvertReplaced,
+    ConvertVerified,
     Marker,
     MigrateCutover,
     MigratePhase,
@@ -37,7 +47,7 @@ from ..owned import (
     lookalike_target,
     recv_temp_name,
 )
-from .audit import AuditState, Finding, encroot_command, is_staging
+from .audit import AuditState, Finding, encroot_command, is_staging, zfs_command
 
 __all__ = ["live_holder", "owned_findings", "receive_target"]
 
@@ -65,6 +75,7 @@ def owned_findings(state: AuditState) -> Iterable[Finding]:
     for name in state.props:
         yield from _rotation(state, name)
         yield from _migrate(state, name)
+        yield from _convert(state, name)
         yield from _lookalikes(state, name)
 
 
@@ -131,6 +142,43 @@ def _migrate(state: AuditState, name: str) -> Iterable[Finding]:
                       (encroot_command("migrate", "--phase", marker.phase, source, name),))
 
 
+_KEPT_HAZARD = {
+    "encrypt": "it holds the data unencrypted",
+    "reencrypt": "it holds the data under the old master key, readable with the old key",
+    "decrypt": "it holds the data encrypted with the old key",
+}
+
+
+def _convert(state: AuditState, name: str) -> Iterable[Finding]:
+    marker = state.marker(name, CONVERT_MARKER)
+    replaced = state.marker(name, CONVERT_REPLACED)
+    if isinstance(replaced, ConvertKept):
+        yield Finding(name, "old-copy-kept", "warning",
+                      f"{name} is the old tree of {replaced.target}, kept by encroot "
+                      f"{replaced.operation} --keep-old: {_KEPT_HAZARD[replaced.operation]}; "
+                      "destroy it once it is no longer needed",
+                      (zfs_command("destroy", "-r", name),))
+        return
+    found = next((m for m in (marker, replaced)
+                  if isinstance(m, ConvertPhase | ConvertVerified | ConvertReplaced)), None)
+    if found is None:
+        return
+    owner = live_holder(found)
+    if owner is not None:
+        yield _in_progress(name, f"encroot {found.operation} of {found.target}", owner)
+        return
+    if isinstance(found, ConvertPhase):
+        message = (f"{name} is the new tree of an interrupted encroot {found.operation} of "
+                   f"{found.target} ({found.phase} phase): run the next phase to continue, "
+                   "or --recover to drop it")
+        fix = encroot_command(found.operation, "--phase", "catch-up", found.target)
+    else:
+        message = (f"{name} is left from an interrupted swap of encroot {found.operation} "
+                   f"into {found.target}")
+        fix = encroot_command(found.operation, "--recover", found.target)
+    yield Finding(name, "leftover-temporary", "warning", message, (fix,))
+
+
 def _lookalikes(state: AuditState, name: str) -> Iterable[Finding]:
     for prop in MARKER_PROPERTIES:
         marker = state.marker(name, prop)
@@ -144,6 +192,10 @@ def _lookalikes(state: AuditState, name: str) -> Iterable[Finding]:
     what, target = shape
     if what == "migration staging":
         owned = is_staging(state, name)
+    elif what == "conversion temporary":
+        owned = isinstance(state.marker(name, CONVERT_MARKER), ConvertPhase | ConvertVerified)
+    elif what == "replaced conversion target":
+        owned = isinstance(state.marker(name, CONVERT_REPLACED), ConvertReplaced | ConvertKept)
     elif what == "receive temporary":
         marker = state.marker(name, RECV_VERIFIED)
         owned = isinstance(marker, ReceiveInProgress | ReceiveVerified) and \

@@ -3,13 +3,18 @@
 ``registry`` defines every name and property (and the ownership table),
 ``markers`` the one versioned marker format and its parser, ``owner`` the
 process identity and liveness that decide whether recovery may touch a
-piece of state.  Every operation (receive, migrate, rotate) and doctor go
+piece of state.  Every operation (receive, migrate, rotate, convert) and doctor go
 through this package; nothing else spells these names.
 """
 
 from ..errors import OwnerAlive
 from .markers import (
+    CONVERSIONS,
     FORMAT,
+    ConvertKept,
+    ConvertPhase,
+    ConvertReplaced,
+    ConvertVerified,
     Marker,
     MigrateCutover,
     MigratePhase,
@@ -23,6 +28,11 @@ from .markers import (
 )
 from .owner import Owner
 from .registry import (
+    CONVERT_MARKER,
+    CONVERT_OLD_SUFFIX,
+    CONVERT_REPLACED,
+    CONVERT_SNAPSHOT_PREFIX,
+    CONVERT_SUFFIX,
     MARKER_PROPERTIES,
     MIGRATE_MARKER,
     MIGRATE_SNAPSHOT_PREFIX,
@@ -36,6 +46,8 @@ from .registry import (
     ROTATION_MARKER,
     ROTATION_STAGE_PREFIX,
     Owned,
+    convert_old_name,
+    convert_temp_name,
     lookalike_target,
     migrate_staging,
     ownership_table,
@@ -45,6 +57,12 @@ from .registry import (
 )
 
 __all__ = [
+    "CONVERSIONS",
+    "CONVERT_MARKER",
+    "CONVERT_OLD_SUFFIX",
+    "CONVERT_REPLACED",
+    "CONVERT_SNAPSHOT_PREFIX",
+    "CONVERT_SUFFIX",
     "FORMAT",
     "MARKER_PROPERTIES",
     "MIGRATE_MARKER",
@@ -58,6 +76,10 @@ __all__ = [
     "REGISTRY",
     "ROTATION_MARKER",
     "ROTATION_STAGE_PREFIX",
+    "ConvertKept",
+    "ConvertPhase",
+    "ConvertReplaced",
+    "ConvertVerified",
     "Marker",
     "MigrateCutover",
     "MigratePhase",
@@ -68,6 +90,8 @@ __all__ = [
     "ReceiveReplaced",
     "ReceiveVerified",
     "RotationJournal",
+    "convert_old_name",
+    "convert_temp_name",
     "dumps",
     "live_owner",
     "lookalike_target",

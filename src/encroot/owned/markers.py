@@ -23,6 +23,8 @@ unknown owner counts as dead):
 - ``encroot:migrate={"source", "snapshot", "stage", "devices"}`` (JSON without
   ``format``; ``devices`` space-separated): a cutover;
 - ``encroot:rotation={... "version": 1, "owner": {...}}``: a journal.
+
+``encroot:convert`` and ``encroot:convert-replaced`` exist only in format 2.
 """
 
 from __future__ import annotations
@@ -35,10 +37,22 @@ from typing import Any, ClassVar
 from ..errors import InputError
 from ..names import DatasetName
 from .owner import Owner
-from .registry import MIGRATE_MARKER, RECV_REPLACED, RECV_VERIFIED, ROTATION_MARKER
+from .registry import (
+    CONVERT_MARKER,
+    CONVERT_REPLACED,
+    MIGRATE_MARKER,
+    RECV_REPLACED,
+    RECV_VERIFIED,
+    ROTATION_MARKER,
+)
 
 __all__ = [
+    "CONVERSIONS",
     "FORMAT",
+    "ConvertKept",
+    "ConvertPhase",
+    "ConvertReplaced",
+    "ConvertVerified",
     "Marker",
     "MigrateCutover",
     "MigratePhase",
@@ -52,6 +66,7 @@ __all__ = [
 ]
 
 FORMAT = 2
+CONVERSIONS = ("encrypt", "reencrypt", "decrypt")
 
 
 @dataclass(frozen=True)
@@ -263,10 +278,98 @@ class RotationJournal(_Payload):
                    new_keylocation=_optional_text(data, "new_keylocation"), owner=owner)
 
 
+def _operation(data: dict[str, Any]) -> str:
+    operation = _text(data, "operation")
+    if operation not in CONVERSIONS:
+        raise _Bad(f"'operation' {operation!r} is not a conversion")
+    return operation
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertPhase(_Payload):
+    """On ``X.encroot-convert`` from its creation (``zfs receive -o``) while a phase runs."""
+
+    PROPERTY: ClassVar[str] = CONVERT_MARKER
+    OP: ClassVar[str] = "convert"
+    ROLE: ClassVar[str] = "phase"
+    target: str
+    operation: str
+    phase: str
+    owner: Owner | None = None
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any], owner: Owner | None) -> ConvertPhase:
+        phase = _text(data, "phase")
+        if phase not in ("initial", "catch-up", "cutover"):
+            raise _Bad(f"'phase' {phase!r} is not a phase")
+        return cls(target=_dataset(data, "target"), operation=_operation(data), phase=phase,
+                   owner=owner)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertVerified(_Payload):
+    """On ``X.encroot-convert`` (then on the new X) once cutover verified it: swap it in.
+
+    ``snapshot`` is the final snapshot's short name; ``keep_old`` the ``--keep-old`` name.
+    """
+
+    PROPERTY: ClassVar[str] = CONVERT_MARKER
+    OP: ClassVar[str] = "convert"
+    ROLE: ClassVar[str] = "verified"
+    target: str
+    operation: str
+    snapshot: str
+    keep_old: str | None = None
+    owner: Owner | None = None
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any], owner: Owner | None) -> ConvertVerified:
+        keep = _optional_text(data, "keep_old")
+        if keep is not None:
+            keep = _dataset(data, "keep_old")
+        return cls(target=_dataset(data, "target"), operation=_operation(data),
+                   snapshot=_text(data, "snapshot"), keep_old=keep, owner=owner)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertReplaced(_Payload):
+    """On the old tree, right before it is renamed away from ``target``."""
+
+    PROPERTY: ClassVar[str] = CONVERT_REPLACED
+    OP: ClassVar[str] = "convert"
+    ROLE: ClassVar[str] = "replaced"
+    target: str
+    operation: str
+    owner: Owner | None = None
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any], owner: Owner | None) -> ConvertReplaced:
+        return cls(target=_dataset(data, "target"), operation=_operation(data), owner=owner)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvertKept(_Payload):
+    """On an old tree kept by ``--keep-old``: what it was, for doctor (``old-copy-kept``)."""
+
+    PROPERTY: ClassVar[str] = CONVERT_REPLACED
+    OP: ClassVar[str] = "convert"
+    ROLE: ClassVar[str] = "kept"
+    target: str
+    operation: str
+    owner: Owner | None = None
+
+    @classmethod
+    def from_payload(cls, data: dict[str, Any], owner: Owner | None) -> ConvertKept:
+        return cls(target=_dataset(data, "target"), operation=_operation(data), owner=owner)
+
+
 Marker = (ReceiveInProgress | ReceiveVerified | ReceiveReplaced | MigratePhase
-          | MigrateCutover | RotationJournal)
+          | MigrateCutover | RotationJournal | ConvertPhase | ConvertVerified
+          | ConvertReplaced | ConvertKept)
 _TYPES: tuple[type[Marker], ...] = (ReceiveInProgress, ReceiveVerified, ReceiveReplaced,
-                                    MigratePhase, MigrateCutover, RotationJournal)
+                                    MigratePhase, MigrateCutover, RotationJournal,
+                                    ConvertPhase, ConvertVerified, ConvertReplaced,
+                                    ConvertKept)
 _BY_ROLE = {(t.PROPERTY, t.OP, t.ROLE): t for t in _TYPES}
 _PROPERTIES = {t.PROPERTY for t in _TYPES}
 

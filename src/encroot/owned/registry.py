@@ -31,6 +31,19 @@ recognises it as its own, and what recovery does with it.
     Role ``phase`` (a phase runs: taken over by the next run once its owner is
     dead) or ``cutover`` (re-parenting began: catch-up refuses, cutover goes on);
     legacy JSON ``{source, snapshot, stage, devices}`` is a cutover.
+``X.encroot-convert`` (dataset; convert)
+    The new tree of ``encroot encrypt|reencrypt|decrypt X`` while its phases run,
+    recognised by ``encroot:convert`` set on it locally (role ``phase`` from its
+    creation by ``zfs receive -o``, role ``verified`` once cutover checked it).
+    Recovery: owner alive: refused; phase: continued by the next phase, destroyed
+    by ``--recover``; verified: swapped in for X.
+``X.encroot-convert-old`` or the ``--keep-old`` name (dataset; convert)
+    The old tree, recognised by ``encroot:convert-replaced`` naming X (role
+    ``replaced`` during the swap, ``kept`` on a tree kept by ``--keep-old``).
+``encroot:convert`` / ``encroot:convert-replaced`` (properties; convert)
+    Format-2 markers; see the table.
+``@encroot-convert-*`` (snapshots; convert)
+    The goal snapshots of each phase; they stay, like every snapshot of the tree.
 ``encroot:rotation`` and ``encroot:NS:PROP`` (properties; rotate)
     The journal (role ``journal``; legacy JSON with ``"version": 1``) and the
     staged values beside it.  Recovery: commit or abort from ZFS's evidence.
@@ -47,6 +60,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CONVERT_MARKER",
+    "CONVERT_OLD_SUFFIX",
+    "CONVERT_REPLACED",
+    "CONVERT_SNAPSHOT_PREFIX",
+    "CONVERT_SUFFIX",
     "MARKER_PROPERTIES",
     "MIGRATE_MARKER",
     "MIGRATE_SNAPSHOT_PREFIX",
@@ -60,6 +78,8 @@ __all__ = [
     "ROTATION_MARKER",
     "ROTATION_STAGE_PREFIX",
     "Owned",
+    "convert_old_name",
+    "convert_temp_name",
     "lookalike_target",
     "migrate_staging",
     "ownership_table",
@@ -82,13 +102,22 @@ MIGRATE_STAGING = "encroot-migrate"
 MIGRATE_SNAPSHOT_PREFIX = "encroot-migrate-"
 MIGRATE_MARKER = "encroot:migrate"
 
+# convert: X's new tree is received as X.encroot-convert, the old X waits as
+# X.encroot-convert-old during the swap; goal snapshots are encroot-convert-<UTC time>.
+CONVERT_SUFFIX = ".encroot-convert"
+CONVERT_OLD_SUFFIX = ".encroot-convert-old"
+CONVERT_MARKER = "encroot:convert"
+CONVERT_REPLACED = "encroot:convert-replaced"
+CONVERT_SNAPSHOT_PREFIX = "encroot-convert-"
+
 # rotate: the journal marker, and each staged value of property P as
 # "encroot:" + P.  User property names are at most 255 bytes; encroot accepts
 # at most 247, which leaves room for the prefix.
 ROTATION_MARKER = "encroot:rotation"
 ROTATION_STAGE_PREFIX = NAMESPACE
 
-MARKER_PROPERTIES = (RECV_VERIFIED, RECV_REPLACED, MIGRATE_MARKER, ROTATION_MARKER)
+MARKER_PROPERTIES = (RECV_VERIFIED, RECV_REPLACED, MIGRATE_MARKER, ROTATION_MARKER,
+                     CONVERT_MARKER, CONVERT_REPLACED)
 
 Kind = Literal["dataset", "snapshot", "property"]
 
@@ -99,7 +128,7 @@ class Owned:
 
     name: str
     kind: Kind
-    operation: Literal["receive", "migrate", "rotate"]
+    operation: Literal["receive", "migrate", "rotate", "convert"]
     recognised: str
     recovery: str
 
@@ -133,6 +162,26 @@ REGISTRY: tuple[Owned, ...] = (
           "legacy JSON {source, snapshot, stage, devices}",
           "phase: taken over by the next run once its owner is dead; cutover: catch-up "
           "refuses, cutover goes on re-parenting"),
+    Owned("X" + CONVERT_SUFFIX, "dataset", "convert",
+          f"{CONVERT_MARKER} set on it locally: role phase (by zfs receive -o, from its "
+          "creation) or verified",
+          "owner alive: refused; phase: continued by the next phase run, destroyed by "
+          "--recover; verified: swapped in for X"),
+    Owned("X" + CONVERT_OLD_SUFFIX, "dataset", "convert",
+          f"{CONVERT_REPLACED} naming X, set locally (role replaced)",
+          "destroyed once the verified new X is in place; renamed back to X when X is gone "
+          "and nothing is verified"),
+    Owned(CONVERT_MARKER, "property", "convert",
+          "format-2 marker, role phase (target, operation, phase) or verified (snapshot "
+          "GUIDs and encryption checked; keep-old name)",
+          "phase: the next phase takes over once its owner is dead; verified: roll forward "
+          "(swap, properties, holds, mount, destroy or keep the old tree), then cleared"),
+    Owned(CONVERT_REPLACED, "property", "convert",
+          "format-2 marker, role replaced (during the swap) or kept (a --keep-old tree)",
+          "replaced: as X.encroot-convert-old; kept: left alone, reported by doctor "
+          "(old-copy-kept)"),
+    Owned("@" + CONVERT_SNAPSHOT_PREFIX + "*", "snapshot", "convert", "the prefix",
+          "kept with the tree's other snapshots (the next phase's incrementals start there)"),
     Owned(ROTATION_MARKER, "property", "rotate",
           "format-2 marker, role journal; legacy JSON with version 1",
           "commit or abort from ZFS's evidence (encroot recover)"),
@@ -153,6 +202,16 @@ def recv_old_name(target: str) -> str:
     return target + RECV_OLD_SUFFIX
 
 
+def convert_temp_name(target: str) -> str:
+    """Where ``encroot encrypt|reencrypt|decrypt`` receives the new tree of ``target``."""
+    return target + CONVERT_SUFFIX
+
+
+def convert_old_name(target: str) -> str:
+    """Where the converted ``target``'s old tree waits between the swap and its destruction."""
+    return target + CONVERT_OLD_SUFFIX
+
+
 def migrate_staging(pool: str) -> str:
     """Where ``encroot migrate`` receives SRC's root below DST ``pool``."""
     return f"{pool}/{MIGRATE_STAGING}"
@@ -168,8 +227,10 @@ def lookalike_target(name: str) -> tuple[str, str] | None:
 
     Pure name matching: only a marker (``parse_marker``) makes it encroot's.
     """
-    for suffix, what in ((RECV_SUFFIX, "receive temporary"), (RECV_OLD_SUFFIX,
-                                                               "replaced receive target")):
+    for suffix, what in ((RECV_SUFFIX, "receive temporary"),
+                         (RECV_OLD_SUFFIX, "replaced receive target"),
+                         (CONVERT_SUFFIX, "conversion temporary"),
+                         (CONVERT_OLD_SUFFIX, "replaced conversion target")):
         if name.endswith(suffix) and len(name) > len(suffix):
             return what, name[: -len(suffix)]
     pool, _, rest = name.partition("/")

@@ -11,12 +11,12 @@ shown as ``< <secret>``.
 from __future__ import annotations
 
 import json
-import re
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, PoolNotFound, ZfsError
+from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, ZfsError
 from ..keys import Key
 from ..names import (
     DatasetName,
@@ -25,16 +25,17 @@ from ..names import (
     dataset_or_snapshot,
     validate_property_value,
 )
+from .holds import HoldMethods
+from .options import check_property_name as _check_property_name
+from .options import property_args as _property_args
 from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, parse_version
+from .pools import PoolMethods
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 from .send import SendSpec, send_args
 from .translate import translate
 
 __all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importers
 
-# Native property names are lowercase words; user properties contain ':'.
-_PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_.:@-]*")
-# Properties ZFS takes from `-o` when a key arrives on stdin; set by encroot.
 _KEY_PROPERTIES = ("keyformat", "keylocation")
 TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
 SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
@@ -43,19 +44,16 @@ RECEIVE_FLAGS = ("-F", "-u", "-v", "-n", "-s", "-e", "-d", "-h", "-M")
 DROP_IN_SUBCOMMANDS = ("receive", "recv", "change-key")
 
 
-def _check_property_name(name: str) -> str:
-    if not isinstance(name, str) or not _PROPERTY_NAME.fullmatch(name):
-        raise InvalidProperty(f"property name {name!r}: use lowercase letters, digits and "
-                              "'-_.:' (user properties are namespace:name)", subject=str(name))
-    return name
-
-
-def _property_args(flag: str, properties: Mapping[str, str]) -> list[str]:
-    args: list[str] = []
-    for name, value in properties.items():
-        _check_property_name(name)
-        args += [flag, f"{name}={validate_property_value(name, value)}"]
-    return args
+def _write_key(fd: int, key: Key) -> None:
+    """Write the key's bytes into a fresh pipe (a key fits its buffer, so this never blocks)."""
+    whole = key.material()
+    try:
+        written = 0
+        while written < len(whole):
+            with whole[written:] as rest:
+                written += os.write(fd, rest)
+    finally:
+        whole.release()
 
 
 def _check_receive_flags(options: Sequence[str]) -> None:
@@ -66,7 +64,7 @@ def _check_receive_flags(options: Sequence[str]) -> None:
 
 
 @dataclass
-class Zfs:
+class Zfs(PoolMethods, HoldMethods):
     """The command layer: the only code in encroot that starts zfs or zpool.
 
     Args:
@@ -358,18 +356,48 @@ class Zfs:
         raise ZfsError(f"zfs send -nP printed no size line: {out[-200:]!r}")
 
     def transfer(self, stream: SendSpec, target: str, *, options: Sequence[str] = ("-u", "-s"),
+                 properties: Mapping[str, str] | None = None, key: Key | None = None,
                  progress: Callable[[int], None] | None = None) -> Result:
-        """``zfs send ... | zfs receive OPTIONS TARGET``; return the receive's result.
+        """``zfs send ... | zfs receive OPTIONS [-o P=V]... TARGET``; the receive's result.
 
-        ``progress`` is called with byte counts as the stream passes.
+        ``progress`` is called with byte counts as the stream passes.  With
+        ``key`` the received dataset becomes an encryption root with that key:
+        the receive's stdin is the stream and ZFS refuses ``keylocation=prompt``
+        there, so the key goes into a pipe whose read end the receive inherits,
+        named by ``-o keylocation=file:///dev/fd/N`` (never argv, environment or
+        a file); set the dataset's real ``keylocation`` afterwards.
 
         Raises:
             the receive's typed error, or ``ZfsError`` naming the send when
             the send failed while the receive reported nothing.
         """
         _check_receive_flags(options)
+        props = dict(properties or {})
+        if key is not None and ("keylocation" in props or "keyformat" in props):
+            raise InvalidProperty("keylocation/keyformat: set by encroot from the key; do not "
+                                  "pass them with a key", subject="keylocation")
         sender = self.zfs_command(*send_args(stream))
-        receiver = self.zfs_command("receive", *options, DatasetName(target), mutates=True)
+        read_end = write_end = None
+        if key is not None and not self.dry_run:
+            read_end, write_end = os.pipe()
+            try:
+                _write_key(write_end, key)
+            finally:
+                os.close(write_end)
+        try:
+            key_fd = None if key is None else (3 if read_end is None else read_end)
+            if key is not None:
+                props.update(keyformat=key.format, keylocation=f"file:///dev/fd/{key_fd}")
+            receiver = Command((self._paths().zfs, "receive", *options,
+                                *_property_args("-o", props), DatasetName(target)),
+                               mutates=True, key_fd=key_fd)
+            return self._pipe(sender, receiver, progress)
+        finally:
+            if read_end is not None:
+                os.close(read_end)
+
+    def _pipe(self, sender: Command, receiver: Command,
+              progress: Callable[[int], None] | None) -> Result:
         if self.log is not None:
             self.log(("(dry run) " if self.dry_run else "")
                      + f"{sender.shell_line()} | {receiver.shell_line()}")
@@ -386,8 +414,13 @@ class Zfs:
                            returncode=sent.returncode, stderr=sent.stderr)
         return received
 
-    def mount(self, name: str) -> None:
-        self.execute(self.zfs_command("mount", DatasetName(name), mutates=True))
+    def mount(self, name: str, *, options: Sequence[str] = ()) -> None:
+        """``zfs mount [-o OPTIONS] NAME``; ``options`` are temporary mount options (``ro``)."""
+        for option in options:
+            if not option.isalnum():
+                raise InvalidProperty(f"mount option {option!r}: one word such as ro")
+        args = ["mount"] + (["-o", ",".join(options)] if options else [])
+        self.execute(self.zfs_command(*args, DatasetName(name), mutates=True))
 
     def unmount(self, name: str, *, force: bool = False) -> None:
         args = ["unmount"] + (["-f"] if force else []) + [DatasetName(name)]
@@ -504,74 +537,3 @@ class Zfs:
     def unload_key(self, name: str, *, recursive: bool = False) -> None:
         args = ["unload-key"] + (["-r"] if recursive else []) + [DatasetName(name)]
         self.execute(self.zfs_command(*args, mutates=True))
-
-    # -- pools ------------------------------------------------------------------
-
-    def create_pool(self, name: str, vdevs: Sequence[str], *,
-                    pool_properties: Mapping[str, str] | None = None,
-                    root_properties: Mapping[str, str] | None = None,
-                    key: Key | None = None, force: bool = False,
-                    no_features: bool = False) -> None:
-        """``zpool create``; ``vdevs`` is the vdev spec (e.g. ``["mirror", "/a", "/b"]``).
-
-        With ``key`` the pool's root dataset is an encryption root. With
-        ``no_features`` (``-d``) every feature starts disabled.
-        """
-        root = dict(root_properties or {})
-        if key is not None:
-            root.setdefault("encryption", "on")
-            root.update(keyformat=key.format, keylocation="prompt")
-        args = ["create"] + (["-f"] if force else []) + (["-d"] if no_features else [])
-        args += _property_args("-o", pool_properties or {})
-        args += _property_args("-O", root)
-        args += [PoolName(name), *self._check_vdevs(vdevs)]
-        self.execute(self.zpool_command(*args, mutates=True, secret=key is not None), key=key)
-
-    @staticmethod
-    def _check_vdevs(vdevs: Sequence[str]) -> list[str]:
-        if not vdevs:
-            raise InvalidProperty("vdevs: at least one device or file is needed")
-        for vdev in vdevs:
-            if not isinstance(vdev, str) or vdev.startswith("-") or "\0" in vdev:
-                raise InvalidProperty(f"vdev {vdev!r}: not a device path or vdev keyword")
-        return list(vdevs)
-
-    def destroy_pool(self, name: str, *, force: bool = False) -> None:
-        args = ["destroy"] + (["-f"] if force else []) + [PoolName(name)]
-        self.execute(self.zpool_command(*args, mutates=True))
-
-    def export_pool(self, name: str) -> None:
-        self.execute(self.zpool_command("export", PoolName(name), mutates=True))
-
-    def import_pool(self, name: str, *, search_dirs: Sequence[str] = (),
-                    no_mount: bool = False, altroot: str | None = None) -> None:
-        """``zpool import [-N] [-R ALTROOT] [-d DIR]... NAME``.
-
-        An ``altroot`` prefixes every mount point (and sets ``cachefile=none``),
-        which lets a pool be mounted beside another with the same mount points.
-        """
-        args = ["import"] + (["-N"] if no_mount else [])
-        if altroot is not None:
-            if not altroot.startswith("/") or "\0" in altroot:
-                raise InvalidProperty(f"altroot {altroot!r}: must be an absolute path")
-            args += ["-R", altroot]
-        for directory in search_dirs:
-            args += ["-d", directory]
-        self.execute(self.zpool_command(*args, PoolName(name), mutates=True))
-
-    def pool_device_paths(self, name: str) -> list[str]:
-        """Paths of the pool's leaf devices or files (``zpool list -v -H -P``)."""
-        out = self.execute(self.zpool_command("list", "-v", "-H", "-P", PoolName(name))).stdout
-        paths = []
-        for line in out.splitlines():
-            first = line.strip().split("\t")[0]
-            if first.startswith("/"):
-                paths.append(first)
-        return paths
-
-    def pool_exists(self, name: str) -> bool:
-        try:
-            self.execute(self.zpool_command("list", "-H", "-o", "name", PoolName(name)))
-        except PoolNotFound:
-            return False
-        return True

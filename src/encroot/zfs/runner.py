@@ -50,15 +50,22 @@ class Command:
         mutates: True when the command changes pool or dataset state; a
             dry run records such commands instead of running them.
         secret_stdin: True when stdin carries key material.
+        key_fd: a descriptor of this process, the read end of a pipe that holds
+            key material, which the child inherits under the same number
+            (``zfs receive -o keylocation=file:///dev/fd/N``, whose stdin is the
+            stream); None for none.
     """
 
     argv: tuple[str, ...]
     mutates: bool = False
     secret_stdin: bool = False
+    key_fd: int | None = None
 
     def shell_line(self) -> str:
-        """A copy-pasteable shell line; a secret on stdin shows as ``< <secret>``."""
+        """A copy-pasteable shell line; a secret shows as ``< <secret>`` (``N< <secret>``)."""
         line = shlex.join(self.argv)
+        if self.key_fd is not None:
+            line += f" {self.key_fd}< <secret>"
         return f"{line} < <secret>" if self.secret_stdin else line
 
     def __str__(self) -> str:
@@ -173,6 +180,7 @@ class SubprocessRunner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self._environment(),
+                pass_fds=_passed(command),
             )
         except OSError as exc:
             raise ZfsUnavailable(f"{command.argv[0]}: cannot start it ({exc.strerror})") from exc
@@ -211,7 +219,8 @@ class SubprocessRunner:
             raise ZfsUnavailable(f"{sender.argv[0]}: cannot start it ({exc.strerror})") from exc
         try:
             receive = subprocess.Popen(receiver.argv, stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                       pass_fds=_passed(receiver))
         except OSError as exc:
             send.kill()
             send.wait()
@@ -266,6 +275,11 @@ class SubprocessRunner:
             for number, handler in saved.items():
                 signal.signal(number, handler)
             raise ZfsUnavailable(f"{command.argv[0]}: cannot start it ({exc.strerror})") from exc
+
+
+def _passed(command: Command) -> tuple[int, ...]:
+    """The descriptors a child inherits beyond stdio: the key pipe, if any."""
+    return () if command.key_fd is None else (command.key_fd,)
 
 
 # Signals the Python runtime sets to SIG_IGN at start-up (see subprocess's restore_signals).

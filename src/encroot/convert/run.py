@@ -1,0 +1,329 @@
+"""Executing a conversion phase by phase.
+
+Each phase takes a recursive snapshot of the old tree, reads both trees,
+plans (``plan_phase``) and runs the transfers, reading the new tree again
+after each round so that a partial receive (``-s``) is resumed first; a
+phase that was killed or whose stream was cut is simply run again.
+Cutover unmounts the old tree first (the only downtime), then snapshots,
+sends the last incrementals, verifies, and swaps (``swap.finish``).  The old
+tree is not changed before the new one is verified, beyond its snapshots
+and, at cutover, being unmounted (and mounted again if cutover fails).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from ..errors import ConvertRefused, DatasetBusy, ZfsError
+from ..keys import Key
+from ..owned import CONVERT_MARKER, CONVERT_SNAPSHOT_PREFIX, ConvertPhase, Owner, dumps
+from ..zfs import Zfs
+from .busy import holders
+from .files import compare_files
+from .model import ConvertRequest, ConvertState
+from .plan import PhasePlan, Transfer, mounted, plan_phase
+from .read import read_state
+from .swap import finish, mark_verified, refuse_live_owners, require_verified, verify
+
+__all__ = ["ConvertResult", "PhaseResult", "Progress", "convert", "fresh_snapshot_name",
+           "hygiene", "plan_conversion"]
+
+MAX_ROUNDS = 16  # partial receives resumed, then read again: a healthy run needs two
+
+
+class Progress(Protocol):
+    def start(self, transfer: Transfer) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+    def finish(self, transfer: Transfer, count: int) -> None: ...
+
+
+@dataclass
+class PhaseResult:
+    plan: PhasePlan
+    transferred_bytes: int = 0
+    transfers_run: list[str] = field(default_factory=list)
+    swap: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    downtime: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.plan.to_json(), "transferred_bytes": self.transferred_bytes,
+                "transfers_run": self.transfers_run, "swap": self.swap,
+                "verified": self.verified,
+                "downtime_seconds": self.downtime}
+
+
+@dataclass
+class ConvertResult:
+    phases: list[PhaseResult] = field(default_factory=list)
+    hygiene: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phases": [p.to_json() for p in self.phases], "hygiene": self.hygiene}
+
+
+def fresh_snapshot_name(state: ConvertState, now: float | None = None) -> str:
+    """``encroot-convert-YYYYmmdd-HHMMSS`` (UTC), with a suffix if the tree has it already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    taken = {s.name for node in state.old.nodes.values() for s in node.snapshots}
+    name, suffix = CONVERT_SNAPSHOT_PREFIX + stamp, 1
+    while name in taken:
+        suffix += 1
+        name = f"{CONVERT_SNAPSHOT_PREFIX}{stamp}-{suffix}"
+    return name
+
+
+def _digits(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+def estimate(zfs: Zfs, transfers: Sequence[Transfer], state: ConvertState, goal: str, *,
+             goal_taken: bool) -> dict[str, int]:
+    """``zfs send -nP`` of each transfer (one process each), keyed by its command.
+
+    Before the goal snapshot exists (a dry run) the newest existing snapshot
+    stands in for it, plus the bytes written since (``written``).
+    """
+    sizes: dict[str, int] = {}
+    for transfer in transfers:
+        spec = transfer.spec
+        node = state.old.get(transfer.source)
+        if goal_taken or spec.resume_token is not None or node is None or \
+                not spec.snapshot.endswith("@" + goal):
+            sizes[transfer.command()] = zfs.send_size(spec)
+            continue
+        written = _digits(node.get("written"))
+        if not node.snapshots:
+            sizes[transfer.command()] = _digits(node.get("referenced"))
+            continue
+        newest = f"{node.name}@{node.snapshots[-1].name}"
+        if spec.base == newest:
+            sizes[transfer.command()] = written
+            continue
+        sizes[transfer.command()] = zfs.send_size(replace(spec, snapshot=newest)) + written
+    return sizes
+
+
+def plan_conversion(zfs: Zfs, request: ConvertRequest, *, key_given: bool) -> list[PhasePlan]:
+    """The plan of each phase the request runs, as ``-n`` shows it (nothing changes)."""
+    state = read_state(zfs, request)
+    goal = fresh_snapshot_name(state)
+    plans = []
+    for phase in request.phases:
+        draft = plan_phase(request, state, phase, goal, key_given=key_given)
+        sizes = {} if draft.refusals else estimate(zfs, draft.transfers, state, goal,
+                                                   goal_taken=False)
+        plans.append(plan_phase(request, state, phase, goal, key_given=key_given,
+                                estimates=sizes if not draft.refusals else None))
+        if phase == "initial" and not draft.refusals:
+            break  # the later phases depend on what the initial one leaves
+    return plans
+
+
+def hygiene(request: ConvertRequest) -> list[str]:
+    """What stays on the disks after reencrypt or decrypt, and the command that scrubs it."""
+    if request.operation == "encrypt":
+        pool = request.dataset.pool
+        return [f"the old unencrypted blocks stay on {pool}'s disks until overwritten; to "
+                f"scrub freed space: zpool trim --secure {pool} (where the devices support "
+                f"secure TRIM), else zpool initialize {pool}"]
+    pool = request.dataset.pool
+    what = "and the old wrapped master key " if request.operation == "reencrypt" else ""
+    return [f"the old blocks {what}stay on {pool}'s disks until overwritten (anyone with "
+            f"the old key and a copy of the disks can read them); to scrub freed space: "
+            f"zpool trim --secure {pool} (where the devices support secure TRIM), else "
+            f"zpool initialize {pool}"]
+
+
+def convert(zfs: Zfs, request: ConvertRequest, *, key: Key | None,
+            progress: Progress | None = None,
+            say: Callable[[str], None] = lambda line: None) -> ConvertResult:
+    """Run the request's phases in order.
+
+    Raises:
+        ConvertRefused: a precondition failed (that phase changed nothing).
+        OwnerAlive: another encroot works on this tree (nothing was changed).
+        VerificationFailed: the new tree does not match (the old one is untouched).
+        ZfsError: a command failed; run the phase again to continue.
+    """
+    result = ConvertResult()
+    owner = Owner.current()
+    for phase in request.phases:
+        result.phases.append(_run_phase(zfs, request, phase, key, owner, progress, say))
+    if "cutover" in request.phases:
+        result.hygiene = hygiene(request)
+    return result
+
+
+def _refuse(plan: PhasePlan, *, after_snapshot: bool = False) -> None:
+    if plan.refusals:
+        changed = (f"nothing was changed but the snapshot @{plan.goal}, which stays"
+                   if after_snapshot else "nothing was changed")
+        raise ConvertRefused(f"{plan.refusals[0]}; {changed}")
+
+
+def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, owner: Owner,
+               progress: Progress | None, say: Callable[[str], None]) -> PhaseResult:
+    state = read_state(zfs, request)
+    refuse_live_owners(request, state)
+    if phase == "cutover" and (state.aside_marker is not None or state.verified is not None):
+        actions = finish(zfs, request, owner=owner, say=say).actions
+        state = read_state(zfs, request)
+        if not state.new.exists:  # the interrupted swap is complete now
+            plan = plan_phase(request, state, phase, "-", key_given=True)
+            return PhaseResult(plan, swap=actions)
+    goal = fresh_snapshot_name(state)
+    plan = plan_phase(request, state, phase, goal, key_given=key is not None)
+    _refuse(plan)
+    result = PhaseResult(plan)
+    unmounted: list[str] = []
+    started = time.monotonic()
+    if state.new.exists:  # before the unmount: the evidence --recover mounts it again by
+        _take_over(zfs, request, phase, owner)
+    if phase == "cutover":
+        unmounted = _unmount(zfs, state)
+    try:
+        zfs.snapshot([f"{request.dataset}@{goal}"], recursive=True)
+        if state.new.exists:
+            _ensure_key(zfs, request, state, key)
+        result.plan = _transfer_rounds(zfs, request, phase, goal, key, owner, progress,
+                                       result)
+        if request.own_root:
+            _set_keylocation(zfs, request)
+        if phase != "cutover":
+            return result
+        require_verified(verify(zfs, request, key.format if key else request.keyformat),
+                         request)
+        result.verified.append("every snapshot with its GUID; encryption as planned")
+        if request.verify_mount:
+            problems, count = compare_files(zfs, request, unmounted)
+            require_verified(problems, request)
+            result.verified.append(f"SHA-256 of {count} files equal")
+        mark_verified(zfs, request, goal, owner)
+    except BaseException:
+        if unmounted:
+            _mount_again(zfs, unmounted, say)
+        raise
+    result.swap = finish(zfs, request, owner=owner, say=say,
+                         mounted_before=unmounted).actions
+    result.downtime = time.monotonic() - started if unmounted else None
+    return result
+
+
+def _unmount(zfs: Zfs, state: ConvertState) -> list[str]:
+    """Unmount the old tree, deepest first; on a busy one, mount the others again and
+    refuse, naming the processes that hold it."""
+    done: list[str] = []
+    for name in mounted(state.old):
+        try:
+            zfs.unmount(name)
+        except (DatasetBusy, ZfsError) as exc:
+            _mount_again(zfs, done, lambda line: None)
+            node = state.old.get(name)
+            where = node.get("mountpoint") if node else "-"
+            users = holders(where) if where.startswith("/") else []
+            who = ", ".join(users) if users else f"no process found ({exc})"
+            raise ConvertRefused(f"{name} is busy at {where}: used by {who}; stop them and run "
+                                 "cutover again; nothing was changed") from exc
+        done.append(name)
+    return done
+
+
+def _mount_again(zfs: Zfs, names: list[str], say: Callable[[str], None]) -> None:
+    for name in reversed(names):
+        try:
+            zfs.mount(name)
+        except ZfsError as exc:
+            say(f"could not mount {name} again: {exc}")
+
+
+def _take_over(zfs: Zfs, request: ConvertRequest, phase: str, owner: Owner) -> None:
+    marker = ConvertPhase(target=request.dataset, operation=request.operation, phase=phase,
+                          owner=owner)
+    zfs.set(request.temp, {CONVERT_MARKER: dumps(marker)})
+
+
+def _set_keylocation(zfs: Zfs, request: ConvertRequest) -> None:
+    """The new root's ``keylocation``: the one asked for, else ``prompt`` in place of the
+    pipe the first receive read the key from (``file:///dev/fd/N``)."""
+    current = zfs.get([request.temp], ("keylocation",), use_json=False).value(
+        request.temp, "keylocation") or ""
+    wanted = request.keylocation or ("prompt" if current.startswith("file:///dev/fd/")
+                                     else current)
+    if wanted and wanted != current:
+        zfs.set(request.temp, {"keylocation": wanted})
+
+
+def _ensure_key(zfs: Zfs, request: ConvertRequest, state: ConvertState,
+                key: Key | None) -> None:
+    """The new root's key must be loaded to receive into it (after a reboot it is not)."""
+    top = state.new.top
+    if top is None or not request.own_root or top.get("keystatus") != "unavailable":
+        return
+    if key is not None:
+        zfs.load_key(request.temp, key)
+    elif top.get("keylocation").startswith("file://") and \
+            not top.get("keylocation").startswith("file:///dev/fd/"):
+        zfs.load_key_at_location(request.temp)
+    else:
+        raise ConvertRefused(f"the key of {request.temp} is not loaded; give it (--key-file, "
+                             "--key-stdin or the terminal)")
+
+
+def _transfer_rounds(zfs: Zfs, request: ConvertRequest, phase: str, goal: str,
+                     key: Key | None, owner: Owner, progress: Progress | None,
+                     result: PhaseResult) -> PhasePlan:
+    plan = result.plan
+    for _ in range(MAX_ROUNDS):
+        state = read_state(zfs, request)
+        draft = plan_phase(request, state, phase, goal, key_given=key is not None)
+        _refuse(draft, after_snapshot=True)
+        sizes = estimate(zfs, draft.transfers, state, goal, goal_taken=True)
+        plan = plan_phase(request, state, phase, goal, key_given=key is not None,
+                          estimates=sizes)
+        _refuse(plan, after_snapshot=True)
+        for name in plan.drops:
+            zfs.destroy(name, recursive=True)
+        if not plan.transfers:
+            return plan
+        for transfer in _this_round(plan.transfers):
+            _run_transfer(zfs, request, transfer, key, owner, progress, result)
+    raise ZfsError(f"the transfers into {request.temp} did not finish after {MAX_ROUNDS} "
+                   "rounds; run the phase again")
+
+
+def _this_round(transfers: Sequence[Transfer]) -> list[Transfer]:
+    """Resumes alone first (the plan after them differs); else everything."""
+    resumes = [t for t in transfers if t.kind == "resume"]
+    return resumes or list(transfers)
+
+
+def _run_transfer(zfs: Zfs, request: ConvertRequest, transfer: Transfer, key: Key | None,
+                  owner: Owner, progress: Progress | None, result: PhaseResult) -> None:
+    props = dict(transfer.properties)
+    if transfer.target == request.temp and transfer.kind in ("full", "clone"):
+        props[CONVERT_MARKER] = dumps(ConvertPhase(
+            target=request.dataset, operation=request.operation, phase="initial", owner=owner))
+    counted = [0]
+
+    def advance(count: int) -> None:
+        counted[0] += count
+        if progress is not None:
+            progress.advance(count)
+
+    if progress is not None:
+        progress.start(transfer)
+    if transfer.with_key and key is None:
+        raise ConvertRefused(f"{request.temp}: the new encryption root needs a key; nothing "
+                             "more was changed")
+    zfs.transfer(transfer.spec, transfer.target, options=transfer.options, properties=props,
+                 key=key if transfer.with_key else None, progress=advance)
+    if progress is not None:
+        progress.finish(transfer, counted[0])
+    result.transferred_bytes += counted[0]
+    result.transfers_run.append(transfer.command())

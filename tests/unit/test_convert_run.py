@@ -1,0 +1,227 @@
+"""The conversion executor against a fake ZFS that applies what it is told (decisions only:
+the lab's real-ZFS tests are the proof that ZFS does this): phase order, the key only in
+the pipe, cutover's unmount before the snapshot, the swap, holds, mounts, --recover."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+
+import pytest
+
+from encroot.convert import ConvertRequest, convert, plan_conversion, recover
+from encroot.errors import ConvertRefused
+from encroot.keys import Key
+from encroot.zfs import Command
+from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
+
+from .fakes import BINARIES, FakeDatasets
+
+HEX = "ab" * 32
+TOP = "tank/my data"
+_guids = itertools.count(1000)
+
+
+def fs(**extra: str) -> dict[str, str]:
+    return {"type": "filesystem", "encryption": "off", "encryptionroot": "-",
+            "keystatus": "-", "mounted": "yes", "canmount": "on", "createtxg": "1",
+            "mountpoint": "/somewhere", **extra}
+
+
+@dataclass
+class FakeZfs(FakeDatasets):
+    """FakeDatasets plus snapshots, sends and receives, mounts and holds."""
+
+    holds: dict[str, list[str]] = field(default_factory=dict)
+    keys_seen: list[bytes] = field(default_factory=list)
+    sender: tuple[str, ...] = ()
+    txg: itertools.count = field(default_factory=lambda: itertools.count(10))  # type: ignore[type-arg]
+
+    def __call__(self, command: Command) -> tuple[int, str, str]:
+        argv = command.argv[1:]
+        verb = argv[0]
+        if verb == "send":
+            if "-n" in argv:
+                return 0, "size\t1000\n", ""
+            self.sender = argv
+            return 0, "", ""
+        if verb == "holds":
+            return 0, "".join(f"{s}\t{t}\tdate\n" for s in argv[2:]
+                              for t in self.holds.get(s, [])), ""
+        if not command.mutates:
+            return super().__call__(command)
+        self.changes.append(argv)
+        if verb == "snapshot":
+            self._snapshot(argv[-1])
+        elif verb == "receive":
+            self._receive(command, argv)
+        elif verb in ("mount", "unmount"):
+            self.datasets[argv[-1]]["mounted"] = "yes" if verb == "mount" else "no"
+        elif verb in ("hold", "release"):
+            tags = self.holds.setdefault(argv[-1], [])
+            tags.append(argv[1]) if verb == "hold" else tags.remove(argv[1])
+            self.datasets[argv[-1]]["userrefs"] = str(len(tags))
+        elif verb == "set":
+            for pair in argv[1:-1]:
+                prop, _, value = pair.partition("=")
+                self.datasets[argv[-1]][prop] = value
+                self.local.setdefault(argv[-1], set()).add(prop)
+        elif verb == "rename":  # ZFS renames the encryption root its children name, too
+            source, target = argv[-2], argv[-1]
+            for props in self.datasets.values():
+                root = props.get("encryptionroot", "-")
+                if root == source or root.startswith(source + "/"):
+                    props["encryptionroot"] = target + root[len(source):]
+            for snap in [s for s in self.holds if s.startswith(source + "@")]:
+                self.holds[target + snap[len(source):]] = self.holds.pop(snap)
+            self._apply(argv)
+        else:
+            self._apply(argv)
+        return 0, "", ""
+
+    def _snapshot(self, name: str) -> None:
+        top, short = name.split("@")
+        for found in [n for n in self.datasets if "@" not in n and
+                      (n == top or n.startswith(top + "/"))]:
+            self.datasets[f"{found}@{short}"] = {"type": "snapshot", "guid": str(next(_guids)),
+                                                 "createtxg": str(next(self.txg))}
+
+    def _receive(self, command: Command, argv: tuple[str, ...]) -> None:
+        target = argv[-1]
+        if command.key_fd is not None:
+            self.keys_seen.append(os.read(command.key_fd, 100))
+        options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+        snap = self.sender[-1]
+        source = snap.split("@")[0]
+        flag = next((f for f in ("-I", "-i") if f in self.sender), None)
+        base = self.sender[self.sender.index(flag) + 1] if flag else None
+        low = int(self.datasets[base]["createtxg"]) if base and base.startswith(source) else 0
+        high = int(self.datasets[snap]["createtxg"])
+        if target not in self.datasets:
+            parent = self.datasets[target.rsplit("/", 1)[0]]
+            props = {"type": "filesystem", "mounted": "no", "canmount": "on",
+                     "createtxg": str(next(self.txg)), "mountpoint": "/" + target}
+            if options.get("encryption", "off") != "off":
+                props.update(encryption="aes-256-gcm", encryptionroot=target,
+                             keystatus="available", keyformat=options["keyformat"],
+                             keylocation=options["keylocation"])
+            elif "encryption" not in options and parent.get("encryption", "off") != "off":
+                props.update(encryption=parent["encryption"],
+                             encryptionroot=parent["encryptionroot"], keystatus="available")
+            else:
+                props.update(encryption="off", encryptionroot="-", keystatus="-")
+            self.datasets[target] = props
+            self.local[target] = set()
+            for prop, value in options.items():
+                if prop not in ("keyformat", "keylocation", "encryption", "origin"):
+                    props[prop] = value
+                    self.local[target].add(prop)
+        for name, props in list(self.datasets.items()):
+            if name.startswith(source + "@") and low < int(props["createtxg"]) <= high:
+                copy = {k: v for k, v in props.items() if k != "userrefs"}  # holds stay
+                self.datasets[target + name[len(source):]] = copy
+
+
+def tree() -> FakeZfs:
+    fake = FakeZfs({
+        "tank": fs(available=str(1 << 30)),
+        TOP: fs(**{"com.x:tag": "a b"}),
+        f"{TOP}@s1": {"type": "snapshot", "guid": "11", "createtxg": "2", "userrefs": "1"},
+        f"{TOP}/c": fs(mountpoint="/srv/c"),
+        f"{TOP}/c@s1": {"type": "snapshot", "guid": "12", "createtxg": "2"},
+    }, local={TOP: {"com.x:tag"}, f"{TOP}/c": {"mountpoint"}})
+    fake.holds[f"{TOP}@s1"] = ["keep"]
+    return fake
+
+
+def zfs_for(fake: FakeZfs, **options: object):  # type: ignore[no-untyped-def]
+    from encroot.zfs import Zfs
+
+    runner = RecordingRunner(fake)
+    inner = FaultInjector(runner, **options) if options else runner  # type: ignore[arg-type]
+    return Zfs(runner=inner, binaries=BINARIES), runner
+
+
+def verbs(fake: FakeZfs) -> list[str]:
+    return [" ".join(change[:1]) for change in fake.changes]
+
+
+def test_all_phases_convert_swap_and_clean_up() -> None:
+    fake = tree()
+    zfs, runner = zfs_for(fake)
+    request = ConvertRequest("encrypt", TOP, keyformat="hex")
+    with Key.hex(HEX) as key:
+        result = convert(zfs, request, key=key)
+    assert fake.keys_seen == [HEX.encode()]
+    assert all(HEX not in " ".join(command.argv) for command, _ in runner.calls)
+    assert fake.datasets[TOP]["encryptionroot"] == TOP
+    assert fake.datasets[f"{TOP}/c"]["encryptionroot"] == TOP
+    assert fake.datasets[f"{TOP}/c"]["mountpoint"] == "/srv/c"
+    assert fake.datasets[TOP]["com.x:tag"] == "a b"
+    assert fake.datasets[TOP]["keylocation"] == "prompt"
+    assert fake.datasets[TOP]["mounted"] == "yes" and fake.datasets[f"{TOP}/c"]["mounted"] \
+        == "yes"
+    assert fake.holds[f"{TOP}@s1"] == ["keep"]
+    assert not [n for n in fake.datasets if ".encroot-convert" in n]
+    assert "encroot:convert" not in fake.datasets[TOP]
+    cutover = fake.changes[[c[0] for c in fake.changes].index("unmount"):]
+    order = [c[0] for c in cutover]
+    assert order.index("unmount") < order.index("snapshot") < order.index("receive") < \
+        order.index("rename") < order.index("mount") < order.index("destroy")
+    assert result.phases[-1].downtime is not None
+    assert "zpool trim --secure tank" in result.hygiene[0]
+
+
+def test_the_dry_run_changes_nothing_and_estimates() -> None:
+    fake = tree()
+    zfs, _ = zfs_for(fake)
+    plans = plan_conversion(zfs, ConvertRequest("encrypt", TOP), key_given=True)
+    assert not fake.changes
+    assert [p.phase for p in plans] == ["initial"]
+    # full of @s1 (1000 each); the goal stands in as what was written since (0 here)
+    assert plans[0].estimated_bytes == 2000 and not plans[0].refusals
+
+
+def test_a_kill_after_the_verified_mark_is_finished_by_recover() -> None:
+    fake = tree()
+    request = ConvertRequest("encrypt", TOP, keyformat="hex")
+    zfs, _ = zfs_for(fake)
+    with Key.hex(HEX) as key:
+        convert(zfs, ConvertRequest("encrypt", TOP, keyformat="hex", phase="initial"), key=key)
+    count = len(fake.changes)
+    zfs, _ = zfs_for(fake)
+    convert(zfs, ConvertRequest("encrypt", TOP, phase="catch-up"), key=None)
+    per_cutover = len(fake.changes) - count  # a catch-up's changes: take-over, snapshot, ...
+    killed_zfs, _ = zfs_for(fake, kill_before=per_cutover + 5)
+    with pytest.raises(Killed):
+        convert(killed_zfs, ConvertRequest("encrypt", TOP, phase="cutover"), key=None)
+    assert any("verified" in " ".join(c) for c in fake.changes)
+    zfs, _ = zfs_for(fake)
+    report = recover(zfs, request)
+    assert report.actions and fake.datasets[TOP]["encryptionroot"] == TOP
+    assert not [n for n in fake.datasets if ".encroot-convert" in n]
+    assert fake.datasets[TOP]["mounted"] == "yes"
+
+
+def test_a_kill_before_verification_is_undone_by_recover_and_the_tree_mounted() -> None:
+    fake = tree()
+    zfs, _ = zfs_for(fake)
+    with Key.hex(HEX) as key:
+        convert(zfs, ConvertRequest("encrypt", TOP, keyformat="hex", phase="initial"), key=key)
+    killed_zfs, _ = zfs_for(fake, kill_before=4)  # take-over, 2 unmounts, then the snapshot
+    with pytest.raises(Killed):
+        convert(killed_zfs, ConvertRequest("encrypt", TOP, phase="cutover"), key=None)
+    assert fake.datasets[TOP]["mounted"] == "no"
+    zfs, _ = zfs_for(fake)
+    recover(zfs, ConvertRequest("encrypt", TOP))
+    assert fake.datasets[TOP]["encryption"] == "off" and fake.datasets[TOP]["mounted"] == "yes"
+    assert not [n for n in fake.datasets if ".encroot-convert" in n]
+
+
+def test_catch_up_before_initial_is_refused_without_changes() -> None:
+    fake = tree()
+    zfs, _ = zfs_for(fake)
+    with pytest.raises(ConvertRefused) as caught:
+        convert(zfs, ConvertRequest("encrypt", TOP, phase="catch-up"), key=None)
+    assert "--phase initial" in str(caught.value) and not fake.changes
