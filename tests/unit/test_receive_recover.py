@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -16,15 +19,19 @@ from encroot.owned import (
     ReceiveReplaced,
     ReceiveVerified,
     dumps,
+    processes_with_argument,
 )
 from encroot.owned.owner import process_start
 from encroot.receive import (
+    Orphan,
     ReceiveRefused,
     ReceiveRequest,
     TargetState,
     next_recovery_action,
+    orphan_receives,
     receive_stream,
     recover,
+    wait_for_orphans,
 )
 
 from .fakes import FakeDatasets, make_zfs
@@ -255,3 +262,55 @@ def test_the_temporary_is_owned_from_its_creation() -> None:
     marker = receive[receive.index("-o") + 1]
     assert marker == f"{RECV_VERIFIED}=" + dumps(ReceiveInProgress(target=TARGET, owner=ME))
     assert fake.changes == [receive]  # a temporary that is not there is not destroyed
+
+
+def receive_argument(target: str = TARGET, owner: Owner | None = DEAD) -> str:
+    return f"{RECV_VERIFIED}={dumps(ReceiveInProgress(target=target, owner=owner))}"
+
+
+def test_an_orphan_receive_is_one_whose_encroot_is_gone_and_that_names_the_target() -> None:
+    found = [(11, receive_argument()),
+             (12, receive_argument(owner=LIVE)),            # its encroot runs: not an orphan
+             (13, receive_argument(target="dst/other")),
+             (14, f"{RECV_VERIFIED}={dumps(ReceiveVerified(guid='1', keep_old=None, owner=DEAD))}"),
+             (15, f"{RECV_VERIFIED}=not a marker"),
+             (16, f"{RECV_VERIFIED}X={dumps(ReceiveInProgress(target=TARGET, owner=DEAD))}")]
+    assert orphan_receives(TARGET, found) == [Orphan(11, DEAD)]
+
+
+def test_recovery_waits_until_the_orphan_receive_has_ended() -> None:
+    scans = [[(11, receive_argument())]] * 3 + [[]]
+    said: list[str] = []
+    slept: list[float] = []
+    wait_for_orphans(TARGET, say=said.append, scan=lambda prefix: scans.pop(0),
+                     sleep=slept.append)
+    assert len(slept) == 3 and scans == []
+    assert len(said) == 1 and said[0].startswith("waiting for zfs receive pid 11 to end")
+
+
+def test_an_orphan_that_never_ends_is_refused_after_the_timeout() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(OwnerAlive, match=r"zfs receive pid 11, started by encroot pid .* "
+                                         r"which is gone; it still runs after 5 s"):
+        wait_for_orphans(TARGET, timeout=5, scan=lambda prefix: [(11, receive_argument())],
+                         clock=lambda: now[0], sleep=sleep)
+    assert 5 <= now[0] < 6
+
+
+def test_a_real_orphan_is_found_by_its_command_line_and_waited_for() -> None:
+    started = time.monotonic()
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)",
+                               receive_argument()])
+    try:
+        time.sleep(0.3)
+        assert orphan_receives(TARGET, processes_with_argument(RECV_VERIFIED + "=")) == [
+            Orphan(orphan.pid, DEAD)]
+        wait_for_orphans(TARGET, timeout=20)
+        assert orphan.poll() is not None and time.monotonic() - started >= 1.5
+    finally:
+        orphan.kill()
+        orphan.wait()

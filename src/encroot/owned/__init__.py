@@ -21,7 +21,7 @@ from .markers import (
     dumps,
     parse_marker,
 )
-from .owner import Owner
+from .owner import Owner, processes_with_argument
 from .registry import (
     MARKER_PROPERTIES,
     MIGRATE_MARKER,
@@ -74,6 +74,7 @@ __all__ = [
     "migrate_staging",
     "ownership_table",
     "parse_marker",
+    "processes_with_argument",
     "recv_old_name",
     "recv_temp_name",
     "refuse_live",

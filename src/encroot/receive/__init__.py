@@ -23,7 +23,14 @@ from ..errors import InputError
 from ..stream import StreamInfo
 from ..zfs import Result, Zfs
 from .plan import Expected, ReceivePlan, Step, expected_datasets, plan_receive
-from .recover import RecoveryReport, next_recovery_action, recover
+from .recover import (
+    Orphan,
+    RecoveryReport,
+    next_recovery_action,
+    orphan_receives,
+    recover,
+    wait_for_orphans,
+)
 from .run import ReceiveResult, execute, verify
 from .state import (
     ReceiveRefused,
@@ -36,6 +43,7 @@ from .state import (
 
 __all__ = [
     "Expected",
+    "Orphan",
     "Outcome",
     "ReceivePlan",
     "ReceiveRefused",
@@ -48,6 +56,7 @@ __all__ = [
     "execute",
     "expected_datasets",
     "next_recovery_action",
+    "orphan_receives",
     "pass_options",
     "plan_receive",
     "read_state",
@@ -56,6 +65,7 @@ __all__ = [
     "run_plain",
     "temp_name",
     "verify",
+    "wait_for_orphans",
 ]
 
 
@@ -97,7 +107,8 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
     Raises:
         StreamError: the stream's header is unreadable (nothing was changed).
         ReceiveRefused: a precondition failed (nothing was changed).
-        OwnerAlive: another encroot still works on this target (nothing was changed).
+        OwnerAlive: another encroot still works on this target, or a zfs receive that a
+            dead encroot started still runs after a minute (nothing was changed).
         VerificationFailed, ZfsError: the receive failed; the old target is intact.
     """
     if not request.allow_encryption_change:
@@ -107,6 +118,7 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
     peeked = peek_stream(stream_fd)
     try:
         say(f"stream: {_describe_stream(peeked.info)} (header read by {peeked.method})")
+        wait_for_orphans(request.target, say=say)
         state = read_state(zfs, request.target)
         state.refuse_live_owner()
         recovery = None

@@ -10,16 +10,31 @@ encroot's and is never destroyed.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import EncrootError
+from ..errors import EncrootError, OwnerAlive
 from ..names import DatasetName
-from ..owned import RECV_OLD_SUFFIX, RECV_REPLACED, Owner, ReceiveReplaced, dumps
+from ..owned import (
+    RECV_OLD_SUFFIX,
+    RECV_REPLACED,
+    RECV_VERIFIED,
+    Owner,
+    ReceiveInProgress,
+    ReceiveReplaced,
+    dumps,
+    parse_marker,
+    processes_with_argument,
+)
 from ..zfs import Zfs
 from .state import ReceiveRefused, TargetState, read_state, temp_name
 
-__all__ = ["RecoveryReport", "recover", "rename"]
+__all__ = ["Orphan", "RecoveryReport", "orphan_receives", "recover", "rename",
+           "wait_for_orphans"]
+
+# How long recovery waits for a zfs receive whose encroot died to see its stream end.
+ORPHAN_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -38,11 +53,13 @@ def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
     the only copy of anything.  Idempotent: a second call finds nothing to do.
 
     Raises:
-        OwnerAlive: a running encroot process holds the state (nothing was changed).
+        OwnerAlive: a running encroot process holds the state, or a zfs receive
+            that a dead encroot started still runs after a minute (nothing was changed).
         ReceiveRefused: a temporary without encroot's marker is in the way.
         ZfsError: a step failed; the next call continues from what ZFS shows.
     """
     report = RecoveryReport(str(target))
+    wait_for_orphans(target, say=say)
     for _ in range(6):  # each pass moves one state forward; six is more than the table has
         state = read_state(zfs, target)
         state.refuse_live_owner()
@@ -55,6 +72,69 @@ def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
         report.actions.append(description)
     raise EncrootError(f"recovery of {target!r} did not converge; inspect with `zfs list -r "
                        f"{target.pool}` and docs/design.md")
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A ``zfs receive`` still running for a target after the encroot that started it died."""
+
+    pid: int
+    owner: Owner
+
+
+def orphan_receives(target: str, found: Sequence[tuple[int, str]]) -> list[Orphan]:
+    """The orphans among ``found`` (pid, argument) for ``target``.
+
+    encroot starts every receive into a temporary with ``-o
+    encroot:recv-verified=<receiving marker>``, so the marker in a running
+    process's arguments names the target and the encroot that started it.
+    A receive whose encroot lives is that encroot's (``OwnerAlive`` covers it).
+    """
+    prefix = f"{RECV_VERIFIED}="
+    orphans = []
+    for pid, argument in found:
+        if not argument.startswith(prefix):
+            continue
+        marker = parse_marker(RECV_VERIFIED, argument[len(prefix):])
+        if (isinstance(marker, ReceiveInProgress) and marker.target == target
+                and marker.owner is not None and not marker.owner.alive()):
+            orphans.append(Orphan(pid, marker.owner))
+    return orphans
+
+
+def wait_for_orphans(target: str, *, say: Callable[[str], None] = lambda line: None,
+                     timeout: float = ORPHAN_WAIT_SECONDS,
+                     scan: Callable[[str], Sequence[tuple[int, str]]] = processes_with_argument,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> None:
+    """Wait until no ``zfs receive`` started by a dead encroot writes into ``target``'s state.
+
+    Such a receive reads a pipe whose only writer was the dead encroot, so it
+    sees its stream end and ZFS undoes it (or keeps a resumable ``-s`` state);
+    until it has exited, ZFS refuses to destroy its dataset and the state
+    recovery reads may still change.
+
+    Raises:
+        OwnerAlive: one still runs after ``timeout`` seconds (nothing was changed).
+    """
+    deadline = clock() + timeout
+    announced: set[int] = set()
+    while True:
+        orphans = orphan_receives(target, scan(f"{RECV_VERIFIED}="))
+        if not orphans:
+            return
+        for orphan in orphans:
+            if orphan.pid not in announced:
+                announced.add(orphan.pid)
+                say(f"waiting for zfs receive pid {orphan.pid} to end: "
+                    f"{orphan.owner.describe()} started it and is gone")
+        if clock() >= deadline:
+            orphan = orphans[0]
+            raise OwnerAlive(subject=temp_name(target), pid=orphan.pid,
+                             holder=f"zfs receive pid {orphan.pid}, started by "
+                                    f"{orphan.owner.describe()}, which is gone; it still "
+                                    f"runs after {timeout:.0f} s")
+        sleep(0.2)
 
 
 Action = tuple[str, Callable[[Zfs], None]]
