@@ -124,7 +124,7 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
         recovery = None
         if state.needs_recovery(resuming=peeked.info.resuming) and not request.dry_run:
             recovery = recover(zfs, request.target, keep_resumable=peeked.info.resuming,
-                               say=say)
+                               unmount_old=request.no_mount, say=say)
             state = read_state(zfs, request.target)
         keep_old_exists = request.keep_old is not None and zfs.exists(request.keep_old)
         plan = plan_receive(request, state, peeked.info, keep_old_exists=keep_old_exists)

@@ -25,7 +25,7 @@ from .state import (
 )
 
 __all__ = ["Expected", "ReceivePlan", "Step", "encryption_of", "expected_datasets",
-           "plan_receive"]
+           "mounted_deepest_first", "plan_receive"]
 
 # Properties a raw receive must take from the stream (libzfs: "encryption
 # property '%s' cannot be set or excluded for raw streams"); keylocation may be set.
@@ -143,9 +143,10 @@ def _replace_checks(request: ReceiveRequest, state: TargetState,
     mounted = [n for n, p in state.tree.items() if p.get("mounted") == "yes"]
     if mounted and not request.no_mount:
         raise _refuse(f"target {target!r}: {', '.join(mounted)} mounted; pass -u to have "
-                      "encroot unmount the old tree (the new one stays unmounted)")
-    checks.append("mounted: " + (f"will unmount {', '.join(mounted)} (-u)" if mounted
-                                 else "nothing mounted"))
+                      "encroot unmount the old tree for the swap (the new one stays "
+                      "unmounted)")
+    checks.append("mounted: " + (f"{', '.join(mounted)} stay mounted until the swap (-u)"
+                                 if mounted else "nothing mounted"))
     brought = {d.relative_to(stream.top) for d in stream.datasets} if stream.package else {""}
     extra = [n for n in _descendants(state) if n[len(target) + 1:] not in brought]
     kept = request.keep_old is not None
@@ -249,15 +250,16 @@ def _plan_resume(request: ReceiveRequest, state: TargetState, checks: list[str],
 def _replace_steps(request: ReceiveRequest, state: TargetState, old: str) -> tuple[Step, ...]:
     target = state.target
     temp = temp_name(target)
-    mounted = sorted((n for n, p in state.tree.items() if p.get("mounted") == "yes"),
-                     key=lambda n: -n.count("/"))
-    steps = [Step("unmount", name, "old tree, deepest first") for name in mounted]
-    steps += [
+    mounted = mounted_deepest_first(state.tree)
+    steps = [
         Step("receive", temp, f"zfs receive -u -o {RECV_VERIFIED}=<receiving marker> into "
-                              "the temporary sibling (the marker names this process)"),
+                              "the temporary sibling (the marker names this process)"
+                              + ("; the old tree stays mounted" if mounted else "")),
         Step("verify", temp, "snapshot GUIDs and encryption as the stream says"),
         Step("mark-verified", temp, f"{RECV_VERIFIED}=<verified marker: stream GUID, "
                                     "keep-old NAME>"),
+        Step("unmount", target, "the old tree, deepest first, for the swap only: "
+                                + (", ".join(mounted) if mounted else "what is mounted then")),
         Step("mark-replaced", target, f"{RECV_REPLACED}=<replaced marker: {target}>"),
         Step("rename", target, old),
         Step("rename", temp, target),
@@ -268,6 +270,12 @@ def _replace_steps(request: ReceiveRequest, state: TargetState, old: str) -> tup
     if not request.no_mount:
         steps.append(Step("mount", target, "file systems whose keys are loaded"))
     return tuple(steps)
+
+
+def mounted_deepest_first(tree: dict[str, Props]) -> list[str]:
+    """The mounted file systems of a tree, children before their parents."""
+    return sorted((n for n, p in tree.items() if p.get("mounted") == "yes"),
+                  key=lambda n: (-n.count("/"), n))
 
 
 def encryption_of(props: Props | None) -> Props | None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import EncrootError, OwnerAlive
+from ..errors import EncrootError, OwnerAlive, SwapPending, ZfsError
 from ..names import DatasetName
 from ..owned import (
     RECV_OLD_SUFFIX,
@@ -28,10 +28,11 @@ from ..owned import (
     processes_with_argument,
 )
 from ..zfs import Zfs
-from .state import ReceiveRefused, TargetState, read_state, temp_name
+from .plan import mounted_deepest_first
+from .state import ReceiveRefused, TargetState, get_tree, read_state, temp_name
 
 __all__ = ["Orphan", "RecoveryReport", "orphan_receives", "recover", "rename",
-           "wait_for_orphans"]
+           "unmount_for_swap", "wait_for_orphans"]
 
 # How long recovery waits for a zfs receive whose encroot died to see its stream end.
 ORPHAN_WAIT_SECONDS = 60.0
@@ -46,16 +47,22 @@ class RecoveryReport:
 
 
 def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
+            unmount_old: bool = True,
             say: Callable[[str], None] = lambda line: None) -> RecoveryReport:
     """Bring an interrupted replacement of ``target`` to a clean end (see docs/design.md).
 
     Rolls forward from verified state, rolls back otherwise; never destroys
     the only copy of anything.  Idempotent: a second call finds nothing to do.
+    A verified replacement beside a mounted old tree is swapped in after
+    unmounting it, unless ``unmount_old`` is False (then ``ReceiveRefused``).
 
     Raises:
         OwnerAlive: a running encroot process holds the state, or a zfs receive
             that a dead encroot started still runs after a minute (nothing was changed).
-        ReceiveRefused: a temporary without encroot's marker is in the way.
+        ReceiveRefused: a temporary without encroot's marker is in the way, or
+            the old tree is mounted and ``unmount_old`` is False.
+        SwapPending: the old tree is busy; the verified new tree waits (nothing
+            was destroyed).
         ZfsError: a step failed; the next call continues from what ZFS shows.
     """
     report = RecoveryReport(str(target))
@@ -63,7 +70,7 @@ def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
     for _ in range(6):  # each pass moves one state forward; six is more than the table has
         state = read_state(zfs, target)
         state.refuse_live_owner()
-        action = next_recovery_action(state, keep_resumable)
+        action = next_recovery_action(state, keep_resumable, unmount_old=unmount_old)
         if action is None:
             return report
         description, run = action
@@ -140,11 +147,13 @@ def wait_for_orphans(target: str, *, say: Callable[[str], None] = lambda line: N
 Action = tuple[str, Callable[[Zfs], None]]
 
 
-def next_recovery_action(state: TargetState, keep_resumable: bool) -> Action | None:
+def next_recovery_action(state: TargetState, keep_resumable: bool, *,
+                         unmount_old: bool = True) -> Action | None:
     """The one step that moves an interrupted replacement forward (the table in design.md).
 
     Raises:
-        ReceiveRefused: the temporary carries no encroot marker.
+        ReceiveRefused: the temporary carries no encroot marker, or a verified
+            one waits beside a mounted old tree and ``unmount_old`` is False.
     """
     target = DatasetName(state.target)
     temp = temp_name(target)
@@ -162,7 +171,16 @@ def next_recovery_action(state: TargetState, keep_resumable: bool) -> Action | N
                 f"{temp} looks like encroot's temporary but is not encroot's ({why}); "
                 f"encroot does not touch it. Inspect it, then remove or rename it by hand "
                 f"(zfs destroy -r {shlex.quote(temp)}); nothing was changed")
-        if verified is not None and _all_unmounted(state):
+        mounted = mounted_deepest_first(state.tree)
+        if verified is not None and mounted:
+            if not unmount_old:
+                raise ReceiveRefused(
+                    f"{target} is mounted and the verified new tree {temp} waits to replace "
+                    f"it; `encroot receive --recover {shlex.quote(target)}` unmounts "
+                    f"{target} and swaps it in; nothing was changed")
+            return (f"unmount {target} for the swap with verified {temp}",
+                    lambda z: _unmount(z, target, mounted))
+        if verified is not None:
             aside = DatasetName(verified.keep_old or target + RECV_OLD_SUFFIX)
             return (f"swap in verified {temp}: move {target} aside to {aside}",
                     lambda z: _mark_and_rename(z, target, aside))
@@ -202,5 +220,32 @@ def _rename_and_unmark(zfs: Zfs, old: DatasetName, target: DatasetName) -> None:
     zfs.inherit(target, RECV_REPLACED)
 
 
-def _all_unmounted(state: TargetState) -> bool:
-    return not any(p.get("mounted") == "yes" for p in state.tree.values())
+def _unmount(zfs: Zfs, target: str, names: Sequence[str]) -> None:
+    unmount_for_swap(zfs, target, names)
+
+
+def unmount_for_swap(zfs: Zfs, target: str, names: Sequence[str] | None = None) -> list[str]:
+    """Unmount the old tree (``names``, else what is mounted now), deepest first.
+
+    Returns what was unmounted.  If one cannot be unmounted (busy), those
+    unmounted are mounted again and nothing else changes.
+
+    Raises:
+        SwapPending: names the reason; the verified new tree keeps waiting.
+    """
+    if names is None:
+        names = mounted_deepest_first(get_tree(zfs, target))
+    done: list[str] = []
+    try:
+        for name in names:
+            zfs.unmount(name)
+            done.append(name)
+    except ZfsError as exc:
+        reason = str(exc).strip()
+        for name in reversed(done):
+            try:
+                zfs.mount(name)
+            except ZfsError as again:
+                reason += f"; and {name} could not be mounted again: {str(again).strip()}"
+        raise SwapPending(target=target, waiting=temp_name(target), reason=reason) from exc
+    return done
