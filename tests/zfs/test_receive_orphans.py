@@ -108,8 +108,9 @@ def test_sigkill_mid_stream_ends_the_receive_while_the_sender_lives(scene: Scene
 
 # When the wrapper standing in for zfs kills encroot (its parent), by the zfs subcommand.
 WRAPPERS = {
-    # the receive starts 2 s after encroot died, so --recover must find it and wait
-    "receive-started": '[ "$1" = receive ]; then exec 3<&0; (sleep 2; exec "$REAL" "$@" <&3) &'
+    # the receive starts 12 s after encroot died (a guest under TCG needs seconds to start
+    # encroot), so --recover must find it and wait
+    "receive-started": '[ "$1" = receive ]; then exec 3<&0; (sleep 12; exec "$REAL" "$@" <&3) &'
                        ' kill -9 $PPID; wait; exit 1; fi',
     "receive-done": '[ "$1" = receive ]; then "$REAL" "$@"; rc=$?; kill -9 $PPID; exit $rc; fi',
     "at-swap": '[ "$1" = unmount ]; then "$REAL" "$@"; rc=$?; kill -9 $PPID; exit $rc; fi',
