@@ -150,7 +150,7 @@ def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
         "receive", aliases=["recv"], add_help=False,
         help="zfs receive, plus replacing a dataset across the encryption boundary",
         usage="%(prog)s [zfs receive options] TARGET\n"
-              "       %(prog)s -F [-unsv] [-o PROP=VALUE]... [-x PROP]... "
+              "       %(prog)s -F [-unsv] [-o PROP=VALUE]... [-x PROP]... [-d|-e] "
               "--allow-encryption-change [--keep-old NAME] [--json] TARGET\n"
               "       %(prog)s --recover [--json] TARGET",
         description="Receive a zfs send stream from standard input. Without "
@@ -180,6 +180,14 @@ def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
                          metavar="PROP=VALUE", help="set a property on the received data")
     receive.add_argument("-x", dest="excluded", action="append", default=[], metavar="PROP",
                          help="exclude a property of the stream")
+    naming = receive.add_mutually_exclusive_group()
+    naming.add_argument("-d", dest="name_from_stream", action="store_const", const="-d",
+                        default="", help="TARGET is an existing file system below which "
+                        "the stream's name without its pool decides where it lands, as in "
+                        "zfs receive -d")
+    naming.add_argument("-e", dest="name_from_stream", action="store_const", const="-e",
+                        help="TARGET is an existing file system below which the last element "
+                        "of the stream's name decides where it lands, as in zfs receive -e")
     receive.add_argument("--allow-encryption-change", action="store_true",
                          help="let a full stream replace TARGET across the encryption "
                               "boundary (requires -F)")
@@ -198,7 +206,10 @@ def _receive(args: argparse.Namespace) -> int:
     from .names import DatasetName
     from .zfs import Zfs
 
-    target = DatasetName(args.target)
+    if args.recover:
+        target, snapshot = DatasetName(args.target), None
+    else:
+        target, snapshot = rx.split_target(args.target, args.name_from_stream)
     # Plain receives print only what zfs prints; -v there is zfs's own verbose mode.
     ours = args.allow_encryption_change or args.recover
     zfs = Zfs(log=say_to_stderr if args.verbose and ours else None)
@@ -213,7 +224,8 @@ def _receive(args: argparse.Namespace) -> int:
         dry_run=args.dry_run, resumable=args.resumable,
         properties=rx.pass_options(args.set_props), excluded=tuple(args.excluded),
         allow_encryption_change=args.allow_encryption_change,
-        keep_old=DatasetName(args.keep_old) if args.keep_old else None)
+        keep_old=DatasetName(args.keep_old) if args.keep_old else None,
+        snapshot=snapshot, name_from_stream=args.name_from_stream)
     try:
         outcome = rx.receive_stream(zfs, request, sys.stdin.fileno(), say=say)
     except StreamError as exc:

@@ -40,6 +40,7 @@ from .state import (
     read_state,
     temp_name,
 )
+from .target import derived_target, split_target
 
 __all__ = [
     "Expected",
@@ -53,6 +54,7 @@ __all__ = [
     "Step",
     "TargetState",
     "VerificationFailed",
+    "derived_target",
     "execute",
     "expected_datasets",
     "next_recovery_action",
@@ -63,6 +65,7 @@ __all__ = [
     "receive_stream",
     "recover",
     "run_plain",
+    "split_target",
     "temp_name",
     "verify",
     "wait_for_orphans",
@@ -71,7 +74,7 @@ __all__ = [
 
 def run_plain(zfs: Zfs, request: ReceiveRequest, stream_fd: int) -> Result:
     """Plain ``zfs receive`` with the request's options; the result is ZFS's own."""
-    return zfs.receive(request.target, stream_fd, options=request.zfs_flags(),
+    return zfs.receive(request.zfs_target(), stream_fd, options=request.zfs_flags(),
                        properties=request.properties, excluded=request.excluded, check=False)
 
 
@@ -118,6 +121,7 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
     peeked = peek_stream(stream_fd)
     try:
         say(f"stream: {_describe_stream(peeked.info)} (header read by {peeked.method})")
+        request = _resolve_target(zfs, request, peeked.info, say)
         wait_for_orphans(request.target, say=say)
         state = read_state(zfs, request.target)
         state.refuse_live_owner()
@@ -135,6 +139,25 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
         return Outcome(result=result, recovery=recovery)
     finally:
         peeked.finish()
+
+
+def _resolve_target(zfs: Zfs, request: ReceiveRequest, info: StreamInfo,
+                    say: Callable[[str], None]) -> ReceiveRequest:
+    """With -d/-e, the target zfs would derive from the stream (its destination must exist).
+
+    Raises:
+        ReceiveRefused: the destination does not exist (nothing was changed).
+    """
+    resolved = request.for_stream(info)
+    if resolved.destination is None or resolved is request:
+        return resolved
+    if not zfs.exists(resolved.destination):
+        raise ReceiveRefused(f"{request.name_from_stream} {resolved.destination}: specified fs "
+                             f"({resolved.destination}) does not exist (-d and -e receive "
+                             "below an existing file system); nothing was changed")
+    say(f"target: {resolved.target} ({request.name_from_stream} {resolved.destination}, "
+        f"named by the stream's {info.toname})")
+    return resolved
 
 
 def _describe_stream(info: StreamInfo) -> str:

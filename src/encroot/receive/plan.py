@@ -86,10 +86,15 @@ class ReceivePlan:
         }
 
 
-def expected_datasets(stream: StreamInfo) -> tuple[Expected, ...]:
-    """What the stream promises about each dataset it brings (pure)."""
+def expected_datasets(stream: StreamInfo, snapshot: str | None = None
+                      ) -> tuple[Expected, ...]:
+    """What the stream promises about each dataset it brings (pure).
+
+    ``snapshot``: the name a ``FS@SNAPSHOT`` target gives the received snapshot.
+    """
     if not stream.package:
-        snapshots = {stream.tosnap: stream.toguid} if stream.tosnap else {}
+        name = snapshot or stream.tosnap
+        snapshots = {name: stream.toguid} if name else {}
         return (Expected("", snapshots, own_encryption_root=stream.raw,
                          encrypted=True if stream.raw else None),)
     result = []
@@ -187,9 +192,15 @@ def plan_receive(request: ReceiveRequest, state: TargetState, stream: StreamInfo
     if state.needs_recovery(resuming=stream.resuming):
         raise _refuse(f"an interrupted encroot receive left state around {target!r}; "
                       f"run `encroot receive --recover {target}` first")
+    if request.snapshot is not None and stream.package:
+        raise _refuse(f"target {target}@{request.snapshot}: cannot specify snapshot name for "
+                      "multi-snapshot stream (a replication package names its snapshots)")
     checks = [_check_feature(state, stream), _check_properties(request, stream)]
+    if request.destination is not None:
+        checks.append(f"target: {target}, named by the stream below {request.destination} "
+                      f"({request.name_from_stream}, as zfs receive names it)")
     old_props = encryption_of(state.tree.get(target))
-    expected = expected_datasets(stream)
+    expected = expected_datasets(stream, request.snapshot)
     base: dict[str, Any] = {"stream": stream, "old_encryption": old_props,
                             "expected": expected,
                             "parent_encryption": (state.parent or {}).get("encryption", "off")}

@@ -165,16 +165,16 @@ def _do_unmount(context: _Context, step: Step) -> None:
 
 def _do_receive(context: _Context, step: Step) -> None:
     request = context.request
-    options = ["-u"] if context.plan.mode == "replace" else request.zfs_flags()
-    if context.plan.mode == "replace" and request.resumable:
-        options.append("-s")
-    if context.plan.mode == "replace" and request.verbose:
-        options.append("-v")
     properties = dict(request.properties)
-    if context.plan.mode == "replace":  # ownership from the dataset's creation on
+    if context.plan.mode == "replace":  # into the temporary, by its explicit name
+        options = ["-u"] + (["-s"] if request.resumable else []) + (
+            ["-v"] if request.verbose else [])
+        into = request.zfs_target(step.dataset)
         owned = ReceiveInProgress(target=context.plan.target, owner=context.owner)
-        properties[RECV_VERIFIED] = dumps(owned)
-    result: Result = context.zfs.receive(step.dataset, context.stream_fd, options=options,
+        properties[RECV_VERIFIED] = dumps(owned)  # ownership from the dataset's creation on
+    else:  # into the target itself, named as the caller did (-d/-e, FS@SNAP)
+        options, into = request.zfs_flags(), request.zfs_target()
+    result: Result = context.zfs.receive(into, context.stream_fd, options=options,
                                          properties=properties,
                                          excluded=request.excluded)
     context.zfs_output += result.stdout
