@@ -161,14 +161,20 @@ def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
                     "stream speed are zfs's own; -h there is zfs's 'skip holds', not help. "
                     "With --allow-encryption-change (and -F), a full stream may replace an "
                     "existing TARGET whose encryption state differs: encroot receives into "
-                    "TARGET.encroot-recv, verifies every snapshot GUID and the encryption "
-                    "state, swaps by renames, and only then destroys the old tree; that "
-                    "mode takes only the options below.")
+                    "TARGET.encroot-recv while the old tree stays mounted, verifies every "
+                    "snapshot GUID and the encryption state, unmounts the old tree only for "
+                    "the swap by renames, and only then destroys it; if encroot is killed, "
+                    "the zfs receive it started ends too. That mode takes only the options "
+                    "below (zfs's -h -M -c -A are not among them); TARGET may be "
+                    "FILESYSTEM@SNAPSHOT (the received snapshot is named SNAPSHOT), and with "
+                    "-d or -e the target is named from the stream as zfs names it.")
     receive.add_argument("--help", action="help", help="show this help and exit")
     receive.add_argument("-F", dest="force", action="store_true", help="replace TARGET")
     receive.add_argument("-u", dest="no_mount", action="store_true",
                          help="do not mount the result; with --allow-encryption-change also "
-                              "lets encroot unmount the old tree")
+                              "lets encroot unmount the old tree for the swap (it stays "
+                              "mounted while the new one is received and verified; if it is "
+                              "busy then, the verified new tree waits for --recover)")
     receive.add_argument("-v", dest="verbose", action="store_true",
                          help="print each step and zfs command")
     receive.add_argument("-n", dest="dry_run", action="store_true",
