@@ -64,6 +64,9 @@ def test_receive_with_encroots_additions_is_parsed_by_encroot() -> None:
 
 
 def test_receive_names_from_the_stream_one_way_and_never_with_a_snapshot() -> None:
+    for option in ("-h", "-M", "-c", "-A"):
+        refused = run_cli("receive", "-Fu", option, "--allow-encryption-change", "tank/x")
+        assert refused.returncode == 2 and f"unrecognized arguments: {option}" in refused.stderr
     both = run_cli("receive", "-Fud", "-e", "--allow-encryption-change", "tank/x")
     assert both.returncode == 2 and "argument -e: not allowed with argument -d" in both.stderr
     snap = run_cli("receive", "-Fue", "--allow-encryption-change", "tank/x@s")

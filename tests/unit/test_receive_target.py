@@ -108,3 +108,8 @@ def test_snapshots_with_d_or_e_are_refused_in_the_request() -> None:
         request(snapshot="mine", name_from_stream="-e")
     with pytest.raises(InputError, match="use -d or -e"):
         request(name_from_stream="-x")
+
+
+def test_zfs_receive_forms_the_replacement_does_not_take_are_refused() -> None:
+    with pytest.raises(InputError, match="does not take it"):
+        request(properties={"origin": "dst/base@s"})

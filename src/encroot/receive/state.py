@@ -93,6 +93,9 @@ class ReceiveRequest:
                                           self.keep_old.is_descendant_of(self.target)):
             raise InputError(f"--keep-old {self.keep_old!r}: must be outside the target",
                              subject="--keep-old")
+        if self.allow_encryption_change and "origin" in self.properties:
+            raise InputError("-o origin=...: receiving as a clone is zfs receive's own form; "
+                             "--allow-encryption-change does not take it", subject="origin")
         for name in (*self.properties, *self.excluded):
             if name in MARKERS:
                 raise InputError(f"property {name!r}: encroot's own marker; it cannot be "
