@@ -11,6 +11,7 @@ size_mib=${1:-1024}
 rounds=${2:-3}
 only=${3:-}
 work=$(mktemp -d /var/tmp/bench.XXXXXX)
+trap 'zpool destroy -f bsrc 2>/dev/null; zpool destroy -f bdst 2>/dev/null; rm -rf "$work"' EXIT
 pool_mib=$(( size_mib * 13 / 10 + 128 ))
 truncate -s "${pool_mib}M" "$work/src.img" "$work/dst.img"
 zpool create -f -O mountpoint=/bsrc bsrc "$work/src.img"
