@@ -9,6 +9,7 @@ same names (relative to the pool), so encroot's derivation is zfs's.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,7 @@ def test_a_cut_stream_with_s_and_d_resumes_into_the_derived_target(
         pools: tuple[str, str, str], tmp_path: Path) -> None:
     src, dst, _ = pools
     fs = source_tree(src)
-    write_files(f"/{fs}", {"big": bytes(range(256)) * 4096})
+    write_files(f"/{fs}", {"big": os.urandom(1 << 20)})  # incompressible: cut mid-stream
     sh(f"zfs snapshot {fs}@B")
     stream = tmp_path / "s"
     sh(f"zfs send -w {fs}@B > {stream}")
