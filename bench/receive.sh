@@ -62,8 +62,10 @@ print(f"{window:.3f} {mounted}")'
 
 declare -a t_plain t_create t_replace t_swap m_swap
 for round in $(seq "$rounds"); do
-    read -r window mounted < <(swap) || true
-    [ -n "${window:-}" ] || { echo "round $round: the online replacement failed" >&2; exit 1; }
+    # synchronously: a process substitution would let the next round start before this
+    # round's bdst/live is destroyed
+    swap > "$work/swap.out" || { echo "round $round: the online replacement failed" >&2; exit 1; }
+    read -r window mounted < "$work/swap.out"
     t_swap+=("$window"); m_swap+=("$mounted")
     if [ "$only" = swap ]; then
         echo "round $round: swap window $window s (old tree mounted until then: $mounted)" >&2
