@@ -1,12 +1,17 @@
 #!/bin/bash
 # Benchmark: `zfs send -w | encroot receive` against `zfs send -w | zfs receive`
-# of the same raw stream, in the same guest run.  Run in the lab:
-#   encroot lab run --out bench-out bench/receive.sh [SIZE_MIB] [ROUNDS]
-# Prints a table and writes $OUT/bench-receive.json.  Not part of CI (heavy).
+# of the same raw stream, in the same guest run; and the online replacement's
+# swap window: the seconds from unmounting the old, mounted target to the new
+# tree standing at its name (it must not grow with the stream).  Run in the lab:
+#   encroot lab run --out bench-out bench/receive.sh [SIZE_MIB] [ROUNDS] [swap]
+# With "swap" only the swap window is measured.  Prints a table and writes
+# $OUT/bench-receive-SIZE_MIB.json.  Not part of CI (heavy).
 set -euo pipefail
 size_mib=${1:-1024}
 rounds=${2:-3}
+only=${3:-}
 work=$(mktemp -d /var/tmp/bench.XXXXXX)
+trap 'zpool destroy -f bsrc 2>/dev/null; zpool destroy -f bdst 2>/dev/null; rm -rf "$work"' EXIT
 pool_mib=$(( size_mib * 13 / 10 + 128 ))
 truncate -s "${pool_mib}M" "$work/src.img" "$work/dst.img"
 zpool create -f -O mountpoint=/bsrc bsrc "$work/src.img"
@@ -32,13 +37,45 @@ replace() {
     zfs send -w bsrc/fs@A | encroot receive -F -u --allow-encryption-change bdst/old > /dev/null
 }
 
-declare -a t_plain t_create t_replace
+# The online replacement of a mounted bdst/live (-v prints each step as it starts, so
+# the "unmount:" line comes right before the old tree is unmounted and the
+# "destroy-old:" line right after the new tree was renamed to bdst/live). Prints
+# "SECONDS MOUNTED" (MOUNTED: the old tree was still mounted once the new one was
+# verified).
+swap() {
+    zfs create bdst/live; echo old > /bdst/live/file
+    zfs send -w bsrc/fs@A | encroot receive -v -F -u --allow-encryption-change bdst/live \
+        2>&1 >/dev/null | python3 -c '
+import subprocess, sys, time
+stamps, mounted = {}, "?"
+for line in sys.stdin:
+    now = time.monotonic()
+    step = line.split(":", 1)[0]
+    stamps.setdefault(step, now)
+    if step == "mark-verified":
+        mounted = subprocess.run(["zfs", "get", "-H", "-o", "value", "mounted", "bdst/live"],
+                                 capture_output=True, text=True).stdout.strip()
+window = stamps["destroy-old"] - stamps["unmount"]
+print(f"{window:.3f} {mounted}")'
+    zfs destroy -r bdst/live
+}
+
+declare -a t_plain t_create t_replace t_swap m_swap
 for round in $(seq "$rounds"); do
+    # synchronously: a process substitution would let the next round start before this
+    # round's bdst/live is destroyed
+    swap > "$work/swap.out" || { echo "round $round: the online replacement failed" >&2; exit 1; }
+    read -r window mounted < "$work/swap.out"
+    t_swap+=("$window"); m_swap+=("$mounted")
+    if [ "$only" = swap ]; then
+        echo "round $round: swap window $window s (old tree mounted until then: $mounted)" >&2
+        continue
+    fi
     t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
     t_create+=("$(timed create)"); zfs destroy -r bdst/new
     zfs create bdst/old; echo old > /bdst/old/file; zfs unmount bdst/old
     t_replace+=("$(timed replace)"); zfs destroy -r bdst/old
-    echo "round $round: plain ${t_plain[-1]} s, create ${t_create[-1]} s, replace ${t_replace[-1]} s" >&2
+    echo "round $round: plain ${t_plain[-1]} s, create ${t_create[-1]} s, replace ${t_replace[-1]} s, swap window $window s (old tree mounted until then: $mounted)" >&2
 done
 peek_ms=$(zfs send -w bsrc/fs@A | python3 -c '
 import sys, time
@@ -48,21 +85,28 @@ peeked = peek_stream(sys.stdin.fileno())
 print(f"{(time.perf_counter() - start) * 1000:.2f}")
 ' 2>/dev/null || true)
 
-python3 - "$stream_bytes" "$peek_ms" "${t_plain[*]}" "${t_create[*]}" "${t_replace[*]}" <<'PY' | tee "$OUT/bench-receive.json"
+python3 - "$stream_bytes" "$peek_ms" "${t_plain[*]:-}" "${t_create[*]:-}" "${t_replace[*]:-}" \
+    "${t_swap[*]}" "${m_swap[*]}" <<'PY' | tee "$OUT/bench-receive-$size_mib.json"
 import json, statistics, subprocess, sys
 stream_bytes, peek_ms = int(sys.argv[1]), float(sys.argv[2] or "nan")
 runs = {name: [float(x) for x in sys.argv[i].split()] for i, name in
-        ((3, "zfs_receive"), (4, "encroot_receive_new_target"), (5, "encroot_receive_replace"))}
+        ((3, "zfs_receive"), (4, "encroot_receive_new_target"), (5, "encroot_receive_replace"))
+        if sys.argv[i].strip()}
 median = {name: statistics.median(times) for name, times in runs.items()}
-base = median["zfs_receive"]
+base = median.get("zfs_receive")
+swap = [float(x) for x in sys.argv[6].split()]
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
     "stream_bytes": stream_bytes,
     "runs_seconds": runs,
     "median_seconds": median,
     "throughput_MBps": {k: round(stream_bytes / v / 1e6, 1) for k, v in median.items()},
-    "throughput_ratio_vs_zfs_receive": {k: round(base / v, 3) for k, v in median.items()},
+    "throughput_ratio_vs_zfs_receive": {k: round(base / v, 3) for k, v in median.items()}
+    if base else {},
     "header_peek_ms": peek_ms,
+    "swap_window_seconds": swap,
+    "swap_window_median_seconds": statistics.median(swap),
+    "old_tree_mounted_until_swap": sys.argv[7].split(),
 }
 print(json.dumps(result, indent=2))
 PY

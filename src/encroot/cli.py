@@ -153,7 +153,7 @@ def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
         "receive", aliases=["recv"], add_help=False,
         help="zfs receive, plus replacing a dataset across the encryption boundary",
         usage="%(prog)s [zfs receive options] TARGET\n"
-              "       %(prog)s -F [-unsv] [-o PROP=VALUE]... [-x PROP]... "
+              "       %(prog)s -F [-unsv] [-o PROP=VALUE]... [-x PROP]... [-d|-e] "
               "--allow-encryption-change [--keep-old NAME] [--json] TARGET\n"
               "       %(prog)s --recover [--json] TARGET",
         description="Receive a zfs send stream from standard input. Without "
@@ -164,14 +164,20 @@ def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
                     "stream speed are zfs's own; -h there is zfs's 'skip holds', not help. "
                     "With --allow-encryption-change (and -F), a full stream may replace an "
                     "existing TARGET whose encryption state differs: encroot receives into "
-                    "TARGET.encroot-recv, verifies every snapshot GUID and the encryption "
-                    "state, swaps by renames, and only then destroys the old tree; that "
-                    "mode takes only the options below.")
+                    "TARGET.encroot-recv while the old tree stays mounted, verifies every "
+                    "snapshot GUID and the encryption state, unmounts the old tree only for "
+                    "the swap by renames, and only then destroys it; if encroot is killed, "
+                    "the zfs receive it started ends too. That mode takes only the options "
+                    "below (zfs's -h -M -c -A are not among them); TARGET may be "
+                    "FILESYSTEM@SNAPSHOT (the received snapshot is named SNAPSHOT), and with "
+                    "-d or -e the target is named from the stream as zfs names it.")
     receive.add_argument("--help", action="help", help="show this help and exit")
     receive.add_argument("-F", dest="force", action="store_true", help="replace TARGET")
     receive.add_argument("-u", dest="no_mount", action="store_true",
                          help="do not mount the result; with --allow-encryption-change also "
-                              "lets encroot unmount the old tree")
+                              "lets encroot unmount the old tree for the swap (it stays "
+                              "mounted while the new one is received and verified; if it is "
+                              "busy then, the verified new tree waits for --recover)")
     receive.add_argument("-v", dest="verbose", action="store_true",
                          help="print each step and zfs command")
     receive.add_argument("-n", dest="dry_run", action="store_true",
@@ -183,6 +189,14 @@ def _add_receive(commands: argparse._SubParsersAction[_Parser]) -> None:
                          metavar="PROP=VALUE", help="set a property on the received data")
     receive.add_argument("-x", dest="excluded", action="append", default=[], metavar="PROP",
                          help="exclude a property of the stream")
+    naming = receive.add_mutually_exclusive_group()
+    naming.add_argument("-d", dest="name_from_stream", action="store_const", const="-d",
+                        default="", help="TARGET is an existing file system below which "
+                        "the stream's name without its pool decides where it lands, as in "
+                        "zfs receive -d")
+    naming.add_argument("-e", dest="name_from_stream", action="store_const", const="-e",
+                        help="TARGET is an existing file system below which the last element "
+                        "of the stream's name decides where it lands, as in zfs receive -e")
     receive.add_argument("--allow-encryption-change", action="store_true",
                          help="let a full stream replace TARGET across the encryption "
                               "boundary (requires -F)")
@@ -201,7 +215,10 @@ def _receive(args: argparse.Namespace) -> int:
     from .names import DatasetName
     from .zfs import Zfs
 
-    target = DatasetName(args.target)
+    if args.recover:
+        target, snapshot = DatasetName(args.target), None
+    else:
+        target, snapshot = rx.split_target(args.target, args.name_from_stream)
     # Plain receives print only what zfs prints; -v there is zfs's own verbose mode.
     ours = args.allow_encryption_change or args.recover
     zfs = Zfs(log=say_to_stderr if args.verbose and ours else None)
@@ -216,7 +233,8 @@ def _receive(args: argparse.Namespace) -> int:
         dry_run=args.dry_run, resumable=args.resumable,
         properties=rx.pass_options(args.set_props), excluded=tuple(args.excluded),
         allow_encryption_change=args.allow_encryption_change,
-        keep_old=DatasetName(args.keep_old) if args.keep_old else None)
+        keep_old=DatasetName(args.keep_old) if args.keep_old else None,
+        snapshot=snapshot, name_from_stream=args.name_from_stream)
     try:
         outcome = rx.receive_stream(zfs, request, sys.stdin.fileno(), say=say)
     except StreamError as exc:

@@ -10,6 +10,7 @@
     │   └── StreamError               a send stream's header is truncated or malformed
     ├── OwnerAlive                    encroot state held by a live encroot process
     ├── ReceiveRefused                a replacement's precondition failed (nothing changed)
+    ├── SwapPending                   a verified replacement waits: the old tree was busy
     ├── MigrateRefused                a migration's precondition failed (nothing changed)
     ├── ConvertRefused                an encrypt/reencrypt/decrypt precondition failed
     ├── RotationRefused               a key rotation's precondition failed (nothing changed)
@@ -77,6 +78,7 @@ __all__ = [
     "RotationRefused",
     "StrategyUnavailable",
     "StreamError",
+    "SwapPending",
     "VerificationFailed",
     "ZfsError",
     "ZfsUnavailable",
@@ -134,6 +136,24 @@ class ReceiveRefused(EncrootError):
 
     The message says which and why.
     """
+
+
+class SwapPending(EncrootError):
+    """A replacement was received and verified, but the swap failed (the old tree was busy).
+
+    Nothing was destroyed: the old tree is mounted as before, the verified new
+    tree waits under the temporary name, and ``encroot receive --recover
+    TARGET`` swaps it in once the old tree is no longer busy.  ``target`` and
+    ``waiting`` (the temporary) name them.
+    """
+
+    def __init__(self, *, target: str, waiting: str, reason: str) -> None:
+        super().__init__(f"{target}: the swap did not happen ({reason}); the new tree is "
+                         f"received and verified as {waiting}, {target} is as it was and "
+                         "nothing was destroyed; run `encroot receive --recover "
+                         f"{target}` to swap it in once {target} is no longer busy")
+        self.target = target
+        self.waiting = waiting
 
 
 class MigrateRefused(EncrootError):

@@ -58,9 +58,21 @@ def test_receive_input_errors_exit_2_before_touching_zfs(
 
 
 def test_receive_with_encroots_additions_is_parsed_by_encroot() -> None:
-    done = run_cli("receive", "-Fu", "-d", "--allow-encryption-change", "tank/x")
-    assert done.returncode == 2 and "unrecognized arguments: -d" in done.stderr
+    done = run_cli("receive", "-Fu", "-M", "--allow-encryption-change", "tank/x")
+    assert done.returncode == 2 and "unrecognized arguments: -M" in done.stderr
     assert "-Fu" not in done.stderr  # bundled flags are understood
+
+
+def test_receive_names_from_the_stream_one_way_and_never_with_a_snapshot() -> None:
+    for option in ("-h", "-M", "-c", "-A"):
+        refused = run_cli("receive", "-Fu", option, "--allow-encryption-change", "tank/x")
+        assert refused.returncode == 2 and f"unrecognized arguments: {option}" in refused.stderr
+    both = run_cli("receive", "-Fud", "-e", "--allow-encryption-change", "tank/x")
+    assert both.returncode == 2 and "argument -e: not allowed with argument -d" in both.stderr
+    snap = run_cli("receive", "-Fue", "--allow-encryption-change", "tank/x@s")
+    assert snap.returncode == 2
+    assert snap.stderr == ("encroot: target 'tank/x@s': invalid argument - snapshot not "
+                           "allowed with -e\n")
 
 
 def test_stream_inspect_of_a_sample(capsys: pytest.CaptureFixture[str]) -> None:

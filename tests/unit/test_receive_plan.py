@@ -20,6 +20,7 @@ from encroot.receive import (
     expected_datasets,
     plan_receive,
 )
+from encroot.receive.plan import mounted_deepest_first
 from encroot.stream import StreamInfo, parse_header
 
 DATA = Path(__file__).parent.parent / "data" / "streams"
@@ -60,17 +61,29 @@ def test_replace_plan_steps_in_order() -> None:
     assert plan.mode == "replace" and plan.receive_into == "dst/fs.encroot-recv"
     assert plan.old == "dst/fs.encroot-old"
     assert [(s.action, s.dataset) for s in plan.steps] == [
-        ("unmount", "dst/fs"), ("receive", "dst/fs.encroot-recv"),
-        ("verify", "dst/fs.encroot-recv"), ("mark-verified", "dst/fs.encroot-recv"),
+        ("receive", "dst/fs.encroot-recv"), ("verify", "dst/fs.encroot-recv"),
+        ("mark-verified", "dst/fs.encroot-recv"), ("unmount", "dst/fs"),
         ("mark-replaced", "dst/fs"), ("rename", "dst/fs"), ("rename", "dst/fs.encroot-recv"),
         ("destroy-old", "dst/fs.encroot-old"), ("clear-verified", "dst/fs")]
     assert plan.steps[5].detail == "dst/fs.encroot-old" and plan.steps[6].detail == "dst/fs"
 
 
+def test_the_old_tree_stays_mounted_until_the_verified_new_one_is_swapped_in() -> None:
+    plan = plan_receive(request(), state({"dst/fs": fs(mounted="yes")}), stream("raw-full"))
+    actions = [s.action for s in plan.steps]
+    assert actions.index("unmount") == actions.index("mark-verified") + 1
+    assert "the old tree stays mounted" in plan.steps[0].detail
+    assert "dst/fs stay mounted until the swap (-u)" in " ".join(plan.checks)
+    assert mounted_deepest_first({"a": fs(mounted="yes"), "a/b/c": fs(mounted="yes"),
+                                  "a/b": fs(mounted="no"), "a/d": fs(mounted="yes")}) == \
+        ["a/b/c", "a/d", "a"]
+
+
 def test_without_u_the_new_tree_is_mounted_and_an_unmounted_target_is_fine() -> None:
     plan = plan_receive(request(no_mount=False), state(), stream("raw-full"))
     assert plan.steps[-1].action == "mount"
-    assert not any(s.action == "unmount" for s in plan.steps)
+    unmount = next(s for s in plan.steps if s.action == "unmount")
+    assert unmount.detail.endswith("what is mounted then")  # nothing is, unless mounted since
 
 
 def test_keep_old_keeps_instead_of_destroying() -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from encroot.errors import OwnerAlive
+from encroot.errors import OwnerAlive, SwapPending
 from encroot.names import DatasetName
 from encroot.owned import (
     RECV_REPLACED,
@@ -16,18 +21,26 @@ from encroot.owned import (
     ReceiveReplaced,
     ReceiveVerified,
     dumps,
+    processes_with_argument,
 )
 from encroot.owned.owner import process_start
 from encroot.receive import (
+    Orphan,
     ReceiveRefused,
     ReceiveRequest,
     TargetState,
     next_recovery_action,
+    orphan_receives,
     receive_stream,
     recover,
+    wait_for_orphans,
 )
+from encroot.stream import parse_header
+from encroot.zfs import Command, Zfs
 
 from .fakes import FakeDatasets, make_zfs
+
+RAW_FULL = Path(__file__).parent.parent / "data" / "streams" / "raw-full.zstream"
 
 TARGET = "dst/my data"
 TEMP = f"{TARGET}.encroot-recv"
@@ -101,12 +114,16 @@ def test_a_resumable_temporary_is_kept_when_asked() -> None:
     assert next_action(partial).startswith("destroy")
 
 
-def test_a_verified_temporary_rolls_forward_when_unmounted() -> None:
+def test_a_verified_temporary_rolls_forward_after_unmounting_the_old_tree() -> None:
     temp = {TEMP: {**fs(), **verified()}}
     assert next_action(state(temp=temp)) == \
         f"swap in verified {TEMP}: move {TARGET} aside to {OLD}"
     mounted = state({TARGET: fs(mounted="yes")}, temp=temp)
-    assert next_action(mounted).startswith("destroy the unfinished")
+    assert next_action(mounted) == f"unmount {TARGET} for the swap with verified {TEMP}"
+    with pytest.raises(ReceiveRefused, match=r"verified new tree .* waits to replace it; "
+                                             r"`encroot receive --recover 'dst/my data'` "
+                                             r"unmounts"):
+        next_recovery_action(mounted, False, unmount_old=False)
 
 
 def test_between_the_renames_it_rolls_forward_or_back() -> None:
@@ -255,3 +272,139 @@ def test_the_temporary_is_owned_from_its_creation() -> None:
     marker = receive[receive.index("-o") + 1]
     assert marker == f"{RECV_VERIFIED}=" + dumps(ReceiveInProgress(target=TARGET, owner=ME))
     assert fake.changes == [receive]  # a temporary that is not there is not destroyed
+
+
+def receive_argument(target: str = TARGET, owner: Owner | None = DEAD) -> str:
+    return f"{RECV_VERIFIED}={dumps(ReceiveInProgress(target=target, owner=owner))}"
+
+
+def test_an_orphan_receive_is_one_whose_encroot_is_gone_and_that_names_the_target() -> None:
+    found = [(11, receive_argument()),
+             (12, receive_argument(owner=LIVE)),            # its encroot runs: not an orphan
+             (13, receive_argument(target="dst/other")),
+             (14, f"{RECV_VERIFIED}={dumps(ReceiveVerified(guid='1', keep_old=None, owner=DEAD))}"),
+             (15, f"{RECV_VERIFIED}=not a marker"),
+             (16, f"{RECV_VERIFIED}X={dumps(ReceiveInProgress(target=TARGET, owner=DEAD))}")]
+    assert orphan_receives(TARGET, found) == [Orphan(11, DEAD)]
+
+
+def test_recovery_waits_until_the_orphan_receive_has_ended() -> None:
+    scans = [[(11, receive_argument())]] * 3 + [[]]
+    said: list[str] = []
+    slept: list[float] = []
+    wait_for_orphans(TARGET, say=said.append, scan=lambda prefix: scans.pop(0),
+                     sleep=slept.append)
+    assert len(slept) == 3 and scans == []
+    assert len(said) == 1 and said[0].startswith("waiting for zfs receive pid 11 to end")
+
+
+def test_an_orphan_that_never_ends_is_refused_after_the_timeout() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(OwnerAlive, match=r"zfs receive pid 11, started by encroot pid .* "
+                                         r"which is gone; it still runs after 5 s"):
+        wait_for_orphans(TARGET, timeout=5, scan=lambda prefix: [(11, receive_argument())],
+                         clock=lambda: now[0], sleep=sleep)
+    assert 5 <= now[0] < 6
+
+
+def test_a_real_orphan_is_found_by_its_command_line_and_waited_for() -> None:
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)",
+                               receive_argument()])
+    try:
+        deadline = time.monotonic() + 20  # a loaded host may take a while to exec it
+        while not (found := orphan_receives(TARGET, processes_with_argument(RECV_VERIFIED
+                                                                            + "="))):
+            assert time.monotonic() < deadline and orphan.poll() is None
+            time.sleep(0.05)
+        assert found == [Orphan(orphan.pid, DEAD)]
+        wait_for_orphans(TARGET, timeout=30)
+        assert orphan.poll() is not None  # it returned only once the orphan had ended
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+# -- the swap with an old tree in service ----------------------------------------------
+
+BUSY = "cannot unmount '/dst/my data': pool or dataset is busy\n"
+
+
+@dataclass
+class ServingWorld(FakeDatasets):
+    """The old target mounted and in use (``busy``); a receive brings the saved raw stream."""
+
+    busy: bool = True
+
+    def __call__(self, command: Command) -> tuple[int, str, str]:
+        verb, name = command.argv[1], command.argv[-1]
+        if verb == "unmount" and self.busy:
+            return 1, "", BUSY
+        if verb in ("mount", "unmount"):
+            self.changes.append(command.argv[1:])
+            self.datasets[name]["mounted"] = "yes" if verb == "mount" else "no"
+            return 0, "", ""
+        if verb == "receive":
+            info = parse_header(RAW_FULL.read_bytes(), complete=True)
+            self.datasets[name] = fs(encryption="aes-256-gcm", encryptionroot=name,
+                                     keystatus="unavailable")
+            self.datasets[f"{name}@{info.tosnap}"] = {"type": "snapshot",
+                                                      "guid": str(info.toguid)}
+            marker = command.argv[command.argv.index("-o") + 1].partition("=")
+            self.datasets[name][marker[0]] = marker[2]
+            self.local[name] = {marker[0]}
+        return super().__call__(command)
+
+
+def serving_world() -> ServingWorld:
+    return ServingWorld({"dst": fs(), TARGET: fs(mounted="yes"),
+                         f"{TARGET}@a": {"type": "snapshot", "guid": "1"}})
+
+
+def receive_from_pipe(zfs: Zfs, request: ReceiveRequest) -> None:
+    read = raw_full_stream()
+    try:
+        receive_stream(zfs, request, read)
+    finally:
+        os.close(read)
+
+
+def test_a_busy_old_tree_at_the_swap_keeps_the_verified_new_tree_and_destroys_nothing(
+        ) -> None:
+    fake = serving_world()
+    zfs, _ = make_zfs(fake)
+    with pytest.raises(SwapPending) as caught:
+        receive_from_pipe(zfs, REPLACE)
+    message = str(caught.value)
+    assert "pool or dataset is busy" in message and "nothing was destroyed" in message
+    assert f"`encroot receive --recover {TARGET}`" in message
+    assert [change[0] for change in fake.changes] == ["receive", "set"]  # no destroy
+    assert fake.datasets[TARGET]["mounted"] == "yes"
+    assert '"role":"verified"' in fake.datasets[TEMP][RECV_VERIFIED]
+
+    with pytest.raises(SwapPending):  # still busy: --recover waits, changes nothing
+        recover(zfs, DatasetName(TARGET))
+    with pytest.raises(ReceiveRefused, match="waits to replace it"):  # doctor --fix's way
+        recover(zfs, DatasetName(TARGET), unmount_old=False)
+    assert [change[0] for change in fake.changes] == ["receive", "set"]
+
+    fake.busy = False
+    report = recover(zfs, DatasetName(TARGET))
+    assert report.actions[0] == f"unmount {TARGET} for the swap with verified {TEMP}"
+    assert fake.datasets[TARGET]["encryption"] == "aes-256-gcm"  # the new tree, renamed in
+    assert TEMP not in fake.datasets and OLD not in fake.datasets
+    assert recover(zfs, DatasetName(TARGET)).actions == []
+
+
+def test_the_old_tree_is_unmounted_only_after_the_new_one_was_verified() -> None:
+    fake = serving_world()
+    fake.busy = False
+    zfs, _ = make_zfs(fake)
+    receive_from_pipe(zfs, REPLACE)
+    verbs = [change[0] for change in fake.changes]
+    assert verbs[:4] == ["receive", "set", "unmount", "set"]
+    assert '"role":"verified"' in fake.changes[1][1]
+    assert fake.datasets[TARGET]["encryption"] == "aes-256-gcm" and OLD not in fake.datasets

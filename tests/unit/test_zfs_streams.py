@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from encroot.errors import DatasetExists, InvalidProperty, ZfsError
@@ -68,3 +75,59 @@ def test_a_receiver_that_stops_reading_ends_the_sender() -> None:
     sent, received = SubprocessRunner().pipe(Command(("yes",)), Command(("head", "-c", "10")))
     assert received.ok and received.stdout == "y\n" * 5
     assert not sent.ok  # killed (or SIGPIPE): it never runs on alone
+
+
+def test_a_stream_descriptor_is_relayed_whole_and_never_handed_to_the_child(
+        tmp_path: Path) -> None:
+    stream = tmp_path / "stream"
+    stream.write_bytes(os.urandom(3 << 20))
+    with open(stream, "rb", buffering=0) as handle:
+        done = SubprocessRunner().run(
+            Command(("sh", "-c", "readlink /proc/self/fd/* | grep -c stream; wc -c")),
+            stdin_fd=handle.fileno())
+    opened, size = done.stdout.split()
+    assert (opened, size) == ("0", str(3 << 20))  # the child reads a pipe, never the file
+
+
+def test_a_child_that_stops_reading_ends_the_relay_while_the_sender_stalls() -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"0123456789abcdef")
+    started = time.monotonic()
+    try:
+        done = SubprocessRunner().run(Command(("head", "-c", "10")), stdin_fd=read_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert done.ok and done.stdout == "0123456789"
+    assert time.monotonic() - started < 5
+
+
+RELAYING_PARENT = """
+import sys
+from encroot.zfs import Command, SubprocessRunner
+print("relaying", flush=True)
+SubprocessRunner().run(Command(("sh", "-c", "cat > /dev/null; echo ended > " + sys.argv[1])),
+                       stdin_fd=0)
+"""
+
+
+def test_a_child_sees_its_stream_end_when_encroot_is_killed(tmp_path: Path) -> None:
+    """The sender keeps its end open; only encroot's death can end the child's stream."""
+    mark = tmp_path / "mark"
+    read_end, write_end = os.pipe()
+    parent = subprocess.Popen([sys.executable, "-c", RELAYING_PARENT, str(mark)],
+                              stdin=read_end, stdout=subprocess.PIPE)
+    os.close(read_end)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"relaying\n"
+        os.write(write_end, b"x" * 100_000)
+        time.sleep(0.5)
+        assert not mark.exists()  # the child still reads
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.read_text() == "ended\n"
+    finally:
+        os.close(write_end)

@@ -151,15 +151,23 @@ def test_mounted_target_needs_u(pools: tuple[str, str]) -> None:
     assert prop(f"{dst}/fs", "mounted") == "yes"
 
 
-def test_busy_target_fails_with_zfs_reason_and_changes_nothing(pools: tuple[str, str]) -> None:
+def test_busy_target_at_the_swap_keeps_the_verified_new_tree_and_destroys_nothing(
+        pools: tuple[str, str]) -> None:
     src, dst = pools
     fs = encrypted_source(src)
     sh(f"zfs create {dst}/fs && echo old > /{dst}/fs/old")
+    old = tree_hashes(f"/{dst}/fs")
     done = sh(f"cd /{dst}/fs && zfs send -w {fs}@A | encroot {FLAGS} {dst}/fs", check=False)
-    assert done.returncode == 1 and "busy" in done.stderr
-    assert prop(f"{dst}/fs", "encryption") == "off"
-    assert prop(f"{dst}/fs", "mounted") == "yes"
-    assert not exists(f"{dst}/fs.encroot-recv")
+    assert done.returncode == 1 and "busy" in done.stderr, done.stderr
+    assert "nothing was destroyed" in done.stderr
+    assert f"encroot receive --recover {dst}/fs" in done.stderr
+    assert prop(f"{dst}/fs", "encryption") == "off" and prop(f"{dst}/fs", "mounted") == "yes"
+    assert tree_hashes(f"/{dst}/fs") == old
+    assert '"role":"verified"' in prop(f"{dst}/fs.encroot-recv", "encroot:recv-verified")
+    finished = encroot(f"receive --recover {dst}/fs")  # no longer busy
+    assert finished.returncode == 0, finished.stderr
+    assert names_under(dst) == [dst, f"{dst}/fs", f"{dst}/fs@A"]
+    assert_same_data(fs, f"{dst}/fs")
 
 
 def test_pool_root_is_refused_with_pointer_to_migrate(pools: tuple[str, str]) -> None:

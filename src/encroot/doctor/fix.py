@@ -204,7 +204,8 @@ def apply_fixes(zfs: Zfs, fixes: Sequence[Fix]) -> list[FixOutcome]:
                     result = recover_rotation(zfs, fix.subject)
                     detail = f"rotation {result.action}: {result.evidence}"
                 case FixAction.RECOVER_RECEIVE:
-                    report = recover_receive(zfs, DatasetName(fix.subject))
+                    # never unmounts a tree in use: --fix must not cost access
+                    report = recover_receive(zfs, DatasetName(fix.subject), unmount_old=False)
                     detail = "; ".join(report.actions) or "nothing left to do"
             outcomes.append(FixOutcome(fix, True, detail))
         except (EncrootError, ZfsError) as exc:

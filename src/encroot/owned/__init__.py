@@ -26,7 +26,7 @@ from .markers import (
     dumps,
     parse_marker,
 )
-from .owner import Owner
+from .owner import Owner, processes_with_argument
 from .registry import (
     CONVERT_MARKER,
     CONVERT_OLD_SUFFIX,
@@ -98,6 +98,7 @@ __all__ = [
     "migrate_staging",
     "ownership_table",
     "parse_marker",
+    "processes_with_argument",
     "recv_old_name",
     "recv_temp_name",
     "refuse_live",

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Owner", "boot_id", "host_id", "process_start"]
+__all__ = ["Owner", "boot_id", "host_id", "process_start", "processes_with_argument"]
 
 MACHINE_ID = "/etc/machine-id"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -121,3 +121,30 @@ class Owner:
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
             raise ValueError("owner: pid must be a positive integer")
         return cls(host=host, boot_id=boot, pid=pid, start=start)
+
+
+def processes_with_argument(prefix: str) -> list[tuple[int, str]]:
+    """Processes of this host with an argument starting with ``prefix``: (pid, argument).
+
+    Read from ``/proc/PID/cmdline``; processes that end while being read, or
+    whose command line cannot be read, are left out.  This process is too.
+    """
+    found = []
+    wanted = prefix.encode()
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                arguments = handle.read().split(b"\0")
+        except OSError:
+            continue
+        for argument in arguments:
+            if argument.startswith(wanted):
+                found.append((int(entry), argument.decode(errors="replace")))
+    return found

@@ -23,7 +23,14 @@ from ..errors import InputError
 from ..stream import StreamInfo
 from ..zfs import Result, Zfs
 from .plan import Expected, ReceivePlan, Step, expected_datasets, plan_receive
-from .recover import RecoveryReport, next_recovery_action, recover
+from .recover import (
+    Orphan,
+    RecoveryReport,
+    next_recovery_action,
+    orphan_receives,
+    recover,
+    wait_for_orphans,
+)
 from .run import ReceiveResult, execute, verify
 from .state import (
     ReceiveRefused,
@@ -33,9 +40,11 @@ from .state import (
     read_state,
     temp_name,
 )
+from .target import derived_target, split_target
 
 __all__ = [
     "Expected",
+    "Orphan",
     "Outcome",
     "ReceivePlan",
     "ReceiveRefused",
@@ -45,23 +54,27 @@ __all__ = [
     "Step",
     "TargetState",
     "VerificationFailed",
+    "derived_target",
     "execute",
     "expected_datasets",
     "next_recovery_action",
+    "orphan_receives",
     "pass_options",
     "plan_receive",
     "read_state",
     "receive_stream",
     "recover",
     "run_plain",
+    "split_target",
     "temp_name",
     "verify",
+    "wait_for_orphans",
 ]
 
 
 def run_plain(zfs: Zfs, request: ReceiveRequest, stream_fd: int) -> Result:
     """Plain ``zfs receive`` with the request's options; the result is ZFS's own."""
-    return zfs.receive(request.target, stream_fd, options=request.zfs_flags(),
+    return zfs.receive(request.zfs_target(), stream_fd, options=request.zfs_flags(),
                        properties=request.properties, excluded=request.excluded, check=False)
 
 
@@ -97,7 +110,8 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
     Raises:
         StreamError: the stream's header is unreadable (nothing was changed).
         ReceiveRefused: a precondition failed (nothing was changed).
-        OwnerAlive: another encroot still works on this target (nothing was changed).
+        OwnerAlive: another encroot still works on this target, or a zfs receive that a
+            dead encroot started still runs after a minute (nothing was changed).
         VerificationFailed, ZfsError: the receive failed; the old target is intact.
     """
     if not request.allow_encryption_change:
@@ -107,12 +121,14 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
     peeked = peek_stream(stream_fd)
     try:
         say(f"stream: {_describe_stream(peeked.info)} (header read by {peeked.method})")
+        request = _resolve_target(zfs, request, peeked.info, say)
+        wait_for_orphans(request.target, say=say)
         state = read_state(zfs, request.target)
         state.refuse_live_owner()
         recovery = None
         if state.needs_recovery(resuming=peeked.info.resuming) and not request.dry_run:
             recovery = recover(zfs, request.target, keep_resumable=peeked.info.resuming,
-                               say=say)
+                               unmount_old=request.no_mount, say=say)
             state = read_state(zfs, request.target)
         keep_old_exists = request.keep_old is not None and zfs.exists(request.keep_old)
         plan = plan_receive(request, state, peeked.info, keep_old_exists=keep_old_exists)
@@ -123,6 +139,25 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
         return Outcome(result=result, recovery=recovery)
     finally:
         peeked.finish()
+
+
+def _resolve_target(zfs: Zfs, request: ReceiveRequest, info: StreamInfo,
+                    say: Callable[[str], None]) -> ReceiveRequest:
+    """With -d/-e, the target zfs would derive from the stream (its destination must exist).
+
+    Raises:
+        ReceiveRefused: the destination does not exist (nothing was changed).
+    """
+    resolved = request.for_stream(info)
+    if resolved.destination is None or resolved is request:
+        return resolved
+    if not zfs.exists(resolved.destination):
+        raise ReceiveRefused(f"{request.name_from_stream} {resolved.destination}: specified fs "
+                             f"({resolved.destination}) does not exist (-d and -e receive "
+                             "below an existing file system); nothing was changed")
+    say(f"target: {resolved.target} ({request.name_from_stream} {resolved.destination}, "
+        f"named by the stream's {info.toname})")
+    return resolved
 
 
 def _describe_stream(info: StreamInfo) -> str:

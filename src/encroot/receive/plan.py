@@ -25,7 +25,7 @@ from .state import (
 )
 
 __all__ = ["Expected", "ReceivePlan", "Step", "encryption_of", "expected_datasets",
-           "plan_receive"]
+           "mounted_deepest_first", "plan_receive"]
 
 # Properties a raw receive must take from the stream (libzfs: "encryption
 # property '%s' cannot be set or excluded for raw streams"); keylocation may be set.
@@ -86,10 +86,15 @@ class ReceivePlan:
         }
 
 
-def expected_datasets(stream: StreamInfo) -> tuple[Expected, ...]:
-    """What the stream promises about each dataset it brings (pure)."""
+def expected_datasets(stream: StreamInfo, snapshot: str | None = None
+                      ) -> tuple[Expected, ...]:
+    """What the stream promises about each dataset it brings (pure).
+
+    ``snapshot``: the name a ``FS@SNAPSHOT`` target gives the received snapshot.
+    """
     if not stream.package:
-        snapshots = {stream.tosnap: stream.toguid} if stream.tosnap else {}
+        name = snapshot or stream.tosnap
+        snapshots = {name: stream.toguid} if name else {}
         return (Expected("", snapshots, own_encryption_root=stream.raw,
                          encrypted=True if stream.raw else None),)
     result = []
@@ -143,9 +148,10 @@ def _replace_checks(request: ReceiveRequest, state: TargetState,
     mounted = [n for n, p in state.tree.items() if p.get("mounted") == "yes"]
     if mounted and not request.no_mount:
         raise _refuse(f"target {target!r}: {', '.join(mounted)} mounted; pass -u to have "
-                      "encroot unmount the old tree (the new one stays unmounted)")
-    checks.append("mounted: " + (f"will unmount {', '.join(mounted)} (-u)" if mounted
-                                 else "nothing mounted"))
+                      "encroot unmount the old tree for the swap (the new one stays "
+                      "unmounted)")
+    checks.append("mounted: " + (f"{', '.join(mounted)} stay mounted until the swap (-u)"
+                                 if mounted else "nothing mounted"))
     brought = {d.relative_to(stream.top) for d in stream.datasets} if stream.package else {""}
     extra = [n for n in _descendants(state) if n[len(target) + 1:] not in brought]
     kept = request.keep_old is not None
@@ -186,9 +192,15 @@ def plan_receive(request: ReceiveRequest, state: TargetState, stream: StreamInfo
     if state.needs_recovery(resuming=stream.resuming):
         raise _refuse(f"an interrupted encroot receive left state around {target!r}; "
                       f"run `encroot receive --recover {target}` first")
+    if request.snapshot is not None and stream.package:
+        raise _refuse(f"target {target}@{request.snapshot}: cannot specify snapshot name for "
+                      "multi-snapshot stream (a replication package names its snapshots)")
     checks = [_check_feature(state, stream), _check_properties(request, stream)]
+    if request.destination is not None:
+        checks.append(f"target: {target}, named by the stream below {request.destination} "
+                      f"({request.name_from_stream}, as zfs receive names it)")
     old_props = encryption_of(state.tree.get(target))
-    expected = expected_datasets(stream)
+    expected = expected_datasets(stream, request.snapshot)
     base: dict[str, Any] = {"stream": stream, "old_encryption": old_props,
                             "expected": expected,
                             "parent_encryption": (state.parent or {}).get("encryption", "off")}
@@ -249,15 +261,16 @@ def _plan_resume(request: ReceiveRequest, state: TargetState, checks: list[str],
 def _replace_steps(request: ReceiveRequest, state: TargetState, old: str) -> tuple[Step, ...]:
     target = state.target
     temp = temp_name(target)
-    mounted = sorted((n for n, p in state.tree.items() if p.get("mounted") == "yes"),
-                     key=lambda n: -n.count("/"))
-    steps = [Step("unmount", name, "old tree, deepest first") for name in mounted]
-    steps += [
+    mounted = mounted_deepest_first(state.tree)
+    steps = [
         Step("receive", temp, f"zfs receive -u -o {RECV_VERIFIED}=<receiving marker> into "
-                              "the temporary sibling (the marker names this process)"),
+                              "the temporary sibling (the marker names this process)"
+                              + ("; the old tree stays mounted" if mounted else "")),
         Step("verify", temp, "snapshot GUIDs and encryption as the stream says"),
         Step("mark-verified", temp, f"{RECV_VERIFIED}=<verified marker: stream GUID, "
                                     "keep-old NAME>"),
+        Step("unmount", target, "the old tree, deepest first, for the swap only: "
+                                + (", ".join(mounted) if mounted else "what is mounted then")),
         Step("mark-replaced", target, f"{RECV_REPLACED}=<replaced marker: {target}>"),
         Step("rename", target, old),
         Step("rename", temp, target),
@@ -268,6 +281,12 @@ def _replace_steps(request: ReceiveRequest, state: TargetState, old: str) -> tup
     if not request.no_mount:
         steps.append(Step("mount", target, "file systems whose keys are loaded"))
     return tuple(steps)
+
+
+def mounted_deepest_first(tree: dict[str, Props]) -> list[str]:
+    """The mounted file systems of a tree, children before their parents."""
+    return sorted((n for n, p in tree.items() if p.get("mounted") == "yes"),
+                  key=lambda n: (-n.count("/"), n))
 
 
 def encryption_of(props: Props | None) -> Props | None:

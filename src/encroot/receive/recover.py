@@ -10,16 +10,32 @@ encroot's and is never destroyed.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import EncrootError
+from ..errors import EncrootError, OwnerAlive, SwapPending, ZfsError
 from ..names import DatasetName
-from ..owned import RECV_OLD_SUFFIX, RECV_REPLACED, Owner, ReceiveReplaced, dumps
+from ..owned import (
+    RECV_OLD_SUFFIX,
+    RECV_REPLACED,
+    RECV_VERIFIED,
+    Owner,
+    ReceiveInProgress,
+    ReceiveReplaced,
+    dumps,
+    parse_marker,
+    processes_with_argument,
+)
 from ..zfs import Zfs
-from .state import ReceiveRefused, TargetState, read_state, temp_name
+from .plan import mounted_deepest_first
+from .state import ReceiveRefused, TargetState, get_tree, read_state, temp_name
 
-__all__ = ["RecoveryReport", "recover", "rename"]
+__all__ = ["Orphan", "RecoveryReport", "orphan_receives", "recover", "rename",
+           "unmount_for_swap", "wait_for_orphans"]
+
+# How long recovery waits for a zfs receive whose encroot died to see its stream end.
+ORPHAN_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -31,22 +47,30 @@ class RecoveryReport:
 
 
 def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
+            unmount_old: bool = True,
             say: Callable[[str], None] = lambda line: None) -> RecoveryReport:
     """Bring an interrupted replacement of ``target`` to a clean end (see docs/design.md).
 
     Rolls forward from verified state, rolls back otherwise; never destroys
     the only copy of anything.  Idempotent: a second call finds nothing to do.
+    A verified replacement beside a mounted old tree is swapped in after
+    unmounting it, unless ``unmount_old`` is False (then ``ReceiveRefused``).
 
     Raises:
-        OwnerAlive: a running encroot process holds the state (nothing was changed).
-        ReceiveRefused: a temporary without encroot's marker is in the way.
+        OwnerAlive: a running encroot process holds the state, or a zfs receive
+            that a dead encroot started still runs after a minute (nothing was changed).
+        ReceiveRefused: a temporary without encroot's marker is in the way, or
+            the old tree is mounted and ``unmount_old`` is False.
+        SwapPending: the old tree is busy; the verified new tree waits (nothing
+            was destroyed).
         ZfsError: a step failed; the next call continues from what ZFS shows.
     """
     report = RecoveryReport(str(target))
+    wait_for_orphans(target, say=say)
     for _ in range(6):  # each pass moves one state forward; six is more than the table has
         state = read_state(zfs, target)
         state.refuse_live_owner()
-        action = next_recovery_action(state, keep_resumable)
+        action = next_recovery_action(state, keep_resumable, unmount_old=unmount_old)
         if action is None:
             return report
         description, run = action
@@ -57,14 +81,79 @@ def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
                        f"{target.pool}` and docs/design.md")
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """A ``zfs receive`` still running for a target after the encroot that started it died."""
+
+    pid: int
+    owner: Owner
+
+
+def orphan_receives(target: str, found: Sequence[tuple[int, str]]) -> list[Orphan]:
+    """The orphans among ``found`` (pid, argument) for ``target``.
+
+    encroot starts every receive into a temporary with ``-o
+    encroot:recv-verified=<receiving marker>``, so the marker in a running
+    process's arguments names the target and the encroot that started it.
+    A receive whose encroot lives is that encroot's (``OwnerAlive`` covers it).
+    """
+    prefix = f"{RECV_VERIFIED}="
+    orphans = []
+    for pid, argument in found:
+        if not argument.startswith(prefix):
+            continue
+        marker = parse_marker(RECV_VERIFIED, argument[len(prefix):])
+        if (isinstance(marker, ReceiveInProgress) and marker.target == target
+                and marker.owner is not None and not marker.owner.alive()):
+            orphans.append(Orphan(pid, marker.owner))
+    return orphans
+
+
+def wait_for_orphans(target: str, *, say: Callable[[str], None] = lambda line: None,
+                     timeout: float = ORPHAN_WAIT_SECONDS,
+                     scan: Callable[[str], Sequence[tuple[int, str]]] = processes_with_argument,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> None:
+    """Wait until no ``zfs receive`` started by a dead encroot writes into ``target``'s state.
+
+    Such a receive reads a pipe whose only writer was the dead encroot, so it
+    sees its stream end and ZFS undoes it (or keeps a resumable ``-s`` state);
+    until it has exited, ZFS refuses to destroy its dataset and the state
+    recovery reads may still change.
+
+    Raises:
+        OwnerAlive: one still runs after ``timeout`` seconds (nothing was changed).
+    """
+    deadline = clock() + timeout
+    announced: set[int] = set()
+    while True:
+        orphans = orphan_receives(target, scan(f"{RECV_VERIFIED}="))
+        if not orphans:
+            return
+        for orphan in orphans:
+            if orphan.pid not in announced:
+                announced.add(orphan.pid)
+                say(f"waiting for zfs receive pid {orphan.pid} to end: "
+                    f"{orphan.owner.describe()} started it and is gone")
+        if clock() >= deadline:
+            orphan = orphans[0]
+            raise OwnerAlive(subject=temp_name(target), pid=orphan.pid,
+                             holder=f"zfs receive pid {orphan.pid}, started by "
+                                    f"{orphan.owner.describe()}, which is gone; it still "
+                                    f"runs after {timeout:.0f} s")
+        sleep(0.2)
+
+
 Action = tuple[str, Callable[[Zfs], None]]
 
 
-def next_recovery_action(state: TargetState, keep_resumable: bool) -> Action | None:
+def next_recovery_action(state: TargetState, keep_resumable: bool, *,
+                         unmount_old: bool = True) -> Action | None:
     """The one step that moves an interrupted replacement forward (the table in design.md).
 
     Raises:
-        ReceiveRefused: the temporary carries no encroot marker.
+        ReceiveRefused: the temporary carries no encroot marker, or a verified
+            one waits beside a mounted old tree and ``unmount_old`` is False.
     """
     target = DatasetName(state.target)
     temp = temp_name(target)
@@ -82,7 +171,16 @@ def next_recovery_action(state: TargetState, keep_resumable: bool) -> Action | N
                 f"{temp} looks like encroot's temporary but is not encroot's ({why}); "
                 f"encroot does not touch it. Inspect it, then remove or rename it by hand "
                 f"(zfs destroy -r {shlex.quote(temp)}); nothing was changed")
-        if verified is not None and _all_unmounted(state):
+        mounted = mounted_deepest_first(state.tree)
+        if verified is not None and mounted:
+            if not unmount_old:
+                raise ReceiveRefused(
+                    f"{target} is mounted and the verified new tree {temp} waits to replace "
+                    f"it; `encroot receive --recover {shlex.quote(target)}` unmounts "
+                    f"{target} and swaps it in; nothing was changed")
+            return (f"unmount {target} for the swap with verified {temp}",
+                    lambda z: _unmount(z, target, mounted))
+        if verified is not None:
             aside = DatasetName(verified.keep_old or target + RECV_OLD_SUFFIX)
             return (f"swap in verified {temp}: move {target} aside to {aside}",
                     lambda z: _mark_and_rename(z, target, aside))
@@ -122,5 +220,32 @@ def _rename_and_unmark(zfs: Zfs, old: DatasetName, target: DatasetName) -> None:
     zfs.inherit(target, RECV_REPLACED)
 
 
-def _all_unmounted(state: TargetState) -> bool:
-    return not any(p.get("mounted") == "yes" for p in state.tree.values())
+def _unmount(zfs: Zfs, target: str, names: Sequence[str]) -> None:
+    unmount_for_swap(zfs, target, names)
+
+
+def unmount_for_swap(zfs: Zfs, target: str, names: Sequence[str] | None = None) -> list[str]:
+    """Unmount the old tree (``names``, else what is mounted now), deepest first.
+
+    Returns what was unmounted.  If one cannot be unmounted (busy), those
+    unmounted are mounted again and nothing else changes.
+
+    Raises:
+        SwapPending: names the reason; the verified new tree keeps waiting.
+    """
+    if names is None:
+        names = mounted_deepest_first(get_tree(zfs, target))
+    done: list[str] = []
+    try:
+        for name in names:
+            zfs.unmount(name)
+            done.append(name)
+    except ZfsError as exc:
+        reason = str(exc).strip()
+        for name in reversed(done):
+            try:
+                zfs.mount(name)
+            except ZfsError as again:
+                reason += f"; and {name} could not be mounted again: {str(again).strip()}"
+        raise SwapPending(target=target, waiting=temp_name(target), reason=reason) from exc
+    return done

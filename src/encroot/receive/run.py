@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EncrootError, ZfsError
+from ..errors import EncrootError, SwapPending, ZfsError
 from ..names import DatasetName
 from ..owned import (
     RECV_REPLACED,
@@ -32,7 +32,7 @@ from ..owned import (
 from ..stream import StreamInfo
 from ..zfs import Result, Zfs
 from .plan import Expected, ReceivePlan, Step, encryption_of
-from .recover import RecoveryReport, recover, rename
+from .recover import RecoveryReport, recover, rename, unmount_for_swap
 from .state import (
     Props,
     ReceiveRequest,
@@ -79,6 +79,7 @@ class _Context:
     say: Callable[[str], None]
     owner: Owner = field(default_factory=Owner.current)
     unmounted: list[str] = field(default_factory=list)
+    marked_verified: bool = False
     zfs_output: str = ""
     verified: dict[str, Props] = field(default_factory=dict)
 
@@ -98,9 +99,9 @@ def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int
             say(f"{step.action}: {step.dataset}" + (f" ({step.detail})" if step.detail else ""))
             _ACTIONS[step.action](context, step)
             swapped = swapped or step.action == "mark-replaced"
-    except BaseException:
+    except BaseException as exc:
         if plan.mode == "replace" and not swapped:
-            _undo_before_swap(context)
+            _undo_before_swap(context, exc)
         elif plan.mode == "replace":
             _recover_after_failure(zfs, DatasetName(plan.target), say)
         raise
@@ -132,39 +133,48 @@ def _recover_after_failure(zfs: Zfs, target: DatasetName, say: Callable[[str], N
     say(f"recovered after the failure: {'; '.join(report.actions) or 'nothing to do'}")
 
 
-def _undo_before_swap(context: _Context) -> None:
-    """The old tree is untouched: drop the temporary and mount what we unmounted."""
+def _undo_before_swap(context: _Context, error: BaseException) -> None:
+    """The old tree is untouched: mount what we unmounted; drop an unverified temporary.
+
+    A verified temporary is kept (it is complete; ``--recover`` swaps it in),
+    and an ordinary failure then becomes ``SwapPending``, which says so.
+    """
     temp = temp_name(context.plan.target)
+    for name in reversed(context.unmounted):
+        try:
+            context.zfs.mount(name)
+        except ZfsError as exc:
+            context.say(f"could not mount {name} again: {exc}")
+    if context.marked_verified:
+        if isinstance(error, ZfsError):
+            raise SwapPending(target=context.plan.target, waiting=temp,
+                              reason=str(error).strip()) from error
+        return
     props = get_props(context.zfs, [temp]).get(temp)
     marker = local_marker(props, RECV_VERIFIED)
     mine = getattr(marker, "owner", None) == context.owner
     keep_partial = context.request.resumable and resumable(props)
     if props is not None and mine and not keep_partial:
         context.zfs.destroy(temp, recursive=True)
-    for name in reversed(context.unmounted):
-        try:
-            context.zfs.mount(name)
-        except ZfsError as exc:
-            context.say(f"could not mount {name} again: {exc}")
 
 
 def _do_unmount(context: _Context, step: Step) -> None:
-    context.zfs.unmount(step.dataset)
-    context.unmounted.append(step.dataset)
+    """Unmount the old tree as it is mounted now (it stayed in service while receiving)."""
+    context.unmounted = unmount_for_swap(context.zfs, step.dataset)
 
 
 def _do_receive(context: _Context, step: Step) -> None:
     request = context.request
-    options = ["-u"] if context.plan.mode == "replace" else request.zfs_flags()
-    if context.plan.mode == "replace" and request.resumable:
-        options.append("-s")
-    if context.plan.mode == "replace" and request.verbose:
-        options.append("-v")
     properties = dict(request.properties)
-    if context.plan.mode == "replace":  # ownership from the dataset's creation on
+    if context.plan.mode == "replace":  # into the temporary, by its explicit name
+        options = ["-u"] + (["-s"] if request.resumable else []) + (
+            ["-v"] if request.verbose else [])
+        into = request.zfs_target(step.dataset)
         owned = ReceiveInProgress(target=context.plan.target, owner=context.owner)
-        properties[RECV_VERIFIED] = dumps(owned)
-    result: Result = context.zfs.receive(step.dataset, context.stream_fd, options=options,
+        properties[RECV_VERIFIED] = dumps(owned)  # ownership from the dataset's creation on
+    else:  # into the target itself, named as the caller did (-d/-e, FS@SNAP)
+        options, into = request.zfs_flags(), request.zfs_target()
+    result: Result = context.zfs.receive(into, context.stream_fd, options=options,
                                          properties=properties,
                                          excluded=request.excluded)
     context.zfs_output += result.stdout
@@ -221,6 +231,7 @@ def _do_mark_verified(context: _Context, step: Step) -> None:
     marker = ReceiveVerified(guid=_stream_guid(context.plan.stream),
                              keep_old=None if keep is None else str(keep), owner=context.owner)
     context.zfs.set(step.dataset, {RECV_VERIFIED: dumps(marker)})
+    context.marked_verified = True
 
 
 def _stream_guid(stream: StreamInfo) -> str:

@@ -10,7 +10,7 @@ encroot's when it parses; anything else is not encroot's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import DatasetNotFound, InputError, ReceiveRefused, VerificationFailed
@@ -28,8 +28,10 @@ from ..owned import (
     parse_marker,
     refuse_live,
 )
+from ..stream import StreamInfo
 from ..zfs import Zfs
 from ..zfs.parse import PropertyTable
+from .target import NAME_FROM_STREAM, derived_target, split_target
 
 __all__ = [
     "Props",
@@ -52,7 +54,14 @@ STATE_PROPERTIES = (
 
 @dataclass(frozen=True)
 class ReceiveRequest:
-    """What the caller asked for, validated (the ``zfs receive`` options plus encroot's)."""
+    """What the caller asked for, validated (the ``zfs receive`` options plus encroot's).
+
+    ``target`` is the file system the stream's top lands in.  With
+    ``name_from_stream`` (``-d`` or ``-e``) it is first the destination below
+    which the stream's name decides; ``for_stream`` derives the real target
+    (as zfs does) and keeps the destination in ``destination``.  ``snapshot``
+    names the received snapshot (a ``FILESYSTEM@SNAPSHOT`` target).
+    """
 
     target: DatasetName
     force: bool = False
@@ -64,8 +73,16 @@ class ReceiveRequest:
     excluded: tuple[str, ...] = ()
     allow_encryption_change: bool = False
     keep_old: DatasetName | None = None
+    snapshot: str | None = None
+    name_from_stream: str = ""
+    destination: DatasetName | None = None
 
     def __post_init__(self) -> None:
+        if self.name_from_stream not in ("", *NAME_FROM_STREAM):
+            raise InputError(f"receive flag {self.name_from_stream!r}: use -d or -e",
+                             subject=self.name_from_stream)
+        if self.snapshot is not None:
+            split_target(f"{self.target}@{self.snapshot}", self.name_from_stream)
         if self.allow_encryption_change and not self.force:
             raise InputError("--allow-encryption-change requires -F (it replaces the target)",
                              subject="--allow-encryption-change")
@@ -76,16 +93,39 @@ class ReceiveRequest:
                                           self.keep_old.is_descendant_of(self.target)):
             raise InputError(f"--keep-old {self.keep_old!r}: must be outside the target",
                              subject="--keep-old")
+        if self.allow_encryption_change and "origin" in self.properties:
+            raise InputError("-o origin=...: receiving as a clone is zfs receive's own form; "
+                             "--allow-encryption-change does not take it", subject="origin")
         for name in (*self.properties, *self.excluded):
             if name in MARKERS:
                 raise InputError(f"property {name!r}: encroot's own marker; it cannot be "
                                  "set or excluded", subject=name)
 
     def zfs_flags(self) -> list[str]:
-        """The plain ``zfs receive`` flags this request carries."""
+        """The plain ``zfs receive`` flags this request carries (``-d``/``-e`` included)."""
         pairs = (("-F", self.force), ("-u", self.no_mount), ("-v", self.verbose),
                  ("-n", self.dry_run), ("-s", self.resumable))
-        return [flag for flag, wanted in pairs if wanted]
+        return [flag for flag, wanted in pairs if wanted] + (
+            [self.name_from_stream] if self.name_from_stream else [])
+
+    def for_stream(self, stream: StreamInfo) -> ReceiveRequest:
+        """This request with the target zfs derives from ``stream`` for ``-d``/``-e``.
+
+        Raises:
+            InputError: the derived name is not valid.
+        """
+        if not self.name_from_stream or self.destination is not None:
+            return self
+        target = derived_target(self.target, stream.toname, self.name_from_stream)
+        return replace(self, target=target, destination=self.target)
+
+    def zfs_target(self, dataset: str | None = None) -> str:
+        """What ``zfs receive`` is given: the -d/-e destination when receiving into the
+        target itself, else ``dataset`` (the target by default) with ``@SNAPSHOT``."""
+        if dataset is None and self.destination is not None:
+            return self.destination
+        name = self.target if dataset is None else dataset
+        return f"{name}@{self.snapshot}" if self.snapshot else name
 
 
 def temp_name(target: str) -> DatasetName:

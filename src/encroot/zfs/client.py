@@ -332,14 +332,15 @@ class Zfs(PoolMethods, HoldMethods):
                 excluded: Sequence[str] = (), check: bool = True) -> Result:
         """``zfs receive [OPTIONS] [-o P=V]... [-x P]... TARGET`` reading ``stream_fd``.
 
-        ``options`` are single-letter flags such as ``-u``, ``-s``, ``-F``, ``-v``.
+        ``options`` are single-letter flags such as ``-u``, ``-s``, ``-F``, ``-v``;
+        ``target`` a file system or a snapshot (``FS@SNAP`` names the received one).
         With ``check`` False a failure is returned as ZFS reported it, not raised.
         """
         _check_receive_flags(options)
         args = ["receive", *options, *_property_args("-o", properties or {})]
         for name in excluded:
             args += ["-x", _check_property_name(name)]
-        args.append(DatasetName(target))
+        args.append(dataset_or_snapshot(target))
         return self.execute(self.zfs_command(*args, mutates=True), stdin_fd=stream_fd,
                             check=check)
 

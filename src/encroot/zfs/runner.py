@@ -15,6 +15,7 @@ printable form of a command (``Command.shell_line`` shows ``< <secret>``).
 from __future__ import annotations
 
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -91,8 +92,9 @@ class Runner(Protocol):
 
     ``stdin`` is written to the child's standard input and then closed; pass
     a key's ``material()`` view so that no copy of the secret is made.
-    ``stdin_fd`` instead hands the child an open descriptor as its stdin
-    (a send stream for ``zfs receive``), which it reads directly.
+    ``stdin_fd`` is a stream the child reads as its stdin (a send stream for
+    ``zfs receive``); the real runner relays it through a pipe it owns, so
+    that the child's stream ends when encroot does.
     """
 
     def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
@@ -167,12 +169,21 @@ class SubprocessRunner:
 
     def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
             stdin_fd: int | None = None, timeout: float | None = None) -> Result:
+        """Run ``command`` to its end; see ``Runner``.
+
+        With ``stdin_fd`` the child does not get that descriptor: it reads a
+        pipe whose only write end is this process's, and encroot relays the
+        stream into it (``splice``).  So a child never outlives encroot as a
+        writer: when encroot dies, even by SIGKILL, the kernel closes the
+        write end and the child sees its stream end (``zfs receive`` fails as
+        on a cut stream and ZFS undoes the partial receive), instead of going
+        on reading the caller's stream into a state no one will finish.
+        """
         if stdin is not None and stdin_fd is not None:
             raise ValueError("give stdin bytes or a stdin descriptor, not both")
         if stdin_fd is not None:
-            child_stdin: int = stdin_fd
-        else:
-            child_stdin = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
+            return self._run_relayed(command, stdin_fd, timeout)
+        child_stdin = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
         try:
             process = subprocess.Popen(
                 command.argv,
@@ -200,6 +211,37 @@ class SubprocessRunner:
             raise
         return Result(command, process.returncode, out.decode(errors="replace"),
                       err.decode(errors="replace"))
+
+    def _run_relayed(self, command: Command, source: int, timeout: float | None) -> Result:
+        read_end, write_end = os.pipe()  # not inheritable: only the child gets read_end
+        try:
+            process = subprocess.Popen(command.argv, stdin=read_end, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=self._environment())
+        except OSError as exc:
+            os.close(write_end)
+            raise ZfsUnavailable(f"{command.argv[0]}: cannot start it ({exc.strerror})") from exc
+        finally:
+            os.close(read_end)
+        outputs = _drain({"out": process.stdout, "err": process.stderr})
+        try:
+            if self.on_start is not None:
+                self.on_start(command, process)
+            _relay(source, write_end, None, stop_when_unread=True)
+        except BrokenPipeError:
+            pass  # the child stopped reading; its exit status says why
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            os.close(write_end)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            for thread in outputs.values():
+                thread.join()
+        return Result(command, process.returncode, outputs["out"].text, outputs["err"].text)
 
     def pipe(self, sender: Command, receiver: Command, *,
              progress: Callable[[int], None] | None = None) -> tuple[Result, Result]:
@@ -312,20 +354,44 @@ def _drain(streams: Mapping[str, IO[bytes] | None]) -> dict[str, _Reader]:
 RELAY_CHUNK = 1 << 20
 
 
-def _relay(source: int, target: int, progress: Callable[[int], None] | None) -> None:
-    """Move every byte from ``source`` to ``target``; report counts to ``progress``."""
+def _relay(source: int, target: int, progress: Callable[[int], None] | None, *,
+           stop_when_unread: bool = False) -> None:
+    """Move every byte from ``source`` to ``target``; report counts to ``progress``.
+
+    ``stop_when_unread``: ``target`` is a pipe; return as soon as its reader
+    is gone, even while ``source`` has nothing to read (a stalled sender must
+    not keep encroot waiting for a child that already exited).
+    """
     splice = getattr(os, "splice", None)
+    poller = None
+    if stop_when_unread:
+        poller = select.poll()
+        poller.register(source, select.POLLIN)
+        poller.register(target, 0)  # POLLERR: the read end was closed
     while True:
+        if poller is not None:
+            events = dict(poller.poll())
+            if target in events:
+                return
         if splice is not None:
             try:
                 moved = splice(source, target, RELAY_CHUNK)
             except BrokenPipeError:
                 raise
+            except BlockingIOError:  # a non-blocking source with nothing to read yet
+                if poller is None:
+                    raise
+                continue
             except OSError:  # a kernel or descriptor kind without splice: copy instead
                 splice = None
                 continue
         else:
-            chunk = os.read(source, RELAY_CHUNK)
+            try:
+                chunk = os.read(source, RELAY_CHUNK)
+            except BlockingIOError:
+                if poller is None:
+                    raise
+                continue
             moved = len(chunk)
             view = memoryview(chunk)
             while view:
