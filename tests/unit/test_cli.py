@@ -141,3 +141,20 @@ def test_an_unknown_command_still_lists_every_command() -> None:
     assert done.returncode == 2
     for command in ("receive", "change-key", "doctor", "migrate", "stream", "lab"):
         assert command in done.stderr
+
+
+def test_command_modules_share_only_public_names() -> None:
+    """The CLI package's modules import no private name from one another (issue 12, item 7)."""
+    import ast
+
+    import encroot.cli
+
+    package = Path(encroot.cli.__file__).parent
+    private = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                private += [f"{path.name}: {alias.name}" for alias in node.names
+                            if alias.name.startswith("_")]
+    assert private == []
+    assert len(list(package.glob("*.py"))) >= 10, "the CLI package has lost its modules"

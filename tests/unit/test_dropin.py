@@ -17,8 +17,8 @@ from typing import NoReturn
 
 import pytest
 
-from encroot.cli_dropin import HandOver, drop_in, hand_over
-from encroot.cli_rotate import _current_keys, _zfs_way_new_key
+from encroot.cli.dropin import HandOver, drop_in, hand_over
+from encroot.cli.rotate import _current_keys, _zfs_way_new_key
 from encroot.errors import InvalidProperty
 from encroot.keys import Key
 from encroot.rotate.plan import DatasetState

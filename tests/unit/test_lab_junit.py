@@ -73,7 +73,8 @@ def test_the_cli_exits_1_on_failures_and_0_when_all_passed(
 
 def test_lab_test_takes_pytest_arguments_that_start_with_an_option() -> None:
     """./dev test runs `lab test ... -- -m 'zfs and all_versions' tests/zfs` on 2.1 and 2.4."""
-    from encroot.cli import build_parser, pytest_arguments
+    from encroot.cli import build_parser
+    from encroot.cli.lab import pytest_arguments
 
     parser = build_parser(["lab"])
     selected = parser.parse_args(["lab", "test", "--zfs", "2.1", "--out", "o", "--", "-m",

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from encroot.cli import main
-from encroot.cli_migrate import TransferProgress, plan_lines
+from encroot.cli.migrate import plan_lines
+from encroot.cli.progress import TransferProgress
 from encroot.errors import InputError, InvalidName
 from encroot.migrate import MigrateRefused, MigrateRequest, MigrateState
 from encroot.migrate.finish import expected_encryption_root, root_properties

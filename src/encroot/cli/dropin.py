@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .errors import InputError, ZfsError
-from .names import DatasetName
-from .zfs import Zfs
+from ..errors import InputError, ZfsError
+from ..names import DatasetName
+from ..zfs import Zfs
 
 __all__ = ["HandOver", "Scan", "drop_in", "hand_over", "scan"]
 
@@ -159,8 +159,8 @@ def hand_over(zfs: Zfs, handover: HandOver) -> NoReturn:
 
 
 def _finish_pending_rotation(zfs: Zfs, operand: str) -> None:
-    from .owned import ROTATION_MARKER
-    from .rotate import RotationRefused, recover
+    from ..owned import ROTATION_MARKER
+    from ..rotate import RotationRefused, recover
 
     try:
         name = DatasetName(operand)

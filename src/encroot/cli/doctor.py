@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .doctor import (
+from ..doctor import (
     SEVERITY_ORDER,
     STATUS_COLUMNS,
     Finding,
@@ -18,13 +18,11 @@ from .doctor import (
     read_audit_state,
     status_rows,
 )
-from .errors import EncrootError, ZfsError
-from .zfs import Zfs
+from ..errors import EncrootError, ZfsError
+from ..zfs import Zfs
+from .common import Exit, emit
 
 __all__ = ["add_doctor_commands"]
-
-EXIT_AUDIT_FAILED = 2
-
 
 def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """Add doctor and status to the ``encroot`` parser."""
@@ -58,14 +56,12 @@ def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .cli import EXIT_FAILED, EXIT_OK, emit
-
     zfs = Zfs(dry_run=args.dry_run)
     try:
         state = read_audit_state(zfs, args.targets)
     except (ZfsError, EncrootError) as exc:
         print(f"encroot: doctor: the audit could not run: {exc}", file=sys.stderr)
-        return EXIT_AUDIT_FAILED
+        return Exit.AUDIT_NOT_RUN
     findings = audit(state)
     fixed: list[dict[str, object]] = []
     plan = FixPlan()
@@ -89,7 +85,7 @@ def _doctor(args: argparse.Namespace) -> int:
     # --fix refuses what a running encroot holds, and says so with exit status 1
     blocked = any(n.finding.code == "operation-in-progress" for n in plan.not_repaired)
     failed = any(not f["done"] for f in fixed) and not args.dry_run
-    return EXIT_FAILED if worst >= SEVERITY_ORDER["warning"] or blocked or failed else EXIT_OK
+    return Exit.FAILED if worst >= SEVERITY_ORDER["warning"] or blocked or failed else Exit.OK
 
 
 def _doctor_lines(findings: list[Finding], fixed: list[dict[str, object]], plan: FixPlan,
@@ -110,11 +106,9 @@ def _doctor_lines(findings: list[Finding], fixed: list[dict[str, object]], plan:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, emit
-
     rows = status_rows(read_audit_state(Zfs(), args.targets))
     widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in STATUS_COLUMNS}
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in STATUS_COLUMNS).rstrip()]
     lines += ["  ".join(r[c].ljust(widths[c]) for c in STATUS_COLUMNS).rstrip() for r in rows]
     emit(args.json, {"datasets": rows}, lines)
-    return EXIT_OK
+    return Exit.OK

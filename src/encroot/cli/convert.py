@@ -6,10 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from .errors import InputError
-from .keys import Key, KeyFormat
-from .names import DatasetName
-from .zfs import Zfs
+from ..errors import InputError
+from ..keys import Key, KeyFormat
+from ..names import DatasetName
+from ..zfs import Zfs
+from .common import Exit, emit, quiet, say_to_stderr
+from .keyfiles import closing_all, read_key
+from .progress import TransferProgress
 
 __all__ = ["add_convert_commands", "plan_lines"]
 
@@ -93,7 +96,7 @@ def _options(values: list[str]) -> dict[str, str]:
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from .convert import ConvertRequest
+    from ..convert import ConvertRequest
 
     options = _options(getattr(args, "options", []))
     iterations = options.get("pbkdf2iters")
@@ -113,18 +116,17 @@ def _request(args: argparse.Namespace) -> Any:
 def _key(args: argparse.Namespace, request: Any) -> Key | None:
     """The new root's key: --key-file, --key-stdin, the keylocation file, else the terminal
     (only when the initial phase will create the new root)."""
-    from .cli_rotate import _read_key
 
     if not request.own_root:
         return None
     keyformat: KeyFormat | None = request.keyformat
     if args.key_file:
-        return _read_key(args.key_file, keyformat, "--key-file")
+        return read_key(args.key_file, keyformat, "--key-file")
     if args.key_stdin:
         return Key.from_stdin(keyformat)
     location = request.keylocation or ""
     if location.startswith("file://"):
-        return _read_key(location[len("file://"):], keyformat, "keylocation file")
+        return read_key(location[len("file://"):], keyformat, "keylocation file")
     if "initial" not in request.phases:
         return None  # the new root exists; its key is loaded, or the run says to give it
     if location.startswith("https://"):
@@ -135,25 +137,22 @@ def _key(args: argparse.Namespace, request: Any) -> Key | None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from . import convert as cv
-    from .cli import EXIT_FAILED, EXIT_OK, emit, say_to_stderr
-    from .cli_migrate import TransferProgress
-    from .cli_rotate import _closing_all
+    from .. import convert as cv
 
     request = _request(args)
     zfs = Zfs(log=say_to_stderr if args.verbose else None)
-    say = say_to_stderr if args.verbose else _quiet
+    say = say_to_stderr if args.verbose else quiet
     if args.recover:
         report = cv.recover(zfs, request, say=say)
         emit(args.json, {"dataset": request.dataset, "recovery": report.actions},
              [f"{request.dataset}: " + ("; ".join(report.actions) or "nothing to recover")])
-        return EXIT_OK
+        return Exit.OK
     if args.dry_run:
         plans = cv.plan_conversion(zfs, request, key_given=True)
         emit(args.json, {"dry_run": True, "phases": [p.to_json() for p in plans]},
              [line for plan in plans for line in plan_lines(plan)])
-        return EXIT_FAILED if any(plan.refusals for plan in plans) else EXIT_OK
-    with _closing_all([_key(args, request)]) as keys:
+        return Exit.FAILED if any(plan.refusals for plan in plans) else Exit.OK
+    with closing_all([_key(args, request)]) as keys:
         # TransferProgress reads only .target and .estimate, which convert's transfers have
         progress = TransferProgress(sys.stderr)
         result = cv.convert(zfs, request, key=keys[0], progress=progress,  # type: ignore[arg-type]
@@ -168,16 +167,12 @@ def _convert(args: argparse.Namespace) -> int:
             lines.append(f"  downtime: {phase.downtime:.1f} s (the old tree was unmounted)")
     lines += [f"note: {line}" for line in result.hygiene]
     emit(args.json, result.to_json(), lines)
-    return EXIT_OK
-
-
-def _quiet(line: str) -> None:
-    del line
+    return Exit.OK
 
 
 def plan_lines(plan: Any) -> list[str]:
     """A phase plan as text for ``-n``."""
-    from .convert.plan import human_bytes
+    from ..convert.plan import human_bytes
 
     lines = [f"{plan.operation} {plan.dataset}, phase {plan.phase} (snapshot "
              f"@{plan.goal}):"]

@@ -1,28 +1,26 @@
-"""The ``migrate`` subcommand (see ``encroot.cli``) and its progress line."""
+"""The ``migrate`` subcommand (see ``encroot.cli``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
-from .keys import Key
-from .migrate import (
+from ..keys import Key
+from ..migrate import (
     PHASES,
     MigrateRequest,
     PhasePlan,
-    Transfer,
     migrate,
     plan_migration,
 )
-from .migrate.steps import human_bytes
-from .zfs import Zfs
+from ..migrate.steps import human_bytes
+from ..zfs import Zfs
+from .common import Exit, emit, quiet, say_to_stderr
+from .keyfiles import closing_all, read_key
+from .progress import TransferProgress
 
-__all__ = ["TransferProgress", "add_migrate_commands"]
-
-REDRAW_SECONDS = 0.5
-
+__all__ = ["add_migrate_commands", "plan_lines"]
 
 def add_migrate_commands(commands: argparse._SubParsersAction[Any]) -> None:
     """Add migrate to the ``encroot`` parser."""
@@ -76,7 +74,6 @@ def _request(args: argparse.Namespace) -> MigrateRequest:
 
 def _source_key(args: argparse.Namespace, zfs: Zfs, request: MigrateRequest) -> Key | None:
     """SRC root's key, read only when a cutover will run."""
-    from .cli_rotate import _read_key
 
     if "cutover" not in request.phases:
         return None
@@ -84,30 +81,27 @@ def _source_key(args: argparse.Namespace, zfs: Zfs, request: MigrateRequest) -> 
     keyformat = table.value(request.source, "keyformat") or "passphrase"
     known = keyformat if keyformat in ("hex", "raw", "passphrase") else None
     if args.key_file:
-        return _read_key(args.key_file, known, "--key-file")  # type: ignore[arg-type]
+        return read_key(args.key_file, known, "--key-file")  # type: ignore[arg-type]
     if args.key_stdin:
         return Key.from_stdin(known)  # type: ignore[arg-type]
     return Key.prompt(known or "passphrase", label=f"{request.source} (SRC root)")  # type: ignore[arg-type]
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from .cli import EXIT_FAILED, EXIT_OK, emit, say_to_stderr
-    from .cli_rotate import _closing_all, _read_key
-
     request = _request(args)
     zfs = Zfs(log=say_to_stderr if args.verbose else None)
     if args.dry_run:
         plans = plan_migration(zfs, request)
         emit(args.json, {"dry_run": True, "phases": [p.to_json() for p in plans]},
              [line for plan in plans for line in plan_lines(plan)])
-        return EXIT_FAILED if any(plan.refusals for plan in plans) else EXIT_OK
+        return Exit.FAILED if any(plan.refusals for plan in plans) else Exit.OK
     source_key = _source_key(args, zfs, request)
-    new_key = _read_key(args.new_key_file, None, "--new-key-file") if args.new_key_file \
+    new_key = read_key(args.new_key_file, None, "--new-key-file") if args.new_key_file \
         else None
     progress = TransferProgress(sys.stderr)
-    with _closing_all([source_key, new_key]):
+    with closing_all([source_key, new_key]):
         result = migrate(zfs, request, source_key=source_key, destination_key=new_key,
-                         progress=progress, say=say_to_stderr if args.verbose else _quiet)
+                         progress=progress, say=say_to_stderr if args.verbose else quiet)
     lines = []
     for phase in result.phases:
         snapshot = phase.plan.goal.name if phase.plan.goal else "-"
@@ -119,11 +113,7 @@ def _migrate(args: argparse.Namespace) -> int:
                      "mounted: its file systems have SRC's mount points; once SRC is exported, "
                      f"run zfs load-key {request.destination} && zfs mount -a")
     emit(args.json, result.to_json(), lines)
-    return EXIT_OK
-
-
-def _quiet(line: str) -> None:
-    del line
+    return Exit.OK
 
 
 def plan_lines(plan: PhasePlan) -> list[str]:
@@ -153,62 +143,3 @@ def plan_lines(plan: PhasePlan) -> list[str]:
                      + (f" ({step.detail})" if step.detail else "") + command)
     lines += [f"  check: {check}" for check in plan.checks]
     return lines
-
-
-class TransferProgress:
-    """One line per transfer: dataset, bytes of the estimate, rate and ETA.
-
-    On a terminal the line is redrawn in place twice a second; elsewhere
-    (logs, CI) only the finished line is printed.
-    """
-
-    def __init__(self, out: TextIO, *, clock: Any = time.monotonic) -> None:
-        self.out = out
-        self.clock = clock
-        self.live = out.isatty()
-        self.transfer: Transfer | None = None
-        self.done = 0
-        self.started = 0.0
-        self.drawn = 0.0
-
-    def start(self, transfer: Transfer) -> None:
-        self.transfer, self.done = transfer, 0
-        self.started = self.drawn = self.clock()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        now = self.clock()
-        if self.live and now - self.drawn >= REDRAW_SECONDS:
-            self.drawn = now
-            self.out.write("\r" + self.line(now) + "\033[K")
-            self.out.flush()
-
-    def finish(self, transfer: Transfer, count: int) -> None:
-        self.done = count
-        ending = "\033[K\n" if self.live else "\n"
-        self.out.write(("\r" if self.live else "") + self.line(self.clock(), finished=True)
-                       + ending)
-        self.out.flush()
-
-    def line(self, now: float, *, finished: bool = False) -> str:
-        """``DST/x: 120.0 MiB of 1.0 GiB (12%), 30.0 MiB/s, ETA 0:29``.
-
-        ``zfs send -nP`` only estimates: a stream may outgrow it (small
-        incrementals do).  The total then grows with what arrived, so the line
-        never reads more done than the total, and a transfer still running
-        reads at most 99%; a finished one reads what arrived, 100%.
-        """
-        assert self.transfer is not None
-        elapsed = max(now - self.started, 1e-6)
-        rate = self.done / elapsed
-        estimate = self.transfer.estimate
-        total = self.done if finished else max(estimate or 0, self.done)
-        text = f"{self.transfer.target}: {human_bytes(self.done)}"
-        if total and (estimate or finished):
-            percent = 100 * self.done // total if finished else min(99, 100 * self.done // total)
-            text += f" of {human_bytes(total)} ({percent}%)"
-        text += f", {human_bytes(int(rate))}/s"
-        if not finished and rate > 0 and self.done < total:
-            left = int((total - self.done) / rate)
-            text += f", ETA {left // 60}:{left % 60:02d}"
-        return text

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .keys import Key, KeyFormat
-from .names import DatasetName
-from .rotate import STRATEGIES, ChangeKeyRequest, RotationFailed, plan_for, recover, rotate_keys
-from .rotate.plan import DatasetState
-from .rotate.run import read_state, user_properties
-from .zfs import Zfs
+from ..errors import InputError
+from ..keys import Key, KeyFormat
+from ..names import DatasetName
+from ..rotate import STRATEGIES, ChangeKeyRequest, RotationFailed, plan_for, recover, rotate_keys
+from ..rotate.plan import DatasetState
+from ..rotate.run import read_state, user_properties
+from ..zfs import Zfs
+from .common import Exit, emit, say_to_stderr
+from .keyfiles import closing_all, read_key
 
 __all__ = ["add_rotate_commands"]
 
@@ -144,24 +144,6 @@ def _per_dataset(files: Sequence[str], datasets: Sequence[str], option: str) -> 
     return list(files)
 
 
-def _read_key(path: str | os.PathLike[str], keyformat: KeyFormat | None, what: str) -> Key:
-    try:
-        return Key.from_file(path, keyformat)
-    except OSError as exc:
-        raise InputError(f"{what} {str(path)!r}: cannot read it ({exc.strerror})",
-                         subject=str(path)) from exc
-
-
-@contextlib.contextmanager
-def _closing_all(keys: list[Key | None]) -> Iterator[list[Key | None]]:
-    try:
-        yield keys
-    finally:
-        for key in keys:
-            if key is not None:
-                key.close()
-
-
 StateReader = Callable[[], Mapping[str, DatasetState]]
 
 
@@ -189,10 +171,10 @@ def _new_keys(args: argparse.Namespace, state: StateReader,
             raise InputError("--key-stdin: one key for one dataset; use --key-file or --key-dir")
         return [Key.from_stdin(keyformat)]
     if args.key_dir is not None:
-        return [_read_key(args.key_dir / name, keyformat, "key file") for name in datasets]
+        return [read_key(args.key_dir / name, keyformat, "key file") for name in datasets]
     files = _per_dataset(args.key_file, datasets, "--key-file")
     if args.key_file:
-        return [_read_key(f, keyformat, "--key-file") for f in files if f is not None]
+        return [read_key(f, keyformat, "--key-file") for f in files if f is not None]
     return [_zfs_way_new_key(name, state(), keyformat, location) for name in datasets]
 
 
@@ -237,9 +219,9 @@ def _current_keys(args: argparse.Namespace, state: StateReader) -> list[Key | No
         if props.get("keystatus") != "unavailable" or props.get("encryptionroot") != name:
             keys.append(None)  # loaded, or no root of its own: the plan decides
         elif path is not None:
-            keys.append(_read_key(path, keyformat, "--current-key-file"))  # type: ignore[arg-type]
+            keys.append(read_key(path, keyformat, "--current-key-file"))  # type: ignore[arg-type]
         elif where.startswith("file://"):
-            keys.append(_read_key(where[len("file://"):], keyformat,  # type: ignore[arg-type]
+            keys.append(read_key(where[len("file://"):], keyformat,  # type: ignore[arg-type]
                                   f"{name}: keylocation file"))
         else:
             keys.append(_prompted(keyformat, f"{name} (current)", confirm=False))
@@ -247,8 +229,6 @@ def _current_keys(args: argparse.Namespace, state: StateReader) -> list[Key | No
 
 
 def _change_key(args: argparse.Namespace) -> int:
-    from .cli import EXIT_FAILED, EXIT_OK, emit, say_to_stderr
-
     key_options, user = _split_options(args.options)
     if args.current_key_file and not args.load:
         raise InputError("--current-key-file is used with -l only")
@@ -258,8 +238,8 @@ def _change_key(args: argparse.Namespace) -> int:
     location = key_options.get("keylocation")
     state = _state_reader(zfs, datasets)  # where each key comes from, as zfs would read it
     # zfs reads the current key (-l) first, then the new one: the same order on stdin here
-    with _closing_all(_current_keys(args, state)) as current, \
-            _closing_all(_new_keys(args, state, keyformat, location)) as new:
+    with closing_all(_current_keys(args, state)) as current, \
+            closing_all(_new_keys(args, state, keyformat, location)) as new:
         requests = [ChangeKeyRequest(
             name, key, user, keyformat=keyformat,
             keylocation=location, pbkdf2iters=_iterations(key_options), inherit=args.inherit,
@@ -271,18 +251,18 @@ def _change_key(args: argparse.Namespace) -> int:
                  [f"strategy: {plan.strategy}", "checks:"]
                  + [f"  ok  {check}" for check in plan.checks]
                  + ["steps:"] + [f"  {n}. {s}" for n, s in enumerate(plan.steps(), 1)])
-            return EXIT_OK
+            return Exit.OK
         try:
             results = rotate_keys(zfs, requests, say=say_to_stderr if args.verbose else None)
         except RotationFailed as failed:
             results = failed.results
     emit(args.json, {"results": [r.as_json() for r in results]},
          [_result_line(r) for r in results])
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return Exit.OK if all(r.ok for r in results) else Exit.FAILED
 
 
 def _result_line(result: object) -> str:
-    from .rotate import ChangeKeyResult
+    from ..rotate import ChangeKeyResult
 
     assert isinstance(result, ChangeKeyResult)
     if not result.ok:
@@ -294,13 +274,11 @@ def _result_line(result: object) -> str:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, emit
-
     zfs = Zfs(dry_run=args.dry_run)
     name = DatasetName(args.dataset)
     path = args.new_key_file or args.old_key_file
-    key = _read_key(path, None, "key file") if path else None
-    with _closing_all([key]):
+    key = read_key(path, None, "key file") if path else None
+    with closing_all([key]):
         outcome = recover(zfs, name, new_key=key if args.new_key_file else None,
                           old_key=key if args.old_key_file else None, force=args.force)
     verb = {"none": "nothing to recover", "committed": "rotation finished (committed)",
@@ -308,16 +286,14 @@ def _recover(args: argparse.Namespace) -> int:
             "in-progress": "a rotation is running now; left alone"}[outcome.action]
     emit(args.json, {"dry_run": args.dry_run, **outcome.as_json()},
          [f"{name}: {'(dry run) ' if args.dry_run else ''}{verb}: {outcome.evidence}"])
-    return EXIT_OK
+    return Exit.OK
 
 
 def _get(args: argparse.Namespace) -> int:
-    from .cli import EXIT_OK, emit
-
     values = user_properties(Zfs(), DatasetName(args.dataset))
     if args.properties:
         values = {p: values[p] for p in args.properties if p in values}
     emit(args.json, {"dataset": args.dataset, "properties": values},
          [f"{k}\t{v}" for k, v in sorted(values.items())])
-    return EXIT_OK
+    return Exit.OK
 
