@@ -282,8 +282,7 @@ def _recover(args: argparse.Namespace) -> int:
         outcome = recover(zfs, name, new_key=key if args.new_key_file else None,
                           old_key=key if args.old_key_file else None, force=args.force)
     verb = {"none": "nothing to recover", "committed": "rotation finished (committed)",
-            "aborted": "rotation undone (aborted)",
-            "in-progress": "a rotation is running now; left alone"}[outcome.action]
+            "aborted": "rotation undone (aborted)"}[outcome.action]
     emit(args.json, {"dry_run": args.dry_run, **outcome.as_json()},
          [f"{name}: {'(dry run) ' if args.dry_run else ''}{verb}: {outcome.evidence}"])
     return Exit.OK

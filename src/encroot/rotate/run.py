@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..keys import Key
 from ..names import DatasetName
-from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX, live_owner
+from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX, refuse_live
 from ..zfs import Zfs
 from .journal import Decision, Marker, Owner, decide
 from .lua import (
@@ -166,6 +166,8 @@ def plan_for(zfs: Zfs, requests: Sequence[ChangeKeyRequest]) -> RotationPlan:
     user = _journal_properties(requests)
     state = read_state(zfs, names + parents, user)
     pending = [n for n in names if n in state and state[n].marker is not None]
+    for name in pending:  # a rotation still running is not ours to finish
+        refuse_live(name, Marker.loads(state[name].marker or ""))
     if pending and not zfs.dry_run:
         for name in pending:  # the next operation on a dataset finishes its old rotation
             recover(zfs, name)
@@ -343,7 +345,7 @@ def _mismatch(rotation: Rotation, now: DatasetState | None) -> str | None:
 
 @dataclass(frozen=True)
 class RecoveryResult:
-    """What ``recover`` found and did: action is none, committed, aborted or in-progress."""
+    """What ``recover`` found and did: action is none, committed or aborted."""
 
     dataset: str
     action: str
@@ -365,6 +367,7 @@ def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key 
     whose writer is still running is left alone unless ``force``.
 
     Raises:
+        OwnerAlive: the rotation's encroot process still runs (nothing changed).
         PendingRotation: the evidence cannot tell; give the new or the old key.
     """
     name = DatasetName(dataset)
@@ -374,10 +377,8 @@ def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key 
     if state.marker is None:
         return RecoveryResult(name, "none", "no pending rotation")
     marker = Marker.loads(state.marker)
-    holder = None if force else live_owner(marker)
-    if holder is not None:
-        return RecoveryResult(name, "in-progress",
-                              f"the rotation is running now ({holder.describe()})")
+    if not force:
+        refuse_live(str(name), marker)
     decision = _decide(zfs, name, marker, state, new_key, old_key)
     if decision.verdict == "unknown":
         raise PendingRotation(f"{name}: a key rotation started {marker.started} was "
@@ -417,8 +418,12 @@ def user_properties(zfs: Zfs, dataset: str) -> dict[str, str]:
     """The dataset's user properties (all sources), never stale.
 
     A pending rotation is resolved first when the evidence allows; when it
-    does not, or its writer is still running, PendingRotation is raised
-    rather than returning values that may describe the wrong key.
+    does not, PendingRotation is raised (OwnerAlive while its writer still
+    runs) rather than returning values that may describe the wrong key.
+
+    Raises:
+        OwnerAlive: the rotation's encroot process still runs.
+        PendingRotation: the journal cannot be resolved without a key.
     """
     name = DatasetName(dataset)
     for _attempt in range(2):
@@ -428,9 +433,5 @@ def user_properties(zfs: Zfs, dataset: str) -> dict[str, str]:
         if marker is None or marker.source != "local":
             return {p: v.value for p, v in values.items()
                     if ":" in p and not p.startswith(ROTATION_STAGE_PREFIX)}
-        outcome = recover(zfs, name)
-        if outcome.action == "in-progress":
-            raise PendingRotation(f"{name}: a key rotation is running now "
-                                  f"({outcome.evidence}); read again when it is done",
-                                  dataset=name)
+        recover(zfs, name)  # OwnerAlive while the rotation still runs
     raise PendingRotation(f"{name}: the rotation journal is still pending", dataset=name)
