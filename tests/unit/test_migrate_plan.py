@@ -418,6 +418,7 @@ def test_a_phase_takes_ownership_and_keeps_an_interrupted_cutover_a_cutover() ->
 
     from encroot.migrate.run import _Run, _take_ownership
     from encroot.owned import MigratePhase, Owner, dumps
+    from encroot.zfs.lua import lua_string
 
     from .fakes import make_zfs
 
@@ -427,12 +428,16 @@ def test_a_phase_takes_ownership_and_keeps_an_interrupted_cutover_a_cutover() ->
             (None, MigratePhase(source="src", phase="catch-up", owner=me)),
             (MigrateCutover(source="src", snapshot="s1"),
              MigrateCutover(source="src", snapshot="s1", owner=me))]:
-        zfs, runner = make_zfs()
+        zfs, runner = make_zfs(lambda command: (0, '{"return": {"claimed": true}}', ""))
+        read = {"encroot:migrate": dumps(marker)} if marker else {}
         run = _Run(zfs, request, lambda line: None, None, None, None,
-                   None, MigrateState(Side("src"), Side("dst"), marker=marker))  # type: ignore[arg-type]
+                   None, MigrateState(Side("src"), Side("dst", root_values=read),
+                                      marker=marker))  # type: ignore[arg-type]
         _take_ownership(run, "catch-up")
-        assert runner.argvs == [("/sbin/zfs", "set", f"encroot:migrate={dumps(expected)}",
-                                 "dst")]
+        assert runner.argvs == [("/sbin/zfs", "program", "-j", "dst", "-")]
+        script = (runner.calls[0][1] or b"").decode()
+        assert lua_string(dumps(expected)) in script  # the new marker
+        assert (lua_string(dumps(marker)) if marker else "expected, value = nil,") in script
         assert run.phase_marked == (marker is None)
         assert json.loads(dumps(expected))["owner"]["pid"] == me.pid
 

@@ -25,6 +25,7 @@ from ..owned import (
     MigrateCutover,
     MigratePhase,
     Owner,
+    claim_marker,
     dumps,
     refuse_live,
 )
@@ -321,7 +322,9 @@ def _take_ownership(run: _Run, phase: str) -> None:
     else:
         marker = MigratePhase(source=str(run.request.source), phase=phase, owner=run.owner)
         run.phase_marked = True
-    run.zfs.set(run.request.destination, {MIGRATE_MARKER: dumps(marker)})
+    assert run.state.destination is not None  # a phase needs DST's pool
+    claim_marker(run.zfs, str(run.request.destination), MIGRATE_MARKER,
+                 run.state.destination.root_values.get(MIGRATE_MARKER), dumps(marker))
 
 
 def _run_owned_phase(run: _Run, phase: str, plan: PhasePlan, goal: Goal) -> PhaseResult:

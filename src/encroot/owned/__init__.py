@@ -8,6 +8,7 @@ through this package; nothing else spells these names.
 """
 
 from ..errors import OwnerAlive
+from .claim import claim_marker
 from .markers import (
     CONVERSIONS,
     FORMAT,
@@ -90,6 +91,7 @@ __all__ = [
     "ReceiveReplaced",
     "ReceiveVerified",
     "RotationJournal",
+    "claim_marker",
     "convert_old_name",
     "convert_temp_name",
     "dumps",

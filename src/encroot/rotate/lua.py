@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX
+from ..zfs.lua import lua_string
 
 __all__ = [
     "IntentEntry",
@@ -37,21 +38,6 @@ __all__ = [
 # zfs-program(8): at most 100 million instructions and 100 MiB of memory.
 MAX_INSTRUCTIONS = 100_000_000
 MAX_MEMORY = 100 * 1024 * 1024
-_PLAIN_BYTES = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
-
-
-def lua_string(text: str) -> str:
-    """``text`` as a double-quoted Lua 5.2 literal that yields exactly its UTF-8 bytes.
-
-    Printable ASCII stays as it is, except ``"`` and ``\\``; every other byte
-    becomes a three-digit decimal escape (three digits, so a following digit
-    cannot extend it).
-    """
-    out = ['"']
-    for byte in text.encode():
-        out.append(chr(byte) if byte in _PLAIN_BYTES else f"\\{byte:03d}")
-    out.append('"')
-    return "".join(out)
 
 
 @dataclass(frozen=True)
