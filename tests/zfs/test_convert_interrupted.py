@@ -22,18 +22,20 @@ from .test_convert import HEX_1, Scene, build_tree, file_state, snapshot_state
 pytestmark = pytest.mark.zfs
 
 KILLER = """
-import os, shlex, signal, sys
+import os, shlex, signal, subprocess, sys
 from encroot.convert import ConvertRequest, convert
+from encroot.keys import Key
 from encroot.zfs import Command, SubprocessRunner, Zfs
 
 class KillAt(SubprocessRunner):
-    '''SIGKILL this process before the Nth state-changing command whose shell line
-    contains WORD; with CUT, cut the stream of the first pipe into a matching target.'''
-    def __init__(self, word, n, cut):
+    '''At the Nth state-changing command whose shell line contains WORD: SIGKILL this
+    process before it (kill), cut the stream of that pipe (cut), or fill the pool just
+    before that pipe starts (fill: a reservation takes all but 64 KiB).'''
+    def __init__(self, word, n, mode, pool):
         super().__init__()
-        self.word, self.n, self.cut, self.seen = word, n, cut, 0
+        self.word, self.n, self.mode, self.pool, self.seen = word, n, mode, pool, 0
     def _gate(self, command):
-        if command.mutates and self.word in command.shell_line() and not self.cut:
+        if command.mutates and self.word in command.shell_line() and self.mode == "kill":
             self.seen += 1
             if self.seen == self.n:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -42,25 +44,30 @@ class KillAt(SubprocessRunner):
         return super().run(command, **kwargs)
     def pipe(self, sender, receiver, **kwargs):
         self._gate(receiver)
-        if self.cut and self.word in sender.shell_line():
+        if self.mode != "kill" and self.word in sender.shell_line():
             self.seen += 1
-            if self.seen == self.n:
+            if self.seen == self.n and self.mode == "cut":
                 line = shlex.join(sender.argv) + " | head -c 30000"
                 sender = Command(("bash", "-c", line))
+            elif self.seen == self.n:
+                subprocess.run(["sh", "-c", f"free=$(zfs get -Hp -o value available "
+                                f"{self.pool}); zfs create -o refreservation=$((free - "
+                                f"65536)) {self.pool}/filler"], check=True)
         return super().pipe(sender, receiver, **kwargs)
 
-word, n, cut = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "cut"
-dataset, phase = sys.argv[4], sys.argv[5]
-request = ConvertRequest("encrypt", dataset, phase=phase)
-convert(Zfs(runner=KillAt(word, n, cut)), request, key=None)
+word, n, mode, dataset, phase, key_file = sys.argv[1:7]
+key = Key.from_file(key_file, "hex") if key_file != "-" else None
+options = dict(keyformat="hex", keylocation=f"file://{key_file}") if key else {}
+request = ConvertRequest("encrypt", dataset, phase=phase, **options)
+convert(Zfs(runner=KillAt(word, int(n), mode, dataset.split("/")[0])), request, key=key)
 print("completed")
 """
 
 
-def run_killer(scene: Scene, word: str, n: int, phase: str = "cutover",
-               cut: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", KILLER, word, str(n),
-                           "cut" if cut else "kill", scene.top, phase],
+def run_killer(scene: Scene, word: str, n: int, phase: str = "cutover", mode: str = "kill",
+               key: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", KILLER, word, str(n), mode, scene.top,
+                           phase, str(key) if key else "-"],
                           capture_output=True, text=True, check=False)
 
 
@@ -114,14 +121,7 @@ def test_a_cut_stream_in_the_initial_phase_is_resumed_by_the_next_run(
     key = tmp_path / "k"
     key.write_text(HEX_1)
     scene = build_tree(make_pool(), tmp_path)
-    cut = subprocess.run([sys.executable, "-c", KILLER.replace(
-        "request = ConvertRequest(\"encrypt\", dataset, phase=phase)",
-        "from encroot.keys import Key\n"
-        f"request = ConvertRequest('encrypt', dataset, phase=phase, keyformat='hex', "
-        f"keylocation='file://{key}')").replace(
-        "key=None", f"key=Key.from_file('{key}', 'hex')"),
-        "child one@", "1", "cut", scene.top, "initial"], capture_output=True, text=True,
-        check=False)
+    cut = run_killer(scene, "child one@", 1, "initial", "cut", key)
     assert cut.returncode == 1 and "Traceback" in cut.stderr, cut.stderr
     partial = f"{scene.top}.encroot-convert/child one"
     assert sh(f"zfs get -H -o value receive_resume_token '{partial}'").stdout.strip() != "-"
@@ -130,3 +130,62 @@ def test_a_cut_stream_in_the_initial_phase_is_resumed_by_the_next_run(
     done = encroot(f"encrypt --phase cutover '{scene.top}'")
     assert done.returncode == 0, done.stderr
     assert outcome(scene, snaps, files) == "new"
+
+
+def cutover_is_new(scene: Scene) -> None:
+    """Cutover after the writes so far; the new tree carries them all."""
+    snaps, files = snapshot_state(scene), file_state(scene)
+    done = encroot(f"encrypt --phase cutover '{scene.top}'")
+    assert done.returncode == 0, done.stderr
+    assert outcome(scene, snaps, files) == "new"
+
+
+def old_tree_untouched(scene: Scene, files: dict[str, dict[str, str]]) -> None:
+    assert prop(scene.top, "encryption") == "off"
+    assert prop(scene.top, "mounted") == "yes"
+    assert file_state(scene) == files
+
+
+def test_sigkill_in_the_initial_phase_then_the_phase_again(make_pool: PoolFactory,
+                                                            tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text(HEX_1)
+    scene = build_tree(make_pool(), tmp_path)
+    files = file_state(scene)
+    killed = run_killer(scene, "receive", 2, "initial", "kill", key)  # one dataset received
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    old_tree_untouched(scene, files)
+    initial(scene, key)
+    sh(f"echo three > '/{scene.top}/f3' && sync")
+    cutover_is_new(scene)
+
+
+def test_sigkill_in_catch_up_then_catch_up_again(make_pool: PoolFactory,
+                                                  tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text(HEX_1)
+    scene = build_tree(make_pool(), tmp_path)
+    initial(scene, key)
+    sh(f"echo three > '/{scene.top}/child one/f3' && sync")
+    files = file_state(scene)
+    killed = run_killer(scene, "receive", 2, "catch-up", "kill")
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    old_tree_untouched(scene, files)
+    again = encroot(f"encrypt --phase catch-up '{scene.top}'")
+    assert again.returncode == 0, again.stderr
+    cutover_is_new(scene)
+
+
+def test_a_full_pool_in_the_initial_phase_fails_cleanly_then_resumes(
+        make_pool: PoolFactory, tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text(HEX_1)
+    scene = build_tree(make_pool(), tmp_path)
+    files = file_state(scene)
+    full = run_killer(scene, "child one@", 1, "initial", "fill", key)
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "space" in full.stderr.lower(), full.stderr
+    old_tree_untouched(scene, files)
+    sh(f"zfs destroy '{scene.pool}/filler'")
+    initial(scene, key)  # the same phase again continues from what ZFS shows
+    cutover_is_new(scene)
