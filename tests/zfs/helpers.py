@@ -98,3 +98,20 @@ def encroot(args: str, *, stdin_from: str | None = None, check: bool = False) ->
     """Run the encroot CLI; ``stdin_from`` is a shell command whose output it reads."""
     pipe = f"{stdin_from} | " if stdin_from else ""
     return sh(f"{pipe}encroot {args}", check=check)
+
+
+def unmount_tree(top: str) -> None:
+    """Unmount every mounted file system of ``top``'s tree, deepest first.
+
+    Never ``zfs unmount -a``: other test modules' pools run beside this one."""
+    sh(f"zfs list -H -o name,mounted -r -t filesystem '{top}' | tac | "
+       "while IFS=$'\\t' read -r name mounted; do "
+       "if [ \"$mounted\" = yes ]; then zfs unmount \"$name\" || exit 1; fi; done")
+
+
+def mount_tree(top: str) -> None:
+    """Mount what ``zfs mount -a`` would mount of ``top``'s tree (canmount=on), top first."""
+    sh(f"zfs list -H -o name,canmount,mounted -r -t filesystem '{top}' | "
+       "while IFS=$'\\t' read -r name canmount mounted; do "
+       "if [ \"$canmount\" = on ] && [ \"$mounted\" = no ]; then zfs mount \"$name\" || exit 1; "
+       "fi; done")

@@ -18,7 +18,17 @@ from pathlib import Path
 import pytest
 
 from .conftest import PoolFactory
-from .helpers import encroot, exists, names_under, prop, sh, snapshot_guids, tree_hashes
+from .helpers import (
+    encroot,
+    exists,
+    mount_tree,
+    names_under,
+    prop,
+    sh,
+    snapshot_guids,
+    tree_hashes,
+    unmount_tree,
+)
 
 pytestmark = pytest.mark.zfs
 
@@ -128,7 +138,9 @@ def test_encrypt_in_phases_with_writes_between(scene: Scene) -> None:
     assert prop(top, "keylocation") == f"file://{key}"
     assert_carried_over(scene, snaps, files)
     assert HEX_1 not in sh(f"zpool history -il {scene.pool}").stdout
-    sh(f"zfs unmount -a && zfs unload-key -r '{top}' && zfs load-key '{top}' && zfs mount -a")
+    unmount_tree(top)
+    sh(f"zfs unload-key -r '{top}' && zfs load-key '{top}'")
+    mount_tree(top)
     assert file_state(scene) == files
 
 
@@ -154,6 +166,38 @@ def test_reencrypt_with_a_new_key_keeping_the_old_tree(make_pool: PoolFactory,
     assert prop(f"{pool}/kept", "mounted") == "no"
     doctor = encroot(f"doctor '{pool}'")
     assert "old-copy-kept" in doctor.stdout, doctor.stdout
+
+
+def test_reencrypt_with_inherit_takes_the_parents_key(make_pool: PoolFactory,
+                                                      tmp_path: Path) -> None:
+    """--inherit: the re-encrypted tree (its own root today) inherits the encrypted parent's
+    key; a new master key all the same, and the parent's key alone opens it."""
+    pool = make_pool()
+    parent_key, own_key = tmp_path / "parent.hex", tmp_path / "own.hex"
+    parent_key.write_text(HEX_1)
+    own_key.write_text(HEX_2)
+    parent, top = f"{pool}/vault", f"{pool}/vault/my tree"
+    sh(f"""
+zfs create -o encryption=on -o keyformat=hex -o keylocation=file://{parent_key} {parent}
+zfs create -o encryption=on -o keyformat=hex -o keylocation=file://{own_key} '{top}'
+zfs create '{top}/child'
+head -c 50000 /dev/urandom > '/{top}/child/blob'; echo top > '/{top}/f'
+zfs snapshot -r '{top}@s1'
+sync
+""")
+    snaps = snapshot_guids(top)
+    files = {fs: tree_hashes(prop(fs, "mountpoint")) for fs in (top, f"{top}/child")}
+    done = encroot(f"reencrypt --inherit --verify=mount '{top}'")
+    assert done.returncode == 0, done.stderr
+    for name in (top, f"{top}/child"):
+        assert prop(name, "encryptionroot") == parent, name
+    assert {k: v for k, v in snapshot_guids(top).items() if "@encroot-convert-" not in k} \
+        == snaps
+    unmount_tree(parent)
+    sh(f"zfs unload-key -r {parent} && zfs load-key {parent}")
+    mount_tree(parent)
+    assert {fs: tree_hashes(prop(fs, "mountpoint")) for fs in (top, f"{top}/child")} == files
+    assert [n for n in names_under(pool) if ".encroot-convert" in n] == []
 
 
 @pytest.mark.all_versions

@@ -154,7 +154,8 @@ def test_fix_repairs_exactly_the_safe_set(make_pool: PoolFactory, tmp_path: Path
     assert prop(f"{enc}/sep", "encryptionroot") == f"{enc}/sep"
 
     _, after, document = doctor("--fix", pool)
-    assert all(f["done"] for f in document["fixes"]), document["fixes"]  # type: ignore[union-attr]
+    fixes = document["fixes"]
+    assert isinstance(fixes, list) and all(f["done"] for f in fixes), fixes
     assert prop(f"{enc}/sep", "encryptionroot") == enc
     assert prop(rotated, "encroot:rotation") == "-"
     assert not exists(f"{pool}/target.encroot-recv")

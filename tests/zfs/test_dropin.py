@@ -187,8 +187,8 @@ def comparison(module_make_pool: PoolFactory, tmp_path_factory: pytest.TempPathF
     for program in ("zfs", "encroot"):
         pool = module_make_pool()  # key folders differ only by the pool's name (normalised)
         worlds.append(World(program, pool, streams, Path(f"/var/tmp/dropin-keys-{pool}"), sent))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for future in [pool.submit(world.run) for world in worlds]:
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        for future in [executor.submit(world.run) for world in worlds]:
             future.result()
     WORLD_SECONDS.update({world.program: world.seconds for world in worlds})
     return Comparison(*worlds)

@@ -23,6 +23,7 @@ from encroot.keys import Key
 from encroot.zfs import Command, SubprocessRunner, Zfs
 
 from .conftest import PoolFactory
+from .helpers import prop, sh, unmount_tree
 
 pytestmark = pytest.mark.zfs
 
@@ -43,7 +44,7 @@ class ProcScanner:
     saw_child: list[str] = field(default_factory=list)
 
     def __call__(self, command: Command, process: subprocess.Popen[bytes]) -> None:
-        if not command.secret_stdin:
+        if not command.secret_stdin and command.key_fd is None:
             return
         time.sleep(0.3)  # let zfs start and block reading its key from stdin
         for entry in Path("/proc").iterdir():
@@ -166,3 +167,37 @@ def test_rotation_never_leaks_either_key(make_pool: PoolFactory, old_format: str
     assert not any(needle in history for needle in needles)
     assert not any(needle in "\n".join(log).encode() for needle in needles)
     assert scan_files(needles) == []
+
+
+@pytest.mark.all_versions
+def test_encrypt_never_leaks_the_passphrase(make_pool: PoolFactory,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """encroot encrypt with a passphrase: the key reaches each zfs receive through a pipe
+    (keylocation=file:///dev/fd/N), never argv, environment, history, logs or files."""
+    from encroot.convert import ConvertRequest, convert
+    from encroot.names import DatasetName
+
+    from .test_convert import build_tree
+
+    secret = os.urandom(24).hex().encode()
+    needles = needles_for(secret, "passphrase")
+    scanner = ProcScanner(needles)
+    log: list[str] = []
+    zfs = Zfs(runner=SubprocessRunner(on_start=scanner), log=log.append)
+    scene = build_tree(make_pool(), tmp_path_factory.mktemp("convert"))
+    request = ConvertRequest("encrypt", DatasetName(scene.top), keyformat="passphrase",
+                             keylocation="prompt", pbkdf2iters=100000)
+    with Key.passphrase(secret) as key:
+        convert(zfs, request, key=key)
+        assert prop(scene.top, "keyformat") == "passphrase"
+        unmount_tree(scene.top)
+        sh(f"zfs unload-key '{scene.top}'")
+        Zfs().load_key(scene.top, key)
+    assert any(" receive " in c for c in scanner.saw_child), scanner.saw_child
+    assert scanner.leaks == []
+    history = subprocess.run(["zpool", "history", "-il", scene.pool], capture_output=True,
+                             check=True).stdout
+    assert b"receive" in history and not any(needle in history for needle in needles)
+    assert not any(needle in "\n".join(log).encode() for needle in needles)
+    assert scan_files(needles) == []
+
