@@ -5,6 +5,7 @@ The runners themselves are public: ``encroot.zfs.testing``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from encroot.zfs import Binaries, Command, Zfs
@@ -13,9 +14,10 @@ from encroot.zfs.testing import RecordingRunner, Responder
 BINARIES = Binaries(zfs="/sbin/zfs", zpool="/sbin/zpool")
 
 
-def make_zfs(respond: Responder | None = None, **options: object) -> tuple[Zfs, RecordingRunner]:
+def make_zfs(respond: Responder | None = None, *, dry_run: bool = False,
+             log: Callable[[str], None] | None = None) -> tuple[Zfs, RecordingRunner]:
     runner = RecordingRunner() if respond is None else RecordingRunner(respond)
-    return Zfs(runner=runner, binaries=BINARIES, **options), runner  # type: ignore[arg-type]
+    return Zfs(runner=runner, binaries=BINARIES, dry_run=dry_run, log=log), runner
 
 
 @dataclass

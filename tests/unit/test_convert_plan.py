@@ -7,6 +7,7 @@ import pytest
 from encroot.convert import ConvertRequest, ConvertState, Node, Snap, Tree, plan_phase, send_order
 from encroot.convert.plan import receive_properties
 from encroot.errors import InputError
+from encroot.names import DatasetName
 from encroot.owned import ConvertPhase, NotOurs, dumps
 
 GOAL = "encroot-convert-20260101-000000"
@@ -31,7 +32,7 @@ def state(*nodes: Node, new: Tree | None = None, **extra: object) -> ConvertStat
                         **options)  # type: ignore[arg-type]
 
 
-ENCRYPT = ConvertRequest("encrypt", "tank/data")
+ENCRYPT = ConvertRequest("encrypt", DatasetName("tank/data"))
 
 
 def test_a_tree_is_sent_per_dataset_parents_and_origins_first() -> None:
@@ -114,14 +115,14 @@ def test_a_resumable_receive_is_resumed_first() -> None:
 @pytest.mark.parametrize(("request_", "the_state", "words"), [
     (ENCRYPT, state(node("tank/data", encryption="aes-256-gcm", encryptionroot="tank/data",
                          keystatus="available")), "use `encroot reencrypt tank/data`"),
-    (ConvertRequest("reencrypt", "tank/data"), state(node("tank/data")),
+    (ConvertRequest("reencrypt", DatasetName("tank/data")), state(node("tank/data")),
      "use `encroot encrypt tank/data`"),
     (ENCRYPT, state(node("tank/data"), feature="disabled"),
      "zpool set feature@encryption=enabled tank"),
-    (ConvertRequest("decrypt", "tank/data", allow_plaintext=True),
+    (ConvertRequest("decrypt", DatasetName("tank/data"), allow_plaintext=True),
      state(node("tank/data", encryption="aes-256-gcm", encryptionroot="tank/data",
                 keystatus="unavailable")), "zfs load-key tank/data"),
-    (ConvertRequest("encrypt", "tank/data", inherit=True), state(node("tank/data")),
+    (ConvertRequest("encrypt", DatasetName("tank/data"), inherit=True), state(node("tank/data")),
      "--inherit: the parent of tank/data is not encrypted"),
     (ENCRYPT, state(node("tank/data", "s"), parent={"encryption": "off", "available": "10"}),
      "not enough space"),
@@ -162,10 +163,10 @@ def test_what_does_not_carry_over_is_said() -> None:
                              "encryptionroot": "tank/data", "keystatus": "available"},
                {}, (Snap("a", "1", 1, userrefs=1, clones=("tank/other",)),), ("bm",))
     current = state(top, holds={"tank/data@a": ("keep",)})
-    request = ConvertRequest("reencrypt", "tank/data")
+    request = ConvertRequest("reencrypt", DatasetName("tank/data"))
     plan = plan_phase(request, current, "initial", GOAL, key_given=True)
     assert "clones outside the tree" in plan.refusals[0] and "--keep-old" in plan.refusals[0]
-    kept = ConvertRequest("reencrypt", "tank/data", keep_old="tank/kept")
+    kept = ConvertRequest("reencrypt", DatasetName("tank/data"), keep_old=DatasetName("tank/kept"))
     plan = plan_phase(kept, current, "initial", GOAL, key_given=True)
     text = " ".join(plan.notes)
     assert "bookmarks tank/data#bm" in text and "keep on tank/data@a" in text
@@ -174,11 +175,11 @@ def test_what_does_not_carry_over_is_said() -> None:
 
 def test_reencrypt_keeps_the_cipher_decrypt_turns_it_off() -> None:
     top = node("tank/data", encryption="aes-128-ccm")
-    assert receive_properties(ConvertRequest("reencrypt", "tank/data"), top,
+    assert receive_properties(ConvertRequest("reencrypt", DatasetName("tank/data")), top,
                               top=True)["encryption"] == "aes-128-ccm"
-    decrypt = ConvertRequest("decrypt", "tank/data", allow_plaintext=True)
+    decrypt = ConvertRequest("decrypt", DatasetName("tank/data"), allow_plaintext=True)
     assert receive_properties(decrypt, top, top=True)["encryption"] == "off"
-    inherit = ConvertRequest("reencrypt", "tank/data", inherit=True)
+    inherit = ConvertRequest("reencrypt", DatasetName("tank/data"), inherit=True)
     assert "encryption" not in receive_properties(inherit, top, top=True)
 
 
@@ -220,13 +221,13 @@ def test_bad_requests_name_the_option_and_the_rule(args: dict[str, object],
 
 
 def test_names_with_spaces_and_the_suffixes() -> None:
-    request = ConvertRequest("encrypt", "tank/my data")
+    request = ConvertRequest("encrypt", DatasetName("tank/my data"))
     assert request.temp == "tank/my data.encroot-convert"
     assert request.old_aside == "tank/my data.encroot-convert-old"
     assert request.new_name("tank/my data/a b@s") == "tank/my data.encroot-convert/a b@s"
     assert request.phases == ("initial", "cutover")
     with pytest.raises(InputError):
-        ConvertRequest("encrypt", "tank/" + "x" * 240)  # no room for the suffix
+        ConvertRequest("encrypt", DatasetName("tank/" + "x" * 240))  # no room for the suffix
 
 
 def test_an_unparsable_marker_is_not_ours() -> None:

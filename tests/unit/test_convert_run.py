@@ -13,13 +13,14 @@ import pytest
 from encroot.convert import ConvertRequest, convert, plan_conversion, recover
 from encroot.errors import ConvertRefused
 from encroot.keys import Key
-from encroot.zfs import Command
+from encroot.names import DatasetName
+from encroot.zfs import Command, Runner, Zfs
 from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
 
 from .fakes import BINARIES, FakeDatasets
 
 HEX = "ab" * 32
-TOP = "tank/my data"
+TOP = DatasetName("tank/my data")
 _guids = itertools.count(1000)
 
 
@@ -135,11 +136,11 @@ def tree() -> FakeZfs:
     return fake
 
 
-def zfs_for(fake: FakeZfs, **options: object):  # type: ignore[no-untyped-def]
-    from encroot.zfs import Zfs
-
+def zfs_for(fake: FakeZfs, kill_before: int | None = None) -> tuple[Zfs, RecordingRunner]:
     runner = RecordingRunner(fake)
-    inner = FaultInjector(runner, **options) if options else runner  # type: ignore[arg-type]
+    inner: Runner = runner
+    if kill_before is not None:
+        inner = FaultInjector(runner, kill_before=kill_before)
     return Zfs(runner=inner, binaries=BINARIES), runner
 
 

@@ -10,11 +10,12 @@ import pytest
 from encroot.convert import ConvertRequest, ConvertState, Node, Tree
 from encroot.convert.swap import next_action, refuse_live_owners
 from encroot.errors import ConvertRefused, OwnerAlive
+from encroot.names import DatasetName
 from encroot.owned import ConvertKept, ConvertPhase, ConvertReplaced, ConvertVerified, Owner
 from encroot.owned import dumps as marker_text
 from encroot.owned.owner import process_start
 
-REQUEST = ConvertRequest("encrypt", "tank/my data")
+REQUEST = ConvertRequest("encrypt", DatasetName("tank/my data"))
 TEMP, ASIDE = REQUEST.temp, REQUEST.old_aside
 ME = Owner.current()
 LIVE = Owner(host=ME.host, boot_id=ME.boot_id, pid=os.getppid(),

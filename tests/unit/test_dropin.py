@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
@@ -22,7 +21,8 @@ from encroot.cli.rotate import _current_keys, _zfs_way_new_key
 from encroot.errors import InvalidProperty
 from encroot.keys import Key
 from encroot.rotate.plan import DatasetState
-from encroot.zfs import Command, SubprocessRunner
+from encroot.zfs import Command, SubprocessRunner, Zfs
+from encroot.zfs.testing import RecordingRunner, Replaced
 
 from .fakes import make_zfs
 
@@ -76,20 +76,10 @@ def test_posixly_correct_stops_at_the_first_operand(monkeypatch: pytest.MonkeyPa
     assert handover is not None and handover.operands == ("pool", "--json")
 
 
-class Replaced(Exception):
-    pass
-
-
-def recording_runner_with_replace(responses: dict[str, tuple[int, str, str]]):  # type: ignore[no-untyped-def]
+def recording_runner_with_replace(responses: dict[str, tuple[int, str, str]]
+                                  ) -> tuple[Zfs, RecordingRunner, list[Command]]:
     zfs, runner = make_zfs(lambda command: responses.get(command.argv[1], (0, "", "")))
-    replaced: list[Command] = []
-
-    def replace(command: Command) -> NoReturn:
-        replaced.append(command)
-        raise Replaced
-
-    runner.replace = replace  # type: ignore[attr-defined]
-    return zfs, runner, replaced
+    return zfs, runner, runner.replaced
 
 
 def test_receive_is_exec_d_with_the_users_arguments_and_nothing_before() -> None:
@@ -115,8 +105,12 @@ def test_change_key_finishes_a_pending_rotation_first(monkeypatch: pytest.Monkey
     zfs, _runner, replaced = recording_runner_with_replace(
         {"get": (0, "pool/a\tencroot:rotation\t{}\tlocal\n", "")})
     recovered: list[str] = []
-    monkeypatch.setattr(rotate, "recover", lambda _zfs, name: recovered.append(name)
-                        or rotate.RecoveryResult(name, "committed", "test"))
+
+    def fake_recover(_zfs: Zfs, name: str) -> rotate.RecoveryResult:
+        recovered.append(name)
+        return rotate.RecoveryResult(name, "committed", "test")
+
+    monkeypatch.setattr(rotate, "recover", fake_recover)
     with pytest.raises(Replaced):
         hand_over(zfs, HandOver("change-key", ("pool/a",), ("pool/a",)))
     assert recovered == ["pool/a"] and len(replaced) == 1

@@ -51,7 +51,8 @@ def test_every_exception_encroot_raises_is_in_the_one_tree() -> None:
                     and value.__module__ == module_info.name and not name.startswith("_")
                     and module_info.name != "encroot.errors"):
                 outside.append(f"{module_info.name}.{name}")
-    # Killed is the test seam's simulated process death, not an error encroot raises.
-    assert outside == ["encroot.zfs.testing.Killed"]
+    # Killed and Replaced are the test seam's simulated process death and exec, not
+    # errors encroot raises.
+    assert outside == ["encroot.zfs.testing.Killed", "encroot.zfs.testing.Replaced"]
     for name in encroot.errors.__all__:
         assert issubclass(getattr(encroot.errors, name), encroot.errors.EncrootError), name

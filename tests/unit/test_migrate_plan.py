@@ -16,6 +16,7 @@ from encroot.migrate.finish import expected_encryption_root, root_properties
 from encroot.migrate.model import Node, Side, Snap
 from encroot.migrate.plan import choose_goal, plan_phase, plan_sync, trees
 from encroot.migrate.run import fresh_snapshot_name
+from encroot.names import DatasetName, PoolName
 from encroot.owned import MigrateCutover
 
 SNAPS = (Snap("s1", "g1", 10), Snap("s2", "g2", 20))
@@ -30,7 +31,7 @@ def snaps(name: str, *shorts: str) -> tuple[Snap, ...]:
 def enc(name: str, root: str, txg: int, *shorts: str, **extra: str) -> Node:
     return Node(name, "filesystem", encryption="aes-256-gcm", encryptionroot=root,
                 keystatus="available", keyformat="passphrase", createtxg=txg,
-                snapshots=snaps(name, *shorts), **extra)  # type: ignore[arg-type]
+                snapshots=snaps(name, *shorts), **extra)
 
 
 def source_side(*shorts: str) -> Side:
@@ -107,7 +108,7 @@ def per_tree(source: Side, *shorts: str) -> list[Node]:
     return nodes
 
 
-REQUEST = MigrateRequest("src", "dst", phase="initial")
+REQUEST = MigrateRequest(DatasetName("src"), PoolName("dst"), phase="initial")
 
 
 def test_initial_sends_the_whole_root_as_one_replication_stream_into_the_staging() -> None:
@@ -356,12 +357,12 @@ def test_trees_with_clones_move_after_their_origins_trees() -> None:
 def test_bad_requests_are_refused_with_one_line(kwargs: dict[str, str], error: type,
                                                 text: str) -> None:
     with pytest.raises(error, match=text.replace("(", r"\(")):
-        MigrateRequest("src", "dst", **kwargs)  # type: ignore[arg-type]
+        MigrateRequest(DatasetName("src"), PoolName("dst"), **kwargs)  # type: ignore[arg-type]
 
 
 def test_the_destination_must_be_another_pool() -> None:
     with pytest.raises(InputError, match="another pool"):
-        MigrateRequest("src/data", "src")
+        MigrateRequest(DatasetName("src/data"), PoolName("src"))
 
 
 def test_cli_bad_root_data_exits_2_and_names_the_option(capsys: pytest.CaptureFixture[str]
@@ -422,17 +423,18 @@ def test_a_phase_takes_ownership_and_keeps_an_interrupted_cutover_a_cutover() ->
 
     from .fakes import make_zfs
 
-    request = MigrateRequest("src", "dst", phase="catch-up")
+    request = MigrateRequest(DatasetName("src"), PoolName("dst"), phase="catch-up")
     me = Owner.current()
-    for marker, expected in [
-            (None, MigratePhase(source="src", phase="catch-up", owner=me)),
-            (MigrateCutover(source="src", snapshot="s1"),
-             MigrateCutover(source="src", snapshot="s1", owner=me))]:
+    cases: list[tuple[MigrateCutover | None, MigratePhase | MigrateCutover]] = [
+        (None, MigratePhase(source="src", phase="catch-up", owner=me)),
+        (MigrateCutover(source="src", snapshot="s1"),
+         MigrateCutover(source="src", snapshot="s1", owner=me))]
+    for marker, expected in cases:
         zfs, runner = make_zfs(lambda command: (0, '{"return": {"claimed": true}}', ""))
         read = {"encroot:migrate": dumps(marker)} if marker else {}
         run = _Run(zfs, request, lambda line: None, None, None, None,
-                   None, MigrateState(Side("src"), Side("dst", root_values=read),
-                                      marker=marker))  # type: ignore[arg-type]
+                   None,  # type: ignore[arg-type]  # no PhaseResult: taking ownership needs none
+                   MigrateState(Side("src"), Side("dst", root_values=read), marker=marker))
         _take_ownership(run, "catch-up")
         assert runner.argvs == [("/sbin/zfs", "program", "-j", "dst", "-")]
         script = (runner.calls[0][1] or b"").decode()
@@ -454,7 +456,7 @@ def test_a_run_that_ends_in_cutover_checks_its_keys_before_the_first_byte(
     monkeypatch.setattr(migrate_run, "read_state",
                         lambda zfs, request: state(source_side("s1"), destination_side()))
     zfs, runner = make_zfs()
-    whole = MigrateRequest("src", "dst")
+    whole = MigrateRequest(DatasetName("src"), PoolName("dst"))
     assert whole.phases == ("initial", "cutover")
     with Key.passphrase("source passphrase") as key, \
             pytest.raises(MigrateRefused, match="keylocation is prompt: pass --new-key-file F"):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from dataclasses import replace
+from typing import TypedDict
 
 import pytest
 
@@ -18,6 +21,7 @@ from encroot.owned import (
     ConvertPhase,
     ConvertReplaced,
     ConvertVerified,
+    Marker,
     MigrateCutover,
     MigratePhase,
     NotOurs,
@@ -38,7 +42,7 @@ OWNER = Owner(host="h", boot_id="b", pid=42, start="99")
 JOURNAL = RotationJournal(id="j1", started="T", inherit=False, old_keyformat="hex",
                           old_pbkdf2salt="0", old_pbkdf2iters="0", old_encryptionroot="p/a",
                           new_keyformat="passphrase", owner=OWNER)
-MARKERS = [
+MARKERS: list[Marker] = [
     ReceiveInProgress(target="dst/my data", owner=OWNER),
     ReceiveVerified(guid="123", keep_old="dst/kept", owner=OWNER),
     ReceiveVerified(guid="0"),
@@ -55,12 +59,12 @@ MARKERS = [
 
 
 @pytest.mark.parametrize("marker", MARKERS, ids=lambda m: type(m).__name__)
-def test_every_marker_round_trips(marker: object) -> None:
-    text = dumps(marker)  # type: ignore[arg-type]
+def test_every_marker_round_trips(marker: Marker) -> None:
+    text = dumps(marker)
     document = json.loads(text)
     assert document["format"] == 2
     assert set(document) == {"format", "op", "role", "owner", "data"}
-    assert parse_marker(type(marker).PROPERTY, text) == marker  # type: ignore[attr-defined]
+    assert parse_marker(type(marker).PROPERTY, text) == marker
 
 
 def test_the_format_is_as_documented() -> None:
@@ -235,14 +239,21 @@ def test_a_living_other_process_holds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "wait for it or stop it" in str(caught.value)
 
 
+class OwnerChange(TypedDict, total=False):
+    host: str
+    boot_id: str
+    pid: int
+    start: str
+
+
 @pytest.mark.parametrize("change", [
     {"boot_id": "another boot"}, {"host": "another host"}, {"start": "1"}, {"start": ""},
     {"pid": 2**22 + 12345},
 ])
-def test_dead_owners(change: dict[str, object]) -> None:
+def test_dead_owners(change: OwnerChange) -> None:
     me = Owner.current()
-    other = Owner(**{**me.to_json(), "pid": os.getppid(),
-                     "start": owner_module.process_start(os.getppid()), **change})
+    parent = replace(me, pid=os.getppid(), start=owner_module.process_start(os.getppid()))
+    other = replace(parent, **change)
     assert not other.alive() and not other.holds()
     refuse_live("x", ReceiveInProgress(target="d/x", owner=other))  # does not raise
 
@@ -253,7 +264,7 @@ def test_unknown_owner_and_foreign_values_never_hold() -> None:
 
 def test_host_id_falls_back_to_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(owner_module, "MACHINE_ID", "/nonexistent/machine-id")
-    monkeypatch.setattr(owner_module.socket, "gethostname", lambda: "fallback")
+    monkeypatch.setattr(socket, "gethostname", lambda: "fallback")
     assert owner_module.host_id() == "fallback"
 
 

@@ -13,6 +13,7 @@ from encroot.owned import MIGRATE_MARKER, MigratePhase, claim_marker, dumps
 from encroot.owned.claim import claim_program
 from encroot.owned.owner import Owner, process_start
 from encroot.zfs import Command
+from encroot.zfs.testing import Responder
 
 from .fakes import make_zfs
 from .test_rotate_lua import FakeZfs, run, to_python
@@ -50,7 +51,7 @@ def test_an_inherited_or_received_value_is_not_a_marker_of_this_dataset() -> Non
     assert got["claimed"] is True and fake.values("dst/a")[MIGRATE_MARKER] == OURS
 
 
-def answering(current: str | None) -> object:
+def answering(current: str | None) -> Responder:
     def respond(command: Command) -> tuple[int, str, str]:
         document: dict[str, object] = {"claimed": current is None}
         if current is not None:
@@ -60,7 +61,7 @@ def answering(current: str | None) -> object:
 
 
 def test_claim_marker_runs_one_program_with_the_marker_on_stdin() -> None:
-    zfs, runner = make_zfs(answering(None))  # type: ignore[arg-type]
+    zfs, runner = make_zfs(answering(None))
     claim_marker(zfs, "dst", MIGRATE_MARKER, "-", OURS)
     (command, script), = runner.calls
     assert command.argv == ("/sbin/zfs", "program", "-j", "dst", "-") and command.mutates
@@ -68,9 +69,9 @@ def test_claim_marker_runs_one_program_with_the_marker_on_stdin() -> None:
 
 
 def test_a_lost_claim_names_a_live_winner_or_asks_to_run_again() -> None:
-    zfs, _ = make_zfs(answering(marker_of(LIVE)))  # type: ignore[arg-type]
+    zfs, _ = make_zfs(answering(marker_of(LIVE)))
     with pytest.raises(OwnerAlive, match=f"dst is held by encroot pid {LIVE.pid}"):
         claim_marker(zfs, "dst", MIGRATE_MARKER, None, OURS)
-    zfs, _ = make_zfs(answering(marker_of(DEAD)))  # type: ignore[arg-type]
+    zfs, _ = make_zfs(answering(marker_of(DEAD)))
     with pytest.raises(EncrootError, match="changed while encroot was planning"):
         claim_marker(zfs, "dst", MIGRATE_MARKER, None, OURS)

@@ -10,16 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from encroot import Dataset, InputError, InvalidProperty, Key, RotationRefused
+from encroot import Dataset, DatasetName, InputError, InvalidProperty, Key, RotationRefused
 from encroot.rotate import Capabilities, ChangeKeyRequest, StrategyUnavailable
 from encroot.rotate.journal import Marker, Owner, decide, history_shows_change
-from encroot.rotate.plan import DatasetState, plan_rotation
+from encroot.rotate.plan import DatasetState, RotationPlan, plan_rotation
 from encroot.rotate.run import execute
 from encroot.zfs import Command
 
 from .fakes import make_zfs
 
 HEX = "ab" * 32
+TANK_A, TANK_P_C = DatasetName("tank/a"), DatasetName("tank/p/c")
 OWNER = Owner(host="h", boot_id="b", pid=1, start="9")
 JOURNAL = Capabilities(native=False, channel_program=False, journal=True,
                        reasons={"native": "no", "channel-program": "no"})
@@ -34,7 +35,7 @@ def root_state(name: str = "tank/a", **overrides: str) -> DatasetState:
 
 
 def plan(requests: list[ChangeKeyRequest], state: dict[str, DatasetState],
-         capabilities: Capabilities = JOURNAL):  # type: ignore[no-untyped-def]
+         capabilities: Capabilities = JOURNAL) -> RotationPlan:
     return plan_rotation(requests, state, capabilities, owner=OWNER, started="T",
                          new_id=lambda: "id1")
 
@@ -43,7 +44,7 @@ def plan(requests: list[ChangeKeyRequest], state: dict[str, DatasetState],
 
 def test_request_rejects_encroot_namespace() -> None:
     with Key.hex(HEX) as key, pytest.raises(InvalidProperty, match="reserved"):
-        ChangeKeyRequest("tank/a", key, {"encroot:rotation": "x"})
+        ChangeKeyRequest(TANK_A, key, {"encroot:rotation": "x"})
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -55,12 +56,12 @@ def test_request_rejects_encroot_namespace() -> None:
 ])
 def test_request_rejects_bad_options(options: dict[str, object], message: str) -> None:
     with Key.hex(HEX) as key, pytest.raises(InputError, match=message):
-        ChangeKeyRequest("tank/a", key, **options)  # type: ignore[arg-type]
+        ChangeKeyRequest(TANK_A, key, **options)  # type: ignore[arg-type]
 
 
 def test_request_rejects_bad_dataset_and_property_names() -> None:
     with pytest.raises(InputError, match="@"):
-        ChangeKeyRequest("tank/a@snap", inherit=True)
+        ChangeKeyRequest("tank/a@snap", inherit=True)  # type: ignore[arg-type]  # raw: its own refusal
     with pytest.raises(InvalidProperty, match="must contain ':'"):
         Dataset("tank/a", zfs=make_zfs()[0]).change_key().property("epoch", "1")
 
@@ -68,7 +69,7 @@ def test_request_rejects_bad_dataset_and_property_names() -> None:
 @given(st.text(max_size=40))
 def test_property_values_are_validated_or_accepted(value: str) -> None:
     try:
-        request = ChangeKeyRequest("tank/a", properties={"a:b": value}, inherit=True)
+        request = ChangeKeyRequest(TANK_A, properties={"a:b": value}, inherit=True)
     except InvalidProperty as exc:
         assert "\0" in value and "NUL" in str(exc)
     else:
@@ -79,7 +80,7 @@ def test_property_values_are_validated_or_accepted(value: str) -> None:
 
 def test_auto_picks_journal_where_native_is_missing() -> None:
     with Key.hex(HEX) as key:
-        result = plan([ChangeKeyRequest("tank/a", key, {"x:epoch": "2"})],
+        result = plan([ChangeKeyRequest(TANK_A, key, {"x:epoch": "2"})],
                       {"tank/a": root_state()})
     assert result.strategy == "journal"
     (rotation,) = result.rotations
@@ -89,20 +90,20 @@ def test_auto_picks_journal_where_native_is_missing() -> None:
 
 def test_auto_prefers_native() -> None:
     with Key.hex(HEX) as key:
-        result = plan([ChangeKeyRequest("tank/a", key, {"x:epoch": "2"})],
+        result = plan([ChangeKeyRequest(TANK_A, key, {"x:epoch": "2"})],
                       {"tank/a": root_state()}, NATIVE)
     assert result.strategy == "native" and result.rotations[0].marker is None
 
 
 def test_asking_for_a_missing_strategy_is_an_error_not_a_fallback() -> None:
     with Key.hex(HEX) as key, pytest.raises(StrategyUnavailable, match="native"):
-        plan([ChangeKeyRequest("tank/a", key, {"x:e": "2"}, strategy="native")],
+        plan([ChangeKeyRequest(TANK_A, key, {"x:e": "2"}, strategy="native")],
              {"tank/a": root_state()})
 
 
 def test_no_properties_means_plain_change_key() -> None:
     with Key.hex(HEX) as key:
-        result = plan([ChangeKeyRequest("tank/a", key)], {"tank/a": root_state()})
+        result = plan([ChangeKeyRequest(TANK_A, key)], {"tank/a": root_state()})
     assert result.strategy == "plain" and result.rotations[0].marker is None
 
 
@@ -115,19 +116,19 @@ def test_no_properties_means_plain_change_key() -> None:
 ])
 def test_preconditions(overrides: dict[str, str], message: str) -> None:
     with Key.hex(HEX) as key, pytest.raises(RotationRefused, match=message):
-        plan([ChangeKeyRequest("tank/a", key, {"x:e": "2"})],
+        plan([ChangeKeyRequest(TANK_A, key, {"x:e": "2"})],
              {"tank/a": root_state(**overrides)})
 
 
 def test_pending_journal_is_refused_with_the_recover_command() -> None:
     state = DatasetState("tank/a", root_state().props, {"encroot:rotation": "{}"})
     with Key.hex(HEX) as key, pytest.raises(RotationRefused, match="encroot recover tank/a"):
-        plan([ChangeKeyRequest("tank/a", key, {"x:e": "2"})], {"tank/a": state})
+        plan([ChangeKeyRequest(TANK_A, key, {"x:e": "2"})], {"tank/a": state})
 
 
 def test_inherit_needs_a_loaded_encrypted_parent() -> None:
     child = root_state("tank/p/c")
-    request = ChangeKeyRequest("tank/p/c", None, {"x:e": "2"}, inherit=True)
+    request = ChangeKeyRequest(TANK_P_C, None, {"x:e": "2"}, inherit=True)
     with pytest.raises(RotationRefused, match="not encrypted"):
         plan([request], {"tank/p/c": child, "tank/p": root_state("tank/p", encryption="off")})
     with pytest.raises(RotationRefused, match="not loaded"):
@@ -141,10 +142,10 @@ def test_inherit_needs_a_loaded_encrypted_parent() -> None:
 def test_a_child_given_a_keyformat_becomes_its_own_root_as_in_zfs() -> None:
     child = root_state("tank/p/c", encryptionroot="tank/p", keylocation="none")
     with Key.hex(HEX) as key:
-        result = plan([ChangeKeyRequest("tank/p/c", key, {"x:e": "2"}, keyformat="hex")],
+        result = plan([ChangeKeyRequest(TANK_P_C, key, {"x:e": "2"}, keyformat="hex")],
                       {"tank/p/c": child})
         with pytest.raises(RotationRefused, match="give -o keyformat"):
-            plan([ChangeKeyRequest("tank/p/c", key, {"x:e": "2"})], {"tank/p/c": child})
+            plan([ChangeKeyRequest(TANK_P_C, key, {"x:e": "2"})], {"tank/p/c": child})
     rotation = result.rotations[0]
     assert rotation.expect_encryptionroot == "tank/p/c" and rotation.stdin_key
     assert rotation.change_options == {"keyformat": "hex", "keylocation": "prompt"}
@@ -153,12 +154,12 @@ def test_a_child_given_a_keyformat_becomes_its_own_root_as_in_zfs() -> None:
 
 def test_pbkdf2iters_only_for_passphrases() -> None:
     with Key.hex(HEX) as key, pytest.raises(RotationRefused, match="passphrase keys only"):
-        plan([ChangeKeyRequest("tank/a", key, pbkdf2iters=200000)], {"tank/a": root_state()})
+        plan([ChangeKeyRequest(TANK_A, key, pbkdf2iters=200000)], {"tank/a": root_state()})
 
 
 def test_plan_json_names_strategy_steps_and_expectations() -> None:
     with Key.passphrase("correct horse") as key:
-        result = plan([ChangeKeyRequest("tank/a", key, {"x:e": "2"}, pbkdf2iters=200000)],
+        result = plan([ChangeKeyRequest(TANK_A, key, {"x:e": "2"}, pbkdf2iters=200000)],
                       {"tank/a": root_state()})
     document = json.loads(json.dumps(result.as_json()))
     assert document["strategy"] == "journal"
@@ -227,7 +228,7 @@ def test_history_counts_only_a_change_key_of_this_dataset_after_the_journal() ->
 def test_native_strategy_is_one_change_key_with_the_user_properties() -> None:
     zfs, runner = make_zfs()
     with Key.hex(HEX) as key:
-        request = ChangeKeyRequest("tank/a", key, {"x:epoch": "2", "x:at": "now"},
+        request = ChangeKeyRequest(TANK_A, key, {"x:epoch": "2", "x:at": "now"},
                                    keylocation="prompt")
         rotation_plan = plan([request], {"tank/a": root_state()}, NATIVE)
         zfs.dry_run = True
@@ -252,7 +253,7 @@ def test_journal_strategy_commands_and_the_key_only_on_stdin() -> None:
 
     zfs, runner = make_zfs(respond)
     with Key.hex(HEX) as key:
-        request = ChangeKeyRequest("tank/a", key, {"x:epoch": "2"})
+        request = ChangeKeyRequest(TANK_A, key, {"x:epoch": "2"})
         (result,) = execute(zfs, plan([request], {"tank/a": root_state()}), [request])
     assert result.ok and result.strategy == "journal"
     verbs = [argv[1] for argv in runner.argvs]
@@ -271,7 +272,7 @@ def test_a_current_file_keylocation_must_hold_the_given_key(tmp_path: Path) -> N
     state = {"tank/a": root_state(keylocation=f"file://{key_file}")}
     zfs, runner = make_zfs(dry_run=True)
     with Key.hex(HEX) as key:
-        request = ChangeKeyRequest("tank/a", key, {"x:e": "2"})
+        request = ChangeKeyRequest(TANK_A, key, {"x:e": "2"})
         rotation_plan = plan([request], state)
         assert rotation_plan.rotations[0].keylocation == f"file://{key_file}"
         assert not rotation_plan.rotations[0].stdin_key
@@ -280,7 +281,7 @@ def test_a_current_file_keylocation_must_hold_the_given_key(tmp_path: Path) -> N
     assert zfs.planned == [] and runner.calls == []
     key_file.write_text("ab" * 32 + "\n")
     with Key.hex(HEX) as key:
-        request = ChangeKeyRequest("tank/a", key, {"x:e": "2"})
+        request = ChangeKeyRequest(TANK_A, key, {"x:e": "2"})
         execute(zfs, plan([request], state), [request])
     assert [c.argv[1] for c in zfs.planned] == ["program", "change-key", "program"]
     assert not zfs.planned[1].secret_stdin

@@ -121,7 +121,7 @@ def test_fuzz_json_parser_raises_only_zfs_error(text: str) -> None:
         assert "cannot read" in str(exc)
 
 
-_VALUE = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+_VALUE = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"),
                  max_size=40).filter(lambda v: not v.endswith("\n"))
 
 

@@ -8,21 +8,22 @@ import encroot.zfs.testing as testing
 from encroot.errors import DatasetBusy
 from encroot.names import DatasetName
 from encroot.receive import recover
-from encroot.zfs import Zfs
-from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
+from encroot.zfs import Command, Runner, Zfs
+from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner, Replaced
 
 from .fakes import BINARIES, FakeDatasets
 from .test_receive_recover import OLD, TARGET, TEMP, fs, verified
 
 
 def test_exports() -> None:
-    assert set(testing.__all__) == {"FaultInjector", "Killed", "RecordingRunner", "Responder"}
+    assert set(testing.__all__) == {"FaultInjector", "Killed", "RecordingRunner", "Replaced",
+                                   "Responder"}
     for name in testing.__all__:
         assert hasattr(testing, name), name
 
 
-def _zfs(runner: object) -> Zfs:
-    return Zfs(runner=runner, binaries=BINARIES)  # type: ignore[arg-type]
+def _zfs(runner: Runner) -> Zfs:
+    return Zfs(runner=runner, binaries=BINARIES)
 
 
 def test_a_kill_stops_the_nth_change_and_everything_after_it() -> None:
@@ -45,6 +46,20 @@ def test_a_failure_answers_with_zfss_message_and_the_run_goes_on() -> None:
         zfs.unmount("p/a")
     zfs.unmount("p/a")
     assert [argv[1] for argv in recording.argvs] == ["unmount"]
+
+
+def test_an_exec_is_recorded_and_ends_the_run_unless_the_process_died_first() -> None:
+    recording = RecordingRunner()
+    injector = FaultInjector(recording, kill_before=1)
+    command = Command(("/sbin/zfs", "receive", "p/a"), mutates=True)
+    with pytest.raises(Replaced) as caught:
+        injector.replace(command)
+    assert caught.value.command == command and recording.replaced == [command]
+    with pytest.raises(Killed):
+        injector.run(Command(("/sbin/zfs", "destroy", "p/a"), mutates=True))
+    with pytest.raises(Killed):  # a dead process execs nothing
+        injector.replace(command)
+    assert recording.replaced == [command] and recording.calls == []
 
 
 def _verified_world() -> FakeDatasets:

@@ -6,7 +6,8 @@ They are for tests of encroot's decisions only: a fake answer is never proof
 that a ZFS operation works (that is what the lab's real-ZFS tests are for).
 
 * ``RecordingRunner`` records every command with the stdin it got and answers
-  each from a ``respond`` function.
+  each from a ``respond`` function; an exec (``replace``, a drop-in) is
+  recorded in ``replaced`` and raises ``Replaced``, since it never returns.
 * ``FaultInjector`` wraps another runner and breaks the run at a chosen
   point: ``kill_before=N`` makes the N-th state-changing command (counting
   from 1) and every command after it raise ``Killed``, as if the process had
@@ -25,10 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from .runner import Command, Result, Runner
 
-__all__ = ["FaultInjector", "Killed", "RecordingRunner", "Responder"]
+__all__ = ["FaultInjector", "Killed", "RecordingRunner", "Replaced", "Responder"]
 
 Responder = Callable[[Command], tuple[int, str, str]]
 
@@ -46,11 +48,13 @@ class RecordingRunner:
         respond: returns ``(exit status, stdout, stderr)`` for a command.
         calls: every command run, with its stdin bytes (None without stdin).
         stdin_fds: the descriptor each command was handed as stdin, if any.
+        replaced: every command the process was to become (``replace``).
     """
 
     respond: Responder = _succeed
     calls: list[tuple[Command, bytes | None]] = field(default_factory=list)
     stdin_fds: list[int | None] = field(default_factory=list)
+    replaced: list[Command] = field(default_factory=list)
 
     def run(self, command: Command, *, stdin: bytes | memoryview | None = None,
             stdin_fd: int | None = None, timeout: float | None = None) -> Result:
@@ -69,6 +73,11 @@ class RecordingRunner:
             results.append(Result(command, code, out, err))
         return results[0], results[1]
 
+    def replace(self, command: Command) -> NoReturn:
+        """Records ``command`` in ``replaced`` and raises ``Replaced`` (an exec never returns)."""
+        self.replaced.append(command)
+        raise Replaced(command=command)
+
     @property
     def argvs(self) -> list[tuple[str, ...]]:
         """The argv of every command run, in order."""
@@ -86,6 +95,17 @@ class Killed(BaseException):
         super().__init__(f"killed before state-changing command {step}: {command.shell_line()}")
         self.command = command
         self.step = step
+
+
+class Replaced(BaseException):
+    """The simulated ``exec``: the process became ``command`` and runs no more of its own code.
+
+    A ``BaseException`` for the same reason as ``Killed``.
+    """
+
+    def __init__(self, *, command: Command) -> None:
+        super().__init__(f"replaced by: {command.shell_line()}")
+        self.command = command
 
 
 @dataclass
@@ -137,3 +157,13 @@ class FaultInjector:
         if failed is not None:
             return Result(sender, 0, "", ""), failed
         return self.inner.pipe(sender, receiver, progress=progress)
+
+    def replace(self, command: Command) -> NoReturn:
+        """Passes the exec to ``inner`` unless the process has "died" already.
+
+        The exec is the process's last act, so it is not counted as a change:
+        neither ``kill_before`` nor ``fail`` lands on it.
+        """
+        if self.killed is not None:
+            raise Killed(command=command, step=self.killed.step)
+        self.inner.replace(command)
