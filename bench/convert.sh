@@ -6,10 +6,13 @@
 # starts for a small tree with 3 and with 30 snapshots (they must not grow with snapshots).
 # Run in the lab:
 #   encroot lab run --out bench-out bench/convert.sh [SIZES_MIB] [ROUNDS]
-# SIZES_MIB defaults to "256 1024".  Writes $OUT/bench-convert.json.  Not part of CI.
+# SIZES_MIB defaults to "1 256 1024" (the 1 MiB tree gives the fixed cost: encroot's
+# seconds beyond the pipe's when there is next to nothing to copy); ROUNDS to 5, the pipe
+# and encroot interleaved in each round.  Writes $OUT/bench-convert.json with medians and
+# per-round ratios.  Not part of CI; run it on an otherwise idle machine.
 set -euo pipefail
-sizes=${1:-256 1024}
-rounds=${2:-1}
+sizes=${1:-1 256 1024}
+rounds=${2:-5}
 work=$(mktemp -d /var/tmp/bench.XXXXXX)
 printf '%s' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$work/new.hex"
 seconds() { python3 -c 'import time; print(time.monotonic())'; }
@@ -77,14 +80,24 @@ for row in sys.argv[3:]:
     runs.setdefault(size, []).append({"pipe": float(pipe), "initial": float(initial),
                                       "cutover": float(cutover), "downtime": float(downtime)})
 median = statistics.median
+smallest = min(runs, key=int)
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
     "tree": "unencrypted POOL/tree with children a and b, 3 snapshots, random data",
+    "rounds": {size: len(rs) for size, rs in runs.items()},
     "runs": runs,
+    "median_seconds": {size: {k: median(r[k] for r in rs) for k in rs[0]}
+                       for size, rs in runs.items()},
     "initial_throughput_ratio": {size: round(median(r["pipe"] for r in rs)
                                              / median(r["initial"] for r in rs), 3)
                                  for size, rs in runs.items()},
+    "initial_throughput_ratio_per_round": {size: [round(r["pipe"] / r["initial"], 3)
+                                                  for r in rs] for size, rs in runs.items()},
     "downtime_seconds": {size: median(r["downtime"] for r in rs) for size, rs in runs.items()},
+    "fixed_cost": {"tree_mib": int(smallest),
+                   "seconds": round(median(r["initial"] - r["pipe"]
+                                           for r in runs[smallest]), 3),
+                   "zfs_processes_whole_encrypt": int(sys.argv[1])},
     "zfs_processes": {"3_snapshots": int(sys.argv[1]), "30_snapshots": int(sys.argv[2])},
 }
 print(json.dumps(result, indent=2))
