@@ -297,16 +297,17 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
     plan.refuse_if_needed()
     assert plan.goal is not None
     goal = plan.goal
-    if not plan.transfers_done:  # a first space check, before anything changes
-        plan_phase(request, state, phase, goal.name,
-                   _estimates(zfs, plan.transfers, state)).refuse_if_needed()
+    estimates: dict[str, int] = {}
+    if not plan.transfers_done:  # the space check, before anything changes
+        estimates = _estimates(zfs, plan.transfers, state)
+        plan_phase(request, state, phase, goal.name, estimates).refuse_if_needed()
     run = _Run(zfs, request, say, progress, source_key, destination_key, PhaseResult(plan),
                state)
     if "cutover" in request.phases:  # before the first byte moves, not after the copy
         _check_keys(run, state)
     _take_ownership(run, phase)
     try:
-        return _run_owned_phase(run, phase, plan, goal)
+        return _run_owned_phase(run, phase, plan, goal, estimates)
     finally:
         if run.phase_marked:
             zfs.inherit(request.destination, MIGRATE_MARKER)
@@ -327,16 +328,22 @@ def _take_ownership(run: _Run, phase: str) -> None:
                  run.state.destination.root_values.get(MIGRATE_MARKER), dumps(marker))
 
 
-def _run_owned_phase(run: _Run, phase: str, plan: PhasePlan, goal: Goal) -> PhaseResult:
+def _run_owned_phase(run: _Run, phase: str, plan: PhasePlan, goal: Goal,
+                     estimates: dict[str, int]) -> PhaseResult:
+    """The phase after ownership: snapshot, transfers, checks, and cutover's steps.
+
+    The transfers are estimated once, before the goal snapshot is taken (its
+    stand-in is each dataset's newest snapshot): the progress line's total grows
+    when a stream outgrows it, so a second round of ``zfs send -nP`` after the
+    snapshot would cost seconds for a slightly better total.
+    """
     zfs, request, say, state = run.zfs, run.request, run.say, run.state
     if not plan.transfers_done:
         if goal.create:
             say(f"snapshot: {request.source}@{goal.name} (recursive)")
             zfs.snapshot([f"{request.source}@{goal.name}"], recursive=True)
             state = replace(state, source=read_side(zfs, request.source))
-        plan = plan_phase(request, state, phase, goal.name)
-        plan = plan_phase(request, state, phase, goal.name,
-                          _estimates(zfs, plan.transfers, state))
+        plan = plan_phase(request, state, phase, goal.name, estimates)
         plan.goal = goal
         plan.refuse_if_needed()
         run.result.plan, run.state = plan, state
