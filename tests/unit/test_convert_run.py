@@ -5,7 +5,9 @@ the pipe, cutover's unmount before the snapshot, the swap, holds, mounts, --reco
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,6 +32,14 @@ def fs(**extra: str) -> dict[str, str]:
             "mountpoint": "/somewhere", **extra}
 
 
+def lua_value(literal: str) -> str | None:
+    """A literal as ``encroot.zfs.lua.lua_string`` writes it, read back; ``nil`` is None."""
+    if literal == "nil":
+        return None
+    body = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1))), literal[1:-1])
+    return body.encode("latin-1").decode()
+
+
 @dataclass
 class FakeZfs(FakeDatasets):
     """FakeDatasets plus snapshots, sends and receives, mounts and holds."""
@@ -38,6 +48,7 @@ class FakeZfs(FakeDatasets):
     keys_seen: list[bytes] = field(default_factory=list)
     sender: tuple[str, ...] = ()
     txg: itertools.count = field(default_factory=lambda: itertools.count(10))  # type: ignore[type-arg]
+    runner: RecordingRunner | None = None  # set by zfs_for: the claim program's script
 
     def __call__(self, command: Command) -> tuple[int, str, str]:
         argv = command.argv[1:]
@@ -53,6 +64,8 @@ class FakeZfs(FakeDatasets):
         if not command.mutates:
             return super().__call__(command)
         self.changes.append(argv)
+        if verb == "program":  # owned.claim_marker; its Lua is tested in test_owned_claim
+            return self._claim()
         if verb == "snapshot":
             self._snapshot(argv[-1])
         elif verb == "receive":
@@ -80,6 +93,23 @@ class FakeZfs(FakeDatasets):
         else:
             self._apply(argv)
         return 0, "", ""
+
+    def _claim(self) -> tuple[int, str, str]:
+        """The compare-and-set of the claim program the runner was just handed."""
+        assert self.runner is not None
+        script = (self.runner.calls[-1][1] or b"").decode()
+        literals = [lua_value(text) for text in re.findall(
+            r'(nil|"(?:[^"\\]|\\\d{3})*")', script.split("\n", 1)[1].split("local current", 1)[0])]
+        dataset, prop, expected, value = literals[:4]
+        assert dataset is not None and prop is not None and value is not None
+        current = (self.datasets[dataset].get(prop)
+                   if prop in self.local.get(dataset, set()) else None)
+        if current != expected:
+            return 0, json.dumps({"return": {"claimed": False, "current": current}}), ""
+        self.changes.append(("set", f"{prop}={value}", dataset))
+        self.datasets[dataset][prop] = value
+        self.local.setdefault(dataset, set()).add(prop)
+        return 0, '{"return": {"claimed": true}}', ""
 
     def _snapshot(self, name: str) -> None:
         top, short = name.split("@")
@@ -138,6 +168,7 @@ def tree() -> FakeZfs:
 
 def zfs_for(fake: FakeZfs, kill_before: int | None = None) -> tuple[Zfs, RecordingRunner]:
     runner = RecordingRunner(fake)
+    fake.runner = runner
     inner: Runner = runner
     if kill_before is not None:
         inner = FaultInjector(runner, kill_before=kill_before)

@@ -19,7 +19,14 @@ from typing import Any, Protocol
 
 from ..errors import ConvertRefused, DatasetBusy, ZfsError
 from ..keys import Key
-from ..owned import CONVERT_MARKER, CONVERT_SNAPSHOT_PREFIX, ConvertPhase, Owner, dumps
+from ..owned import (
+    CONVERT_MARKER,
+    CONVERT_SNAPSHOT_PREFIX,
+    ConvertPhase,
+    Owner,
+    claim_marker,
+    dumps,
+)
 from ..zfs import Zfs
 from .busy import holders
 from .files import compare_files
@@ -184,7 +191,7 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
     unmounted: list[str] = []
     started = time.monotonic()
     if state.new.exists:  # before the unmount: the evidence --recover mounts it again by
-        _take_over(zfs, request, phase, owner)
+        _take_over(zfs, request, state, phase, owner)
     if phase == "cutover":
         unmounted = _unmount(zfs, state)
     try:
@@ -242,10 +249,16 @@ def _mount_again(zfs: Zfs, names: list[str], say: Callable[[str], None]) -> None
             say(f"could not mount {name} again: {exc}")
 
 
-def _take_over(zfs: Zfs, request: ConvertRequest, phase: str, owner: Owner) -> None:
+def _take_over(zfs: Zfs, request: ConvertRequest, state: ConvertState, phase: str,
+               owner: Owner) -> None:
+    """Name this process on the new tree's top, over the marker read with ``state``
+    (a compare-and-set: a second run that read the same marker loses)."""
     marker = ConvertPhase(target=request.dataset, operation=request.operation, phase=phase,
                           owner=owner)
-    zfs.set(request.temp, {CONVERT_MARKER: dumps(marker)})
+    top = state.new.top
+    read = top.values.get(CONVERT_MARKER) if top is not None and \
+        top.sources.get(CONVERT_MARKER) == "local" else None
+    claim_marker(zfs, str(request.temp), CONVERT_MARKER, read, dumps(marker))
 
 
 def _set_keylocation(zfs: Zfs, request: ConvertRequest) -> None:
