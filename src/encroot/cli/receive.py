@@ -122,9 +122,11 @@ def _plan_lines(plan: ReceivePlan) -> list[str]:
     lines = [f"plan: {plan.mode} {plan.target} (receive into {plan.receive_into})",
              "checks:"] + [f"  ok  {check}" for check in plan.checks]
     lines += [f"  note {note}" for note in plan.notes]
-    lines += ["steps:"] + [f"  {n}. {step.action} {step.dataset}"
-                           + (f"  ({step.detail})" if step.detail else "")
-                           for n, step in enumerate(plan.steps, 1)]
+    lines.append("steps:")
+    for number, step in enumerate(plan.steps, 1):
+        lines.append(f"  {number}. {step.action.value} {step.dataset}"
+                     + (f"  ({step.detail})" if step.detail else ""))
+        lines += [f"       {command.shell_line()}" for command in step.commands]
     return lines
 
 
@@ -146,6 +148,6 @@ def _result_lines(result: ReceiveResult) -> list[str]:
               f"  old: {_encryption_text(plan.old_encryption)}",
               f"  new: {_encryption_text(result.new_encryption)}",
               f"  snapshots: {', '.join(result.snapshots) or '-'}"]
-    if plan.mode == "replace" and plan.old and any(s.action == "keep-old" for s in plan.steps):
-        lines.append(f"  old tree kept as {plan.old}")
+    if plan.kept_old:
+        lines.append(f"  old tree kept as {plan.kept_old}")
     return lines
