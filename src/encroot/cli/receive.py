@@ -45,10 +45,10 @@ def add_receive_commands(commands: Subcommands[Parser]) -> None:
                               "mounted while the new one is received and verified; if it is "
                               "busy then, the verified new tree waits for --recover)")
     receive.add_argument("-v", dest="verbose", action="store_true",
-                         help="print each step and zfs command")
+                         help="print each step and each zfs command as it runs")
     receive.add_argument("-n", dest="dry_run", action="store_true",
-                         help="print the plan (with --allow-encryption-change) and change "
-                              "nothing")
+                         help="print the plan (with --allow-encryption-change): each step "
+                              "with the zfs commands it runs, as shell lines; change nothing")
     receive.add_argument("-s", dest="resumable", action="store_true",
                          help="keep a partial receive resumable (zfs send -t)")
     receive.add_argument("-o", dest="set_props", action="append", default=[],
