@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from encroot.receive.target import derived_target
+from encroot.stream import StreamInfo
 from encroot.zfs import Binaries, Command, Zfs
 from encroot.zfs.testing import RecordingRunner, Responder
 
@@ -124,3 +126,79 @@ class FakeDatasets:
                 continue
             rows.append(f"{name}\t{prop}\t{values[prop]}\t{source}\n")
         return rows
+
+
+def filesystem(**props: str) -> dict[str, str]:
+    """A file system's properties as receive reads them (unencrypted, unmounted)."""
+    base = {"type": "filesystem", "encryption": "off", "encryptionroot": "-",
+            "keystatus": "-", "mounted": "no", "canmount": "on", "userrefs": "-",
+            "clones": "-", "receive_resume_token": "-"}
+    return {**base, **props}
+
+
+@dataclass
+class ReceivingWorld(FakeDatasets):
+    """``FakeDatasets`` in which ``zfs receive`` lands ``stream`` roughly as ZFS would.
+
+    For executor tests that follow a whole receive through the command layer:
+    the received datasets and snapshots appear with the stream's GUIDs (a
+    raw stream's as their own encryption roots, keys not loaded), ``-o``
+    properties are set locally, an existing (partial or incremental) target
+    gains the snapshots and loses its resume token. ``zfs version`` answers
+    2.1 (table output); ``mount``/``unmount`` keep ``mounted`` and fail for
+    names in ``busy``; ``wrong_guid`` lands every snapshot with GUID 1.
+    """
+
+    stream: StreamInfo | None = None
+    busy: set[str] = field(default_factory=set)
+    wrong_guid: bool = False
+
+    def __call__(self, command: Command) -> tuple[int, str, str]:
+        argv = command.argv
+        if argv[1:2] == ("version",):
+            return 0, "zfs-2.1.11-1\nzfs-kmod-2.1.11-1\n", ""
+        if argv[1] in ("mount", "unmount"):
+            if argv[1] == "unmount" and argv[-1] in self.busy:
+                return 1, "", f"cannot unmount '/{argv[-1]}': pool or dataset is busy\n"
+            self.changes.append(argv[1:])
+            self.datasets[argv[-1]]["mounted"] = "yes" if argv[1] == "mount" else "no"
+            return 0, "", ""
+        if argv[1] == "receive":
+            self.changes.append(argv[1:])
+            self._land(argv[2:])
+            return 0, "", ""
+        return super().__call__(command)
+
+    def _land(self, args: tuple[str, ...]) -> None:
+        assert self.stream is not None
+        stream, flags, props = self.stream, set(), {}
+        for index, arg in enumerate(args[:-1]):
+            if arg == "-o":
+                name, _, value = args[index + 1].partition("=")
+                props[name] = value
+            elif arg.startswith("-") and args[index - 1] not in ("-o", "-x"):
+                flags.add(arg)
+        name, _, snapshot = args[-1].partition("@")
+        flag = next((f for f in ("-d", "-e") if f in flags), "")
+        top = str(derived_target(name, stream.toname, flag)) if flag else name
+        landing = ([(d.relative_to(stream.top), d.is_encroot,
+                     [(s.name, s.guid) for s in d.snapshots]) for d in stream.datasets]
+                   if stream.package else
+                   [("", stream.raw, [(snapshot or stream.tosnap or "", stream.toguid)])])
+        root = top
+        for relative, own_root, snapshots in landing:
+            dataset = top if not relative else f"{top}/{relative}"
+            root = dataset if own_root else root
+            if dataset not in self.datasets:
+                mounted = "no" if "-u" in flags or stream.raw else "yes"
+                self.datasets[dataset] = filesystem(mounted=mounted) if not stream.raw else \
+                    filesystem(encryption="aes-256-gcm", encryptionroot=root,
+                               keystatus="unavailable")
+            self.datasets[dataset]["receive_resume_token"] = "-"
+            for snap, guid in snapshots:
+                self.datasets[f"{dataset}@{snap}"] = {
+                    "type": "snapshot", "userrefs": "0", "clones": "",
+                    "guid": "1" if self.wrong_guid else str(guid)}
+        for prop, value in props.items():
+            self.datasets[top][prop] = value
+            self.local.setdefault(top, set()).add(prop)

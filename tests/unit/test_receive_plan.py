@@ -60,7 +60,7 @@ def test_replace_plan_steps_in_order() -> None:
                                           "dst/fs@s": snap()}), stream("raw-full"))
     assert plan.mode == "replace" and plan.receive_into == "dst/fs.encroot-recv"
     assert plan.old == "dst/fs.encroot-old"
-    assert [(s.action, s.dataset) for s in plan.steps] == [
+    assert [(s.action.value, s.dataset) for s in plan.steps] == [
         ("receive", "dst/fs.encroot-recv"), ("verify", "dst/fs.encroot-recv"),
         ("mark-verified", "dst/fs.encroot-recv"), ("unmount", "dst/fs"),
         ("mark-replaced", "dst/fs"), ("rename", "dst/fs"), ("rename", "dst/fs.encroot-recv"),
@@ -70,7 +70,7 @@ def test_replace_plan_steps_in_order() -> None:
 
 def test_the_old_tree_stays_mounted_until_the_verified_new_one_is_swapped_in() -> None:
     plan = plan_receive(request(), state({"dst/fs": fs(mounted="yes")}), stream("raw-full"))
-    actions = [s.action for s in plan.steps]
+    actions = [s.action.value for s in plan.steps]
     assert actions.index("unmount") == actions.index("mark-verified") + 1
     assert "the old tree stays mounted" in plan.steps[0].detail
     assert "dst/fs stay mounted until the swap (-u)" in " ".join(plan.checks)
@@ -81,8 +81,8 @@ def test_the_old_tree_stays_mounted_until_the_verified_new_one_is_swapped_in() -
 
 def test_without_u_the_new_tree_is_mounted_and_an_unmounted_target_is_fine() -> None:
     plan = plan_receive(request(no_mount=False), state(), stream("raw-full"))
-    assert plan.steps[-1].action == "mount"
-    unmount = next(s for s in plan.steps if s.action == "unmount")
+    assert plan.steps[-1].action.value == "mount"
+    unmount = next(s for s in plan.steps if s.action.value == "unmount")
     assert unmount.detail.endswith("what is mounted then")  # nothing is, unless mounted since
 
 
@@ -90,8 +90,8 @@ def test_keep_old_keeps_instead_of_destroying() -> None:
     plan = plan_receive(request(keep_old=DatasetName("dst/previous")), state(),
                         stream("raw-full"))
     assert plan.old == "dst/previous"
-    assert ("keep-old", "dst/previous") in [(s.action, s.dataset) for s in plan.steps]
-    assert not any(s.action == "destroy-old" for s in plan.steps)
+    assert ("keep-old", "dst/previous") in [(s.action.value, s.dataset) for s in plan.steps]
+    assert not any(s.action.value == "destroy-old" for s in plan.steps)
 
 
 @pytest.mark.parametrize(("options", "current", "stream_name", "message"), [
@@ -155,7 +155,7 @@ def test_keep_old_name_taken() -> None:
 def test_absent_target_is_received_directly() -> None:
     plan = plan_receive(request(), state({}), stream("raw-full"))
     assert plan.mode == "create" and plan.receive_into == "dst/fs"
-    assert [s.action for s in plan.steps] == ["receive", "verify"]
+    assert [s.action.value for s in plan.steps] == ["receive", "verify"]
 
 
 def test_package_replaces_a_tree_it_brings_entirely() -> None:

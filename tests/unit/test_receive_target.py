@@ -83,7 +83,7 @@ def test_with_d_a_missing_target_is_created_by_zfs_receive_d_itself() -> None:
     resolved = request(name_from_stream="-d").for_stream(stream("raw-full"))
     assert resolved.target == "dst/enc"
     plan = plan_receive(resolved, current_for(state({}), "dst/enc"), stream("raw-full"))
-    assert plan.mode == "create" and plan.steps[0].action == "receive"
+    assert plan.mode == "create" and plan.steps[0].action.value == "receive"
     assert resolved.zfs_target() == "dst"  # zfs receive -d dst creates missing parents
 
 

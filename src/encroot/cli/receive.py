@@ -45,10 +45,10 @@ def add_receive_commands(commands: Subcommands[Parser]) -> None:
                               "mounted while the new one is received and verified; if it is "
                               "busy then, the verified new tree waits for --recover)")
     receive.add_argument("-v", dest="verbose", action="store_true",
-                         help="print each step and zfs command")
+                         help="print each step and each zfs command as it runs")
     receive.add_argument("-n", dest="dry_run", action="store_true",
-                         help="print the plan (with --allow-encryption-change) and change "
-                              "nothing")
+                         help="print the plan (with --allow-encryption-change): each step "
+                              "with the zfs commands it runs, as shell lines; change nothing")
     receive.add_argument("-s", dest="resumable", action="store_true",
                          help="keep a partial receive resumable (zfs send -t)")
     receive.add_argument("-o", dest="set_props", action="append", default=[],
@@ -122,9 +122,11 @@ def _plan_lines(plan: ReceivePlan) -> list[str]:
     lines = [f"plan: {plan.mode} {plan.target} (receive into {plan.receive_into})",
              "checks:"] + [f"  ok  {check}" for check in plan.checks]
     lines += [f"  note {note}" for note in plan.notes]
-    lines += ["steps:"] + [f"  {n}. {step.action} {step.dataset}"
-                           + (f"  ({step.detail})" if step.detail else "")
-                           for n, step in enumerate(plan.steps, 1)]
+    lines.append("steps:")
+    for number, step in enumerate(plan.steps, 1):
+        lines.append(f"  {number}. {step.action.value} {step.dataset}"
+                     + (f"  ({step.detail})" if step.detail else ""))
+        lines += [f"       {command.shell_line()}" for command in step.commands]
     return lines
 
 
@@ -146,6 +148,6 @@ def _result_lines(result: ReceiveResult) -> list[str]:
               f"  old: {_encryption_text(plan.old_encryption)}",
               f"  new: {_encryption_text(result.new_encryption)}",
               f"  snapshots: {', '.join(result.snapshots) or '-'}"]
-    if plan.mode == "replace" and plan.old and any(s.action == "keep-old" for s in plan.steps):
-        lines.append(f"  old tree kept as {plan.old}")
+    if plan.kept_old:
+        lines.append(f"  old tree kept as {plan.kept_old}")
     return lines

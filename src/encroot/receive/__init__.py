@@ -10,7 +10,8 @@ markers encroot owns (``encroot.owned``), and how every interrupted state is
 recovered.
 
 Parts: ``state`` (the request, reading ZFS in a few bulk calls), ``plan``
-(pure), ``run`` (executing), ``recover`` (finishing or undoing an
+(pure), ``steps`` (each step's action and zfs commands, pure), ``run``
+(executing the steps' commands), ``recover`` (finishing or undoing an
 interrupted run; refuses while the run's owner is alive).
 """
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from ..errors import InputError
 from ..stream import StreamInfo
 from ..zfs import Result, Zfs
-from .plan import Expected, ReceivePlan, Step, expected_datasets, plan_receive
+from .plan import Expected, ReceivePlan, expected_datasets, plan_receive
 from .recover import (
     Orphan,
     RecoveryReport,
@@ -40,12 +41,14 @@ from .state import (
     read_state,
     temp_name,
 )
+from .steps import ReceiveAction, Step
 from .target import derived_target, split_target
 
 __all__ = [
     "Expected",
     "Orphan",
     "Outcome",
+    "ReceiveAction",
     "ReceivePlan",
     "ReceiveRefused",
     "ReceiveRequest",
@@ -107,6 +110,9 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
                    say: Callable[[str], None] = lambda line: None) -> Outcome:
     """``encroot receive``: plain ``zfs receive``, or the safe cross-boundary replacement.
 
+    A dry run (``request.dry_run``, or a ``Zfs`` in dry-run mode) ends with the
+    plan: nothing runs that ZFS would have to fake.
+
     Raises:
         StreamError: the stream's header is unreadable (nothing was changed).
         ReceiveRefused: a precondition failed (nothing was changed).
@@ -126,13 +132,15 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
         state = read_state(zfs, request.target)
         state.refuse_live_owner()
         recovery = None
-        if state.needs_recovery(resuming=peeked.info.resuming) and not request.dry_run:
+        dry_run = request.dry_run or zfs.dry_run
+        if state.needs_recovery(resuming=peeked.info.resuming) and not dry_run:
             recovery = recover(zfs, request.target, keep_resumable=peeked.info.resuming,
                                unmount_old=request.no_mount, say=say)
             state = read_state(zfs, request.target)
         keep_old_exists = request.keep_old is not None and zfs.exists(request.keep_old)
-        plan = plan_receive(request, state, peeked.info, keep_old_exists=keep_old_exists)
-        if request.dry_run:
+        plan = plan_receive(request, state, peeked.info, keep_old_exists=keep_old_exists,
+                            commands=zfs.commands)
+        if dry_run:
             return Outcome(plan=plan, recovery=recovery)
         result = execute(zfs, request, plan, peeked.fd, say=say)
         result.recovery = recovery

@@ -1,8 +1,9 @@
 """Planning ``encroot receive --allow-encryption-change`` (pure).
 
 ``plan_receive`` turns (request, state, stream header) into a ``ReceivePlan``:
-the checks that passed, notes, the steps ``execute`` runs, and what ZFS must
-show afterwards (``Expected``).
+the checks that passed, notes, the steps ``execute`` runs with the zfs
+commands each runs (``steps.py``), and what ZFS must show afterwards
+(``Expected``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..names import DatasetName
-from ..owned import RECV_REPLACED, RECV_VERIFIED
+from ..owned import Owner
 from ..stream import StreamInfo
+from ..zfs import Command, ZfsCommands
 from .state import (
     Props,
     ReceiveRefused,
@@ -23,25 +25,20 @@ from .state import (
     resumable,
     temp_name,
 )
+from .steps import (
+    ReceiveAction,
+    Step,
+    direct_receive,
+    mounted_deepest_first,
+    replace_steps,
+)
 
-__all__ = ["Expected", "ReceivePlan", "Step", "encryption_of", "expected_datasets",
+__all__ = ["Expected", "ReceivePlan", "encryption_of", "expected_datasets",
            "mounted_deepest_first", "plan_receive"]
 
 # Properties a raw receive must take from the stream (libzfs: "encryption
 # property '%s' cannot be set or excluded for raw streams"); keylocation may be set.
 RAW_FIXED_PROPERTIES = ("encryption", "keyformat", "pbkdf2iters", "pbkdf2salt", "encryptionroot")
-
-@dataclass(frozen=True)
-class Step:
-    """One thing the executor does; ``action`` picks the function."""
-
-    action: str
-    dataset: str
-    detail: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {"action": self.action, "dataset": self.dataset, "detail": self.detail}
-
 
 @dataclass(frozen=True)
 class Expected:
@@ -58,7 +55,10 @@ class Expected:
 
 @dataclass(frozen=True)
 class ReceivePlan:
-    """Everything ``execute`` will do, and what ZFS must show afterwards."""
+    """Everything ``execute`` will do, and what ZFS must show afterwards.
+
+    ``owner`` is the process the plan's markers name: the one that executes it.
+    """
 
     mode: str  # replace | create | incremental | resume
     target: str
@@ -70,7 +70,19 @@ class ReceivePlan:
     steps: tuple[Step, ...]
     expected: tuple[Expected, ...]
     old_encryption: Props | None
+    owner: Owner
     parent_encryption: str = "off"
+
+    @property
+    def kept_old(self) -> str | None:
+        """Where the old tree is kept (``--keep-old``), or None when it is destroyed."""
+        keeps = any(step.action is ReceiveAction.KEEP_OLD for step in self.steps)
+        return self.old if keeps else None
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        """Every step's commands, in the order the steps run them."""
+        return tuple(command for step in self.steps for command in step.commands)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,8 +190,14 @@ def _replace_checks(request: ReceiveRequest, state: TargetState,
 
 
 def plan_receive(request: ReceiveRequest, state: TargetState, stream: StreamInfo,
-                 *, keep_old_exists: bool = False) -> ReceivePlan:
+                 *, keep_old_exists: bool = False, owner: Owner | None = None,
+                 commands: ZfsCommands | None = None) -> ReceivePlan:
     """Decide what ``encroot receive --allow-encryption-change`` does (pure).
+
+    ``owner``: the process that will execute the plan, which its markers
+    name (this one by default).  ``commands`` builds the steps' commands;
+    pass ``zfs.commands`` of the ``Zfs`` that will execute the plan (the
+    default names ``zfs`` on ``$PATH``, for showing a plan).
 
     Raises:
         ReceiveRefused: a precondition fails; the message names it.
@@ -201,19 +219,22 @@ def plan_receive(request: ReceiveRequest, state: TargetState, stream: StreamInfo
                       f"({request.name_from_stream}, as zfs receive names it)")
     old_props = encryption_of(state.tree.get(target))
     expected = expected_datasets(stream, request.snapshot)
+    build = commands or ZfsCommands()
     base: dict[str, Any] = {"stream": stream, "old_encryption": old_props,
-                            "expected": expected,
+                            "expected": expected, "owner": owner or Owner.current(),
                             "parent_encryption": (state.parent or {}).get("encryption", "off")}
 
     if stream.resuming:
-        return _plan_resume(request, state, checks, base)
+        return _plan_resume(request, state, checks, base, build)
     if not state.exists:
-        steps = (Step("receive", target, "zfs receive into the target (it does not exist)"),
-                 Step("verify", target, "snapshot GUIDs and encryption as the stream says"))
+        steps = (direct_receive(request, "zfs receive into the target (it does not exist)",
+                                build),
+                 Step(ReceiveAction.VERIFY, target,
+                      "snapshot GUIDs and encryption as the stream says"))
         return ReceivePlan("create", target, target, None, checks=tuple(checks), notes=(),
                            steps=steps, **base)
     if not stream.full:
-        return _plan_incremental(request, state, stream, checks, base)
+        return _plan_incremental(request, state, stream, checks, base, build)
 
     more_checks, notes = _replace_checks(request, state, stream)
     checks += more_checks
@@ -221,25 +242,27 @@ def plan_receive(request: ReceiveRequest, state: TargetState, stream: StreamInfo
     if keep_old_exists:
         raise _refuse(f"--keep-old {old!r}: a dataset of that name exists")
     return ReceivePlan("replace", target, temp_name(target), old, checks=tuple(checks),
-                       notes=tuple(notes), steps=_replace_steps(request, state, old),
+                       notes=tuple(notes), steps=_replace_steps(request, state, old, base,
+                                                                build),
                        **base)
 
 
 def _plan_incremental(request: ReceiveRequest, state: TargetState, stream: StreamInfo,
-                      checks: list[str], base: dict[str, Any]) -> ReceivePlan:
+                      checks: list[str], base: dict[str, Any],
+                      build: ZfsCommands) -> ReceivePlan:
     target = state.target
     if stream.raw and state.tree[target].get("encryption", "off") == "off":
         raise _refuse(f"target {target!r}: cannot perform raw receive on top of existing "
                       "unencrypted dataset (an incremental stream never crosses the "
                       "encryption boundary; send a full stream to replace it)")
     checks.append("incremental: applied by zfs receive onto the existing target")
-    steps = (Step("receive", target, "zfs receive of the incremental stream"),)
+    steps = (direct_receive(request, "zfs receive of the incremental stream", build),)
     return ReceivePlan("incremental", target, target, None, checks=tuple(checks), notes=(),
                        steps=steps, **base)
 
 
 def _plan_resume(request: ReceiveRequest, state: TargetState, checks: list[str],
-                 base: dict[str, Any]) -> ReceivePlan:
+                 base: dict[str, Any], build: ZfsCommands) -> ReceivePlan:
     """A ``zfs send -t TOKEN`` stream continues an interrupted ``-s`` receive."""
     target = state.target
     if state.temp_resumable:
@@ -248,45 +271,26 @@ def _plan_resume(request: ReceiveRequest, state: TargetState, checks: list[str],
         return ReceivePlan("replace", target, temp_name(target), old,
                            checks=tuple(checks + more_checks + ["resume: continues the "
                                                                 "interrupted receive"]),
-                           notes=tuple(notes), steps=_replace_steps(request, state, old),
-                           **base)
+                           notes=tuple(notes),
+                           steps=_replace_steps(request, state, old, base, build), **base)
     if resumable(state.tree.get(target)):
-        steps = (Step("receive", target, "zfs receive -s resumes the interrupted receive"),)
+        steps = (direct_receive(request, "zfs receive -s resumes the interrupted receive",
+                                build),)
         return ReceivePlan("resume", target, target, None, checks=tuple(checks), notes=(),
                            steps=steps, **base)
     raise _refuse(f"target {target!r}: the stream resumes an interrupted receive, but no "
                   "partial receive of this target is waiting (no receive_resume_token)")
 
 
-def _replace_steps(request: ReceiveRequest, state: TargetState, old: str) -> tuple[Step, ...]:
-    target = state.target
-    temp = temp_name(target)
-    mounted = mounted_deepest_first(state.tree)
-    steps = [
-        Step("receive", temp, f"zfs receive -u -o {RECV_VERIFIED}=<receiving marker> into "
-                              "the temporary sibling (the marker names this process)"
-                              + ("; the old tree stays mounted" if mounted else "")),
-        Step("verify", temp, "snapshot GUIDs and encryption as the stream says"),
-        Step("mark-verified", temp, f"{RECV_VERIFIED}=<verified marker: stream GUID, "
-                                    "keep-old NAME>"),
-        Step("unmount", target, "the old tree, deepest first, for the swap only: "
-                                + (", ".join(mounted) if mounted else "what is mounted then")),
-        Step("mark-replaced", target, f"{RECV_REPLACED}=<replaced marker: {target}>"),
-        Step("rename", target, old),
-        Step("rename", temp, target),
-        Step("keep-old" if request.keep_old else "destroy-old", old,
-             "old tree kept" if request.keep_old else "zfs destroy -r"),
-        Step("clear-verified", target, f"zfs inherit {RECV_VERIFIED}"),
-    ]
-    if not request.no_mount:
-        steps.append(Step("mount", target, "file systems whose keys are loaded"))
-    return tuple(steps)
-
-
-def mounted_deepest_first(tree: dict[str, Props]) -> list[str]:
-    """The mounted file systems of a tree, children before their parents."""
-    return sorted((n for n, p in tree.items() if p.get("mounted") == "yes"),
-                  key=lambda n: (-n.count("/"), n))
+def _replace_steps(request: ReceiveRequest, state: TargetState, old: str,
+                   base: dict[str, Any], build: ZfsCommands) -> tuple[Step, ...]:
+    stream: StreamInfo = base["stream"]
+    # A raw stream's datasets arrive with their keys unloaded: MOUNT cannot mount them.
+    mountable = stream.package or stream.objset_type == "filesystem"
+    mount = [e.name_under(state.target) for e in base["expected"]
+             if mountable and not e.encrypted]
+    return replace_steps(request, state, old, stream, owner=base["owner"], commands=build,
+                         mount=mount)
 
 
 def encryption_of(props: Props | None) -> Props | None:

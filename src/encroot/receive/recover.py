@@ -28,8 +28,8 @@ from ..owned import (
     processes_with_argument,
 )
 from ..zfs import Zfs
-from .plan import mounted_deepest_first
 from .state import ReceiveRefused, TargetState, get_tree, read_state, temp_name
+from .steps import mounted_deepest_first
 
 __all__ = ["Orphan", "RecoveryReport", "orphan_receives", "recover", "rename",
            "unmount_for_swap", "wait_for_orphans"]

@@ -1,5 +1,12 @@
 """Executing a receive plan: receive into the temporary, verify, swap by renames.
 
+``execute`` runs each step's own commands (``Step.commands``, built by the
+planner with the markers' owner) through the ``Zfs`` it is given; it
+dispatches on the step's ``ReceiveAction`` with a ``match`` whose default
+branch is ``assert_never``, so mypy rejects an action without code.  Only
+UNMOUNT and MOUNT decide their commands from what ZFS shows when they run
+(see ``Step``).  A dry run never gets here: it ends with the plan.
+
 Every marker names this process (``encroot.owned.Owner``) from the first
 change on: the temporary is created by ``zfs receive -o
 encroot:recv-verified=<receiving marker>``, and OpenZFS sets ``-o``
@@ -16,23 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from ..errors import EncrootError, SwapPending, ZfsError
 from ..names import DatasetName
-from ..owned import (
-    RECV_REPLACED,
-    RECV_VERIFIED,
-    Owner,
-    ReceiveInProgress,
-    ReceiveReplaced,
-    ReceiveVerified,
-    dumps,
-)
-from ..stream import StreamInfo
-from ..zfs import Result, Zfs
-from .plan import Expected, ReceivePlan, Step, encryption_of
-from .recover import RecoveryReport, recover, rename, unmount_for_swap
+from ..owned import RECV_VERIFIED
+from ..zfs import Zfs
+from .plan import Expected, ReceivePlan, encryption_of
+from .recover import RecoveryReport, recover, unmount_for_swap
 from .state import (
     Props,
     ReceiveRequest,
@@ -43,6 +41,7 @@ from .state import (
     resumable,
     temp_name,
 )
+from .steps import ReceiveAction, Step
 
 __all__ = ["ReceiveResult", "execute", "verify"]
 
@@ -63,8 +62,7 @@ class ReceiveResult:
             "old_encryption": self.plan.old_encryption,
             "new_encryption": self.new_encryption,
             "snapshots": self.snapshots,
-            "kept_old": self.plan.old if self.plan.steps and any(
-                s.action == "keep-old" for s in self.plan.steps) else None,
+            "kept_old": self.plan.kept_old,
             "recovery": self.recovery.actions if self.recovery else [],
             "plan": self.plan.to_json(),
         }
@@ -77,7 +75,6 @@ class _Context:
     plan: ReceivePlan
     stream_fd: int
     say: Callable[[str], None]
-    owner: Owner = field(default_factory=Owner.current)
     unmounted: list[str] = field(default_factory=list)
     marked_verified: bool = False
     zfs_output: str = ""
@@ -88,17 +85,29 @@ def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int
             say: Callable[[str], None] = lambda line: None) -> ReceiveResult:
     """Run the plan's steps; on failure before the swap, undo; after it, recover.
 
+    The plan must come from ``plan_receive(..., commands=zfs.commands)``: its
+    commands run as they are, so they must name this ``Zfs``'s binary.
+
     Raises:
+        ValueError: a dry run (it ends with the plan), or the plan's commands
+            name another zfs binary than ``zfs`` runs (nothing was changed).
         ZfsError: a zfs command failed (after undo or recovery; the message says which).
         VerificationFailed: the received data did not match the stream.
     """
+    if request.dry_run or zfs.dry_run:
+        raise ValueError("a dry run ends with the plan; execute() runs a plan for real")
+    program = zfs.commands.program
+    if any(command.argv[0] != program for command in plan.commands):
+        raise ValueError(f"the plan's commands run another zfs than {program!r}: plan with "
+                         "plan_receive(..., commands=zfs.commands)")
     context = _Context(zfs, request, plan, stream_fd, say)
     swapped = False
     try:
         for step in plan.steps:
-            say(f"{step.action}: {step.dataset}" + (f" ({step.detail})" if step.detail else ""))
-            _ACTIONS[step.action](context, step)
-            swapped = swapped or step.action == "mark-replaced"
+            say(f"{step.action.value}: {step.dataset}"
+                + (f" ({step.detail})" if step.detail else ""))
+            _run_step(context, step)
+            swapped = swapped or step.action is ReceiveAction.MARK_REPLACED
     except BaseException as exc:
         if plan.mode == "replace" and not swapped:
             _undo_before_swap(context, exc)
@@ -152,32 +161,39 @@ def _undo_before_swap(context: _Context, error: BaseException) -> None:
         return
     props = get_props(context.zfs, [temp]).get(temp)
     marker = local_marker(props, RECV_VERIFIED)
-    mine = getattr(marker, "owner", None) == context.owner
+    mine = getattr(marker, "owner", None) == context.plan.owner
     keep_partial = context.request.resumable and resumable(props)
     if props is not None and mine and not keep_partial:
         context.zfs.destroy(temp, recursive=True)
 
 
-def _do_unmount(context: _Context, step: Step) -> None:
-    """Unmount the old tree as it is mounted now (it stayed in service while receiving)."""
-    context.unmounted = unmount_for_swap(context.zfs, step.dataset)
+def _run_step(context: _Context, step: Step) -> None:
+    """The code for each action; mypy checks that every ``ReceiveAction`` has a case."""
+    match step.action:
+        case ReceiveAction.RECEIVE:
+            (command,) = step.commands  # the stream is its stdin
+            result = context.zfs.execute(command, stdin_fd=context.stream_fd)
+            context.zfs_output += result.stdout
+        case ReceiveAction.VERIFY:
+            _do_verify(context, step)
+        case ReceiveAction.MARK_VERIFIED:
+            _run_commands(context, step)
+            context.marked_verified = True
+        case ReceiveAction.UNMOUNT:
+            # what is mounted now, as the old tree stayed in service while receiving
+            context.unmounted = unmount_for_swap(context.zfs, step.dataset)
+        case (ReceiveAction.MARK_REPLACED | ReceiveAction.RENAME | ReceiveAction.DESTROY_OLD
+              | ReceiveAction.KEEP_OLD | ReceiveAction.CLEAR_VERIFIED):
+            _run_commands(context, step)
+        case ReceiveAction.MOUNT:
+            _do_mount(context, step)
+        case _:
+            assert_never(step.action)
 
 
-def _do_receive(context: _Context, step: Step) -> None:
-    request = context.request
-    properties = dict(request.properties)
-    if context.plan.mode == "replace":  # into the temporary, by its explicit name
-        options = ["-u"] + (["-s"] if request.resumable else []) + (
-            ["-v"] if request.verbose else [])
-        into = request.zfs_target(step.dataset)
-        owned = ReceiveInProgress(target=context.plan.target, owner=context.owner)
-        properties[RECV_VERIFIED] = dumps(owned)  # ownership from the dataset's creation on
-    else:  # into the target itself, named as the caller did (-d/-e, FS@SNAP)
-        options, into = request.zfs_flags(), request.zfs_target()
-    result: Result = context.zfs.receive(into, context.stream_fd, options=options,
-                                         properties=properties,
-                                         excluded=request.excluded)
-    context.zfs_output += result.stdout
+def _run_commands(context: _Context, step: Step) -> None:
+    for command in step.commands:
+        context.zfs.execute(command)
 
 
 def _do_verify(context: _Context, step: Step) -> None:
@@ -226,43 +242,6 @@ def _verify_one(table: dict[str, Props], expected: Expected, top: str,
     return problems
 
 
-def _do_mark_verified(context: _Context, step: Step) -> None:
-    keep = context.request.keep_old
-    marker = ReceiveVerified(guid=_stream_guid(context.plan.stream),
-                             keep_old=None if keep is None else str(keep), owner=context.owner)
-    context.zfs.set(step.dataset, {RECV_VERIFIED: dumps(marker)})
-    context.marked_verified = True
-
-
-def _stream_guid(stream: StreamInfo) -> str:
-    if not stream.package:
-        return str(stream.toguid)
-    top = stream.datasets[0] if stream.datasets else None
-    snaps = {s.name: s.guid for s in top.snapshots} if top else {}
-    return str(snaps.get(stream.tosnap or "", 0))
-
-
-def _do_mark_replaced(context: _Context, step: Step) -> None:
-    marker = ReceiveReplaced(target=context.plan.target, owner=context.owner)
-    context.zfs.set(step.dataset, {RECV_REPLACED: dumps(marker)})
-
-
-def _do_rename(context: _Context, step: Step) -> None:
-    rename(context.zfs, step.dataset, step.detail)
-
-
-def _do_destroy_old(context: _Context, step: Step) -> None:
-    context.zfs.destroy(step.dataset, recursive=True)
-
-
-def _do_keep_old(context: _Context, step: Step) -> None:
-    context.zfs.inherit(step.dataset, RECV_REPLACED)
-
-
-def _do_clear_verified(context: _Context, step: Step) -> None:
-    context.zfs.inherit(step.dataset, RECV_VERIFIED)
-
-
 def _do_mount(context: _Context, step: Step) -> None:
     table = {name: {p: v.value for p, v in props.items()} for name, props in
              context.zfs.get([step.dataset], ("canmount", "mountpoint", "keystatus", "mounted"),
@@ -273,19 +252,3 @@ def _do_mount(context: _Context, step: Step) -> None:
                      and props.get("keystatus") in ("available", "-"))
         if mountable:
             context.zfs.mount(name)
-
-
-_ACTIONS: dict[str, Callable[[_Context, Step], None]] = {
-    "unmount": _do_unmount,
-    "receive": _do_receive,
-    "verify": _do_verify,
-    "mark-verified": _do_mark_verified,
-    "mark-replaced": _do_mark_replaced,
-    "rename": _do_rename,
-    "destroy-old": _do_destroy_old,
-    "keep-old": _do_keep_old,
-    "clear-verified": _do_clear_verified,
-    "mount": _do_mount,
-}
-
-

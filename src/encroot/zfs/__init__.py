@@ -6,6 +6,7 @@ the pure text-to-record and stderr-to-exception logic.
 """
 
 from .client import SendSpec, Zfs
+from .commands import ZfsCommands
 from .parse import PropertyTable, PropertyValue, ZfsVersion, parse_get_json, parse_get_table
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 from .translate import translate
@@ -20,6 +21,7 @@ __all__ = [
     "SendSpec",
     "SubprocessRunner",
     "Zfs",
+    "ZfsCommands",
     "ZfsVersion",
     "find_binaries",
     "parse_get_json",

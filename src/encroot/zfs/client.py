@@ -23,8 +23,8 @@ from ..names import (
     PoolName,
     SnapshotName,
     dataset_or_snapshot,
-    validate_property_value,
 )
+from .commands import ZfsCommands, check_receive_flags
 from .holds import HoldMethods
 from .options import check_property_name as _check_property_name
 from .options import property_args as _property_args
@@ -39,7 +39,6 @@ __all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importer
 _KEY_PROPERTIES = ("keyformat", "keylocation")
 TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
 SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
-RECEIVE_FLAGS = ("-F", "-u", "-v", "-n", "-s", "-e", "-d", "-h", "-M")
 # The subcommands encroot hands over whole when it adds nothing to them (``exec_replacing``).
 DROP_IN_SUBCOMMANDS = ("receive", "recv", "change-key")
 
@@ -54,13 +53,6 @@ def _write_key(fd: int, key: Key) -> None:
                 written += os.write(fd, rest)
     finally:
         whole.release()
-
-
-def _check_receive_flags(options: Sequence[str]) -> None:
-    for option in options:
-        if option not in RECEIVE_FLAGS:
-            raise InvalidProperty(f"receive option {option!r}: use one of "
-                                  f"{' '.join(RECEIVE_FLAGS)}")
 
 
 @dataclass
@@ -89,6 +81,12 @@ class Zfs(PoolMethods, HoldMethods):
         if self.binaries is None:
             self.binaries = find_binaries()
         return self.binaries
+
+    @property
+    def commands(self) -> ZfsCommands:
+        """The builders of state-changing commands, with the zfs binary this layer runs
+        (found on first use), for plans whose steps carry the commands they run."""
+        return ZfsCommands(self._paths().zfs)
 
     def zfs_command(self, *args: str, mutates: bool = False, secret: bool = False) -> Command:
         return Command((self._paths().zfs, *args), mutates=mutates, secret_stdin=secret)
@@ -292,8 +290,7 @@ class Zfs(PoolMethods, HoldMethods):
         self.execute(self.zfs_command(*args, mutates=True, secret=key is not None), key=key)
 
     def destroy(self, name: str, *, recursive: bool = False) -> None:
-        args = ["destroy"] + (["-r"] if recursive else []) + [dataset_or_snapshot(name)]
-        self.execute(self.zfs_command(*args, mutates=True))
+        self.execute(self.commands.destroy(name, recursive=recursive))
 
     def destroy_all_snapshots(self, name: str) -> None:
         """``zfs destroy NAME@%``: every snapshot of one dataset (the whole range), in one
@@ -312,20 +309,14 @@ class Zfs(PoolMethods, HoldMethods):
         """Set several properties in one ``zfs set`` (applied together)."""
         if not properties:
             return
-        pairs = [f"{_check_property_name(k)}={validate_property_value(k, v)}"
-                 for k, v in properties.items()]
-        self.execute(self.zfs_command("set", *pairs, dataset_or_snapshot(name), mutates=True))
+        self.execute(self.commands.set(name, properties))
 
     def inherit(self, name: str, prop: str, *, recursive: bool = False) -> None:
-        args = ["inherit"] + (["-r"] if recursive else [])
-        self.execute(self.zfs_command(*args, _check_property_name(prop),
-                                      dataset_or_snapshot(name), mutates=True))
+        self.execute(self.commands.inherit(name, prop, recursive=recursive))
 
     def rename(self, source: str, target: str, *, no_remount: bool = True) -> None:
         """``zfs rename [-u]``; with ``no_remount`` mounted file systems are not remounted."""
-        args = ["rename"] + (["-u"] if no_remount else [])
-        self.execute(self.zfs_command(*args, DatasetName(source), DatasetName(target),
-                                      mutates=True))
+        self.execute(self.commands.rename(source, target, no_remount=no_remount))
 
     def receive(self, target: str, stream_fd: int, *, options: Sequence[str] = (),
                 properties: Mapping[str, str] | None = None,
@@ -336,13 +327,9 @@ class Zfs(PoolMethods, HoldMethods):
         ``target`` a file system or a snapshot (``FS@SNAP`` names the received one).
         With ``check`` False a failure is returned as ZFS reported it, not raised.
         """
-        _check_receive_flags(options)
-        args = ["receive", *options, *_property_args("-o", properties or {})]
-        for name in excluded:
-            args += ["-x", _check_property_name(name)]
-        args.append(dataset_or_snapshot(target))
-        return self.execute(self.zfs_command(*args, mutates=True), stdin_fd=stream_fd,
-                            check=check)
+        command = self.commands.receive(target, options=options, properties=properties,
+                                        excluded=excluded)
+        return self.execute(command, stdin_fd=stream_fd, check=check)
 
     # -- streams ----------------------------------------------------------------
 
@@ -372,7 +359,7 @@ class Zfs(PoolMethods, HoldMethods):
             the receive's typed error, or ``ZfsError`` naming the send when
             the send failed while the receive reported nothing.
         """
-        _check_receive_flags(options)
+        check_receive_flags(options)
         props = dict(properties or {})
         if key is not None and ("keylocation" in props or "keyformat" in props):
             raise InvalidProperty("keylocation/keyformat: set by encroot from the key; do not "
@@ -417,15 +404,10 @@ class Zfs(PoolMethods, HoldMethods):
 
     def mount(self, name: str, *, options: Sequence[str] = ()) -> None:
         """``zfs mount [-o OPTIONS] NAME``; ``options`` are temporary mount options (``ro``)."""
-        for option in options:
-            if not option.isalnum():
-                raise InvalidProperty(f"mount option {option!r}: one word such as ro")
-        args = ["mount"] + (["-o", ",".join(options)] if options else [])
-        self.execute(self.zfs_command(*args, DatasetName(name), mutates=True))
+        self.execute(self.commands.mount(name, options=options))
 
     def unmount(self, name: str, *, force: bool = False) -> None:
-        args = ["unmount"] + (["-f"] if force else []) + [DatasetName(name)]
-        self.execute(self.zfs_command(*args, mutates=True))
+        self.execute(self.commands.unmount(name, force=force))
 
     # -- keys -------------------------------------------------------------------
 

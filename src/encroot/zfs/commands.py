@@ -1,0 +1,95 @@
+"""Pure builders of the ``zfs`` commands that change datasets: a checked argv, as data.
+
+Planners put these ``Command``s into their steps, so that ``-n``, ``--json``
+and ``-v`` show what will run, as copy-pasteable shell lines, and an executor
+runs the planned command itself instead of rebuilding it from printed text.
+``Zfs``'s methods build their commands here too, so a planned command and the
+one the layer would run for the same call cannot drift apart.
+
+Building checks names and property options and starts nothing; it needs no
+zfs binary (``program`` is what argv[0] will be: ``Zfs.commands`` binds the
+binary the layer found, the default ``zfs`` is the one on ``$PATH``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..errors import InvalidProperty
+from ..names import DatasetName, dataset_or_snapshot, validate_property_value
+from .options import check_property_name, property_args
+from .runner import Command
+
+__all__ = ["RECEIVE_FLAGS", "ZfsCommands", "check_receive_flags"]
+
+RECEIVE_FLAGS = ("-F", "-u", "-v", "-n", "-s", "-e", "-d", "-h", "-M")
+
+
+def check_receive_flags(options: Sequence[str]) -> None:
+    """Raises InvalidProperty for a receive option encroot does not pass on."""
+    for option in options:
+        if option not in RECEIVE_FLAGS:
+            raise InvalidProperty(f"receive option {option!r}: use one of "
+                                  f"{' '.join(RECEIVE_FLAGS)}")
+
+
+@dataclass(frozen=True)
+class ZfsCommands:
+    """Builds state-changing ``zfs`` commands (``mutates=True``) with ``program`` first.
+
+    Every builder raises ``InvalidName`` for a bad dataset name and
+    ``InvalidProperty`` for a bad property name, value or option.
+    """
+
+    program: str = "zfs"
+
+    def _command(self, *args: str) -> Command:
+        return Command((self.program, *args), mutates=True)
+
+    def receive(self, target: str, *, options: Sequence[str] = (),
+                properties: Mapping[str, str] | None = None,
+                excluded: Sequence[str] = ()) -> Command:
+        """``zfs receive [OPTIONS] [-o P=V]... [-x P]... TARGET`` (the stream is its stdin).
+
+        ``options`` are single-letter flags (``RECEIVE_FLAGS``); ``target`` a
+        file system or ``FS@SNAP`` (names the received snapshot).
+        """
+        check_receive_flags(options)
+        args = ["receive", *options, *property_args("-o", properties or {})]
+        for name in excluded:
+            args += ["-x", check_property_name(name)]
+        return self._command(*args, dataset_or_snapshot(target))
+
+    def set(self, name: str, properties: Mapping[str, str]) -> Command:
+        """``zfs set P=V... NAME``: several properties in one command (applied together)."""
+        if not properties:
+            raise InvalidProperty("zfs set: no property to set")
+        pairs = [f"{check_property_name(k)}={validate_property_value(k, v)}"
+                 for k, v in properties.items()]
+        return self._command("set", *pairs, dataset_or_snapshot(name))
+
+    def inherit(self, name: str, prop: str, *, recursive: bool = False) -> Command:
+        args = ["inherit"] + (["-r"] if recursive else [])
+        return self._command(*args, check_property_name(prop), dataset_or_snapshot(name))
+
+    def rename(self, source: str, target: str, *, no_remount: bool = True) -> Command:
+        """``zfs rename [-u]``; with ``no_remount`` mounted file systems are not remounted."""
+        args = ["rename"] + (["-u"] if no_remount else [])
+        return self._command(*args, DatasetName(source), DatasetName(target))
+
+    def destroy(self, name: str, *, recursive: bool = False) -> Command:
+        args = ["destroy"] + (["-r"] if recursive else [])
+        return self._command(*args, dataset_or_snapshot(name))
+
+    def mount(self, name: str, *, options: Sequence[str] = ()) -> Command:
+        """``zfs mount [-o OPTIONS] NAME``; ``options`` are temporary mount options (``ro``)."""
+        for option in options:
+            if not option.isalnum():
+                raise InvalidProperty(f"mount option {option!r}: one word such as ro")
+        args = ["mount"] + (["-o", ",".join(options)] if options else [])
+        return self._command(*args, DatasetName(name))
+
+    def unmount(self, name: str, *, force: bool = False) -> Command:
+        args = ["unmount"] + (["-f"] if force else [])
+        return self._command(*args, DatasetName(name))
