@@ -153,9 +153,7 @@ def _convert(args: argparse.Namespace) -> int:
              [line for plan in plans for line in plan_lines(plan)])
         return Exit.FAILED if any(plan.refusals for plan in plans) else Exit.OK
     with closing_all([_key(args, request)]) as keys:
-        # TransferProgress reads only .target and .estimate, which convert's transfers have
-        progress = TransferProgress(sys.stderr)
-        result = cv.convert(zfs, request, key=keys[0], progress=progress,  # type: ignore[arg-type]
+        result = cv.convert(zfs, request, key=keys[0], progress=TransferProgress(sys.stderr),
                             say=say)
     lines = []
     for phase in result.phases:

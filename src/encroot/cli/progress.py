@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-from ..migrate import Transfer
 from ..migrate.steps import human_bytes
+from ..progress import TransferShape
 
 __all__ = ["TransferProgress"]
 
@@ -24,12 +24,12 @@ class TransferProgress:
         self.out = out
         self.clock = clock
         self.live = out.isatty()
-        self.transfer: Transfer | None = None
+        self.transfer: TransferShape | None = None
         self.done = 0
         self.started = 0.0
         self.drawn = 0.0
 
-    def start(self, transfer: Transfer) -> None:
+    def start(self, transfer: TransferShape) -> None:
         self.transfer, self.done = transfer, 0
         self.started = self.drawn = self.clock()
 
@@ -41,7 +41,7 @@ class TransferProgress:
             self.out.write("\r" + self.line(now) + "\033[K")
             self.out.flush()
 
-    def finish(self, transfer: Transfer, count: int) -> None:
+    def finish(self, transfer: TransferShape, count: int) -> None:
         self.done = count
         ending = "\033[K\n" if self.live else "\n"
         self.out.write(("\r" if self.live else "") + self.line(self.clock(), finished=True)

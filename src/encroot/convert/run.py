@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import ConvertRefused, DatasetBusy, ZfsError
 from ..keys import Key
@@ -27,6 +27,7 @@ from ..owned import (
     claim_marker,
     dumps,
 )
+from ..progress import Progress
 from ..zfs import Zfs
 from .busy import holders
 from .files import compare_files
@@ -40,13 +41,6 @@ __all__ = ["ConvertResult", "PhaseResult", "Progress", "convert", "fresh_snapsho
 
 MAX_ROUNDS = 16  # partial receives resumed, then read again: a healthy run needs two
 
-
-class Progress(Protocol):
-    def start(self, transfer: Transfer) -> None: ...
-
-    def advance(self, count: int) -> None: ...
-
-    def finish(self, transfer: Transfer, count: int) -> None: ...
 
 
 @dataclass

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import DatasetNotFound, IncorrectKey, ZfsError
 from ..keys import Key
@@ -29,6 +29,7 @@ from ..owned import (
     dumps,
     refuse_live,
 )
+from ..progress import Progress
 from ..zfs import SendSpec, Zfs
 from .files import VerificationFailed, child_entries, copy_root_data, fail_on, verify_files
 from .finish import (
@@ -66,15 +67,6 @@ STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus",
 # Partial receives resumed, then read again: a bound that a healthy run never reaches.
 MAX_SYNC_ROUNDS = 32
 
-
-class Progress(Protocol):
-    """Told about each transfer as it runs (the CLI draws a progress line)."""
-
-    def start(self, transfer: Transfer) -> None: ...
-
-    def advance(self, count: int) -> None: ...
-
-    def finish(self, transfer: Transfer, count: int) -> None: ...
 
 
 @dataclass
