@@ -153,7 +153,9 @@ def test_a_held_batch_rotation_is_refused_by_recover_get_change_key_and_doctor_f
         keys[names[-1]] = tmp_path / f"new-{len(names)}.key"
         keys[names[-1]].write_text(os.urandom(32).hex())
     files = " ".join(f"--key-file {keys[n]}" for n in names)
-    first = start(holder(tmp_path, '[ "$1" = change-key ]'),
+    # Not the capability probe (`zfs change-key -o atime=on`, which zfs refuses): the
+    # first real change-key comes after the journal.
+    first = start(holder(tmp_path, '[ "$1" = change-key ] && [ "$3" != atime=on ]'),
                   f"change-key -o oxide:epoch=2 {files} {' '.join(names)}")
     wait_for_waiters(tmp_path, 1, [first])
     journals = [json.loads(prop(n, "encroot:rotation")) for n in names]
