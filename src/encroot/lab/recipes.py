@@ -39,7 +39,10 @@ class Recipe:
     suite: str
     zfs_suite: str
     base_packages: tuple[str, ...] = ("linux-image-amd64", "kmod", "procps", "python3")
-    guest_packages: tuple[str, ...] = ("python3-pytest",)
+    # OpenSSH and iproute2 for the remote tests: sshd on the guest's loopback, and two
+    # guests linked by one network device (docs/lab.md)
+    guest_packages: tuple[str, ...] = ("python3-pytest", "openssh-server", "openssh-client",
+                                       "iproute2")
 
     @property
     def backports(self) -> bool:
