@@ -5,6 +5,9 @@ destroy), then `--recover`; and a stream cut in the initial phase, then the phas
 After `--recover` exactly one complete tree is under the name: the old one (interrupted
 before the new one was marked verified) or the new one (after), with every file and
 snapshot, mounted, and no leftovers.
+
+The tree is built once per module and saved, and once more after the initial phase
+(``PoolMaker.save``); each test imports a fresh copy of the state it starts from.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PoolFactory
+from .conftest import PoolMaker, SavedPool
 from .helpers import encroot, names_under, prop, sh
 from .test_convert import HEX_1, Scene, build_tree, file_state, snapshot_state
 
@@ -77,6 +80,46 @@ def initial(scene: Scene, key: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The new tree's hex key, at one path for the whole module (the saved pools name it)."""
+    path = tmp_path_factory.mktemp("convert-key") / "k"
+    path.write_text(HEX_1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved_tree(module_make_pool: PoolMaker, tmp_path_factory: pytest.TempPathFactory
+               ) -> SavedPool:
+    """The unencrypted test tree of test_convert, built once and saved."""
+    pool = module_make_pool()
+    build_tree(pool, tmp_path_factory.mktemp("tree"))
+    return module_make_pool.save(pool)
+
+
+@pytest.fixture(scope="module")
+def saved_after_initial(module_make_pool: PoolMaker, saved_tree: SavedPool, key: Path
+                        ) -> SavedPool:
+    """The saved tree after ``encroot encrypt --phase initial``, saved again."""
+    pool = module_make_pool.restore(saved_tree)
+    initial(Scene(pool, f"{pool}/my data", key.parent), key)
+    return module_make_pool.save(pool)
+
+
+@pytest.fixture
+def fresh(make_pool: PoolMaker, saved_tree: SavedPool, tmp_path: Path) -> Scene:
+    """A copy of the saved tree, nothing converted yet."""
+    pool = make_pool.restore(saved_tree)
+    return Scene(pool, f"{pool}/my data", tmp_path)
+
+
+@pytest.fixture
+def staged(make_pool: PoolMaker, saved_after_initial: SavedPool, tmp_path: Path) -> Scene:
+    """A copy of the saved tree with the initial phase done."""
+    pool = make_pool.restore(saved_after_initial)
+    return Scene(pool, f"{pool}/my data", tmp_path)
+
+
 def outcome(scene: Scene, snaps: dict[str, str], files: dict[str, dict[str, str]]) -> str:
     """'old' or 'new': which complete tree is under the name (and nothing else is left)."""
     leftovers = [n for n in names_under(scene.pool) if ".encroot-convert" in n]
@@ -100,12 +143,9 @@ KILL_POINTS = [
 
 @pytest.mark.parametrize(("word", "n", "expected"), KILL_POINTS,
                          ids=[f"{w}-{n}" for w, n, _ in KILL_POINTS])
-def test_sigkill_at_cutover_then_recover(make_pool: PoolFactory, tmp_path: Path, word: str,
-                                         n: int, expected: str) -> None:
-    key = tmp_path / "k"
-    key.write_text(HEX_1)
-    scene = build_tree(make_pool(), tmp_path)
-    initial(scene, key)
+def test_sigkill_at_cutover_then_recover(staged: Scene, word: str, n: int,
+                                         expected: str) -> None:
+    scene = staged
     snaps, files = snapshot_state(scene), file_state(scene)
     killed = run_killer(scene, word, n)
     assert killed.returncode == -9, killed.stdout + killed.stderr
@@ -116,11 +156,9 @@ def test_sigkill_at_cutover_then_recover(make_pool: PoolFactory, tmp_path: Path,
     assert "nothing to recover" in again.stdout, again.stdout
 
 
-def test_a_cut_stream_in_the_initial_phase_is_resumed_by_the_next_run(
-        make_pool: PoolFactory, tmp_path: Path) -> None:
-    key = tmp_path / "k"
-    key.write_text(HEX_1)
-    scene = build_tree(make_pool(), tmp_path)
+def test_a_cut_stream_in_the_initial_phase_is_resumed_by_the_next_run(fresh: Scene, key: Path
+                                                                      ) -> None:
+    scene = fresh
     cut = run_killer(scene, "child one@", 1, "initial", "cut", key)
     assert cut.returncode == 1 and "Traceback" in cut.stderr, cut.stderr
     partial = f"{scene.top}.encroot-convert/child one"
@@ -146,11 +184,8 @@ def old_tree_untouched(scene: Scene, files: dict[str, dict[str, str]]) -> None:
     assert file_state(scene) == files
 
 
-def test_sigkill_in_the_initial_phase_then_the_phase_again(make_pool: PoolFactory,
-                                                            tmp_path: Path) -> None:
-    key = tmp_path / "k"
-    key.write_text(HEX_1)
-    scene = build_tree(make_pool(), tmp_path)
+def test_sigkill_in_the_initial_phase_then_the_phase_again(fresh: Scene, key: Path) -> None:
+    scene = fresh
     files = file_state(scene)
     killed = run_killer(scene, "receive", 2, "initial", "kill", key)  # one dataset received
     assert killed.returncode == -9, killed.stdout + killed.stderr
@@ -160,12 +195,8 @@ def test_sigkill_in_the_initial_phase_then_the_phase_again(make_pool: PoolFactor
     cutover_is_new(scene)
 
 
-def test_sigkill_in_catch_up_then_catch_up_again(make_pool: PoolFactory,
-                                                  tmp_path: Path) -> None:
-    key = tmp_path / "k"
-    key.write_text(HEX_1)
-    scene = build_tree(make_pool(), tmp_path)
-    initial(scene, key)
+def test_sigkill_in_catch_up_then_catch_up_again(staged: Scene) -> None:
+    scene = staged
     sh(f"echo three > '/{scene.top}/child one/f3' && sync")
     files = file_state(scene)
     killed = run_killer(scene, "receive", 2, "catch-up", "kill")
@@ -176,11 +207,9 @@ def test_sigkill_in_catch_up_then_catch_up_again(make_pool: PoolFactory,
     cutover_is_new(scene)
 
 
-def test_a_full_pool_in_the_initial_phase_fails_cleanly_then_resumes(
-        make_pool: PoolFactory, tmp_path: Path) -> None:
-    key = tmp_path / "k"
-    key.write_text(HEX_1)
-    scene = build_tree(make_pool(), tmp_path)
+def test_a_full_pool_in_the_initial_phase_fails_cleanly_then_resumes(fresh: Scene, key: Path
+                                                                      ) -> None:
+    scene = fresh
     files = file_state(scene)
     full = run_killer(scene, "child one@", 1, "initial", "fill", key)
     assert full.returncode == 1, full.stdout + full.stderr
