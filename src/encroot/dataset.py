@@ -21,8 +21,9 @@ from typing import Any
 from .keys import Key, KeyFormat
 from .names import DatasetName, UserPropertyName, validate_property_value
 from .rotate.plan import ChangeKeyRequest, RotationPlan
-from .rotate.run import ChangeKeyResult, RecoveryResult, plan_for, recover, rotate_keys
-from .rotate.run import user_properties as _user_properties
+from .rotate.recover import RecoveryResult, recover
+from .rotate.recover import user_properties as _user_properties
+from .rotate.run import ChangeKeyResult, plan_for, rotate_keys
 from .zfs import Zfs
 
 __all__ = ["ChangeKey", "Dataset", "change_keys", "change_keys_async"]
@@ -53,7 +54,7 @@ class Dataset:
 
     def recover(self, *, new_key: Key | None = None, old_key: Key | None = None,
                 force: bool = False) -> RecoveryResult:
-        """Finish or undo an interrupted rotation (see ``encroot.rotate.run.recover``)."""
+        """Finish or undo an interrupted rotation (see ``encroot.rotate.recover``)."""
         return recover(self.zfs, self.name, new_key=new_key, old_key=old_key, force=force)
 
 
@@ -113,8 +114,9 @@ class ChangeKey:
         return ChangeKeyRequest(self.dataset.name, self._key, self._properties, **self._options)
 
     def plan(self) -> RotationPlan:
-        """Read state and plan, changing nothing."""
-        return plan_for(self.dataset.zfs, [self.request()])
+        """Read state and plan, changing nothing (a pending journal is planned against,
+        not resolved)."""
+        return plan_for(self.dataset.zfs, [self.request()], recover_pending=False)
 
     def run(self) -> ChangeKeyResult:
         """Change the key and properties; raise RotationFailed (or a refusal) otherwise."""

@@ -13,9 +13,8 @@ from encroot.keys import Key
 from encroot.names import DatasetName
 from encroot.owned import ROTATION_MARKER
 from encroot.owned.owner import Owner, process_start
-from encroot.rotate import ChangeKeyRequest, plan_for, recover
+from encroot.rotate import ChangeKeyRequest, plan_for, recover, user_properties
 from encroot.rotate.journal import Marker
-from encroot.rotate.run import user_properties
 
 from .fakes import FakeDatasets, make_zfs
 

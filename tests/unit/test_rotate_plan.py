@@ -15,9 +15,9 @@ from encroot.rotate import Capabilities, ChangeKeyRequest, StrategyUnavailable
 from encroot.rotate.journal import Marker, Owner, decide, history_shows_change
 from encroot.rotate.plan import DatasetState, RotationPlan, plan_rotation
 from encroot.rotate.run import execute
-from encroot.zfs import Command
+from encroot.zfs import Command, ZfsCommands
 
-from .fakes import make_zfs
+from .fakes import BINARIES, make_zfs
 
 HEX = "ab" * 32
 TANK_A, TANK_P_C = DatasetName("tank/a"), DatasetName("tank/p/c")
@@ -37,7 +37,7 @@ def root_state(name: str = "tank/a", **overrides: str) -> DatasetState:
 def plan(requests: list[ChangeKeyRequest], state: dict[str, DatasetState],
          capabilities: Capabilities = JOURNAL) -> RotationPlan:
     return plan_rotation(requests, state, capabilities, owner=OWNER, started="T",
-                         new_id=lambda: "id1")
+                         new_id=lambda: "id1", commands=ZfsCommands(BINARIES.zfs))
 
 
 # -- requests -----------------------------------------------------------------------
@@ -165,7 +165,11 @@ def test_plan_json_names_strategy_steps_and_expectations() -> None:
     assert document["strategy"] == "journal"
     assert document["datasets"][0]["change_key_options"] == {
         "keyformat": "passphrase", "pbkdf2iters": "200000"}
-    assert any("journal intent" in step for step in document["steps"])
+    assert [step["action"] for step in document["steps"]] == [
+        "write-journal", "change-key", "commit-journal", "verify"]
+    assert document["steps"][1]["commands"] == [
+        "/sbin/zfs change-key -o keyformat=passphrase -o pbkdf2iters=200000 tank/a < <secret>"]
+    assert "encroot:rotation" in document["steps"][0]["program"]
     assert "correct horse" not in json.dumps(document)
 
 
@@ -226,32 +230,32 @@ def test_history_counts_only_a_change_key_of_this_dataset_after_the_journal() ->
 # -- commands built ----------------------------------------------------------------
 
 def test_native_strategy_is_one_change_key_with_the_user_properties() -> None:
-    zfs, runner = make_zfs()
     with Key.hex(HEX) as key:
         request = ChangeKeyRequest(TANK_A, key, {"x:epoch": "2", "x:at": "now"},
                                    keylocation="prompt")
         rotation_plan = plan([request], {"tank/a": root_state()}, NATIVE)
-        zfs.dry_run = True
-        execute(zfs, rotation_plan, [request])
-    assert [c.argv for c in zfs.planned] == [
+    changes = [c for step in rotation_plan.steps for c in step.commands]
+    assert [c.argv for c in changes] == [
         ("/sbin/zfs", "change-key", "-o", "keyformat=hex", "-o", "keylocation=prompt",
          "-o", "x:epoch=2",
          "-o", "x:at=now", "tank/a")]
-    assert zfs.planned[0].secret_stdin and runner.calls == []
+    assert changes[0].secret_stdin and changes[0].mutates
+
+
+def journal_world(command: Command) -> tuple[int, str, str]:
+    """Journal programs succeed, and the verification reads tank/a rotated."""
+    if "program" in command.argv:
+        return 0, json.dumps({"return": {"written": True, "errors": {},
+                                         "tank/a": "committed"}}), ""
+    if "get" in command.argv:
+        rows = [f"tank/a\t{p}\t{v}\t-" for p, v in root_state().props.items()]
+        rows += ["tank/a\tx:epoch\t2\tlocal", "tank/a\tx:e\t2\tlocal"]
+        return 0, "\n".join(rows) + "\n", ""
+    return 0, "", ""
 
 
 def test_journal_strategy_commands_and_the_key_only_on_stdin() -> None:
-    def respond(command: Command) -> tuple[int, str, str]:
-        if "program" in command.argv:
-            return 0, json.dumps({"return": {"written": True, "errors": {},
-                                             "tank/a": "committed"}}), ""
-        if "get" in command.argv:
-            rows = [f"tank/a\t{p}\t{v}\t-" for p, v in root_state().props.items()]
-            rows += ["tank/a\tx:epoch\t2\tlocal"]
-            return 0, "\n".join(rows) + "\n", ""
-        return 0, "", ""
-
-    zfs, runner = make_zfs(respond)
+    zfs, runner = make_zfs(journal_world)
     with Key.hex(HEX) as key:
         request = ChangeKeyRequest(TANK_A, key, {"x:epoch": "2"})
         (result,) = execute(zfs, plan([request], {"tank/a": root_state()}), [request])
@@ -270,7 +274,7 @@ def test_a_current_file_keylocation_must_hold_the_given_key(tmp_path: Path) -> N
     key_file = tmp_path / "k"
     key_file.write_text("cd" * 32)
     state = {"tank/a": root_state(keylocation=f"file://{key_file}")}
-    zfs, runner = make_zfs(dry_run=True)
+    zfs, runner = make_zfs(journal_world)
     with Key.hex(HEX) as key:
         request = ChangeKeyRequest(TANK_A, key, {"x:e": "2"})
         rotation_plan = plan([request], state)
@@ -278,10 +282,10 @@ def test_a_current_file_keylocation_must_hold_the_given_key(tmp_path: Path) -> N
         assert not rotation_plan.rotations[0].stdin_key
         with pytest.raises(RotationRefused, match="holds a different key"):
             execute(zfs, rotation_plan, [request])
-    assert zfs.planned == [] and runner.calls == []
+    assert runner.calls == []
     key_file.write_text("ab" * 32 + "\n")
     with Key.hex(HEX) as key:
         request = ChangeKeyRequest(TANK_A, key, {"x:e": "2"})
         execute(zfs, plan([request], state), [request])
-    assert [c.argv[1] for c in zfs.planned] == ["program", "change-key", "program"]
-    assert not zfs.planned[1].secret_stdin
+    assert [argv[1] for argv in runner.argvs] == ["program", "change-key", "program", "get"]
+    assert not runner.calls[1][0].secret_stdin and runner.calls[1][1] is None

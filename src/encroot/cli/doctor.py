@@ -56,7 +56,7 @@ def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    zfs = Zfs(dry_run=args.dry_run)
+    zfs = Zfs()  # -n stops after plan_fixes: nothing below it is faked
     try:
         state = read_audit_state(zfs, args.targets)
     except (ZfsError, EncrootError) as exc:

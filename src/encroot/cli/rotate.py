@@ -11,9 +11,18 @@ from typing import Any
 from ..errors import InputError
 from ..keys import Key, KeyFormat
 from ..names import DatasetName
-from ..rotate import STRATEGIES, ChangeKeyRequest, RotationFailed, plan_for, recover, rotate_keys
+from ..rotate import (
+    STRATEGIES,
+    ChangeKeyRequest,
+    RotationFailed,
+    plan_for,
+    plan_recovery,
+    read_state,
+    recover,
+    rotate_keys,
+    user_properties,
+)
 from ..rotate.plan import DatasetState
-from ..rotate.run import read_state, user_properties
 from ..zfs import Zfs
 from .common import Exit, emit, say_to_stderr
 from .keyfiles import closing_all, read_key
@@ -233,7 +242,7 @@ def _change_key(args: argparse.Namespace) -> int:
     if args.current_key_file and not args.load:
         raise InputError("--current-key-file is used with -l only")
     datasets = [DatasetName(name) for name in args.datasets]
-    zfs = Zfs(dry_run=args.dry_run, log=say_to_stderr if args.verbose else None)
+    zfs = Zfs(log=say_to_stderr if args.verbose else None)
     keyformat = _key_format(key_options)
     location = key_options.get("keylocation")
     state = _state_reader(zfs, datasets)  # where each key comes from, as zfs would read it
@@ -245,12 +254,9 @@ def _change_key(args: argparse.Namespace) -> int:
             keylocation=location, pbkdf2iters=_iterations(key_options), inherit=args.inherit,
             load_key=old, strategy=args.strategy)
             for name, key, old in zip(datasets, new, current, strict=True)]
-        if args.dry_run:
-            plan = plan_for(zfs, requests)
-            emit(args.json, {"dry_run": True, **plan.as_json()},
-                 [f"strategy: {plan.strategy}", "checks:"]
-                 + [f"  ok  {check}" for check in plan.checks]
-                 + ["steps:"] + [f"  {n}. {s}" for n, s in enumerate(plan.steps(), 1)])
+        if args.dry_run:  # the plan is the whole of a dry run: nothing changes
+            plan = plan_for(zfs, requests, recover_pending=False)
+            emit(args.json, {"dry_run": True, **plan.as_json()}, plan.lines())
             return Exit.OK
         try:
             results = rotate_keys(zfs, requests, say=say_to_stderr if args.verbose else None)
@@ -274,13 +280,15 @@ def _result_line(result: object) -> str:
 
 
 def _recover(args: argparse.Namespace) -> int:
-    zfs = Zfs(dry_run=args.dry_run)
+    zfs = Zfs()
     name = DatasetName(args.dataset)
     path = args.new_key_file or args.old_key_file
     key = read_key(path, None, "key file") if path else None
-    with closing_all([key]):
-        outcome = recover(zfs, name, new_key=key if args.new_key_file else None,
-                          old_key=key if args.old_key_file else None, force=args.force)
+    keys = {"new_key": key if args.new_key_file else None,
+            "old_key": key if args.old_key_file else None, "force": args.force}
+    with closing_all([key]):  # -n: the decision is the whole of a dry run
+        outcome = (plan_recovery(zfs, name, **keys) if args.dry_run
+                   else recover(zfs, name, **keys))
     verb = {"none": "nothing to recover", "committed": "rotation finished (committed)",
             "aborted": "rotation undone (aborted)"}[outcome.action]
     emit(args.json, {"dry_run": args.dry_run, **outcome.as_json()},

@@ -58,7 +58,7 @@ def claim_marker(zfs: Zfs, dataset: str, prop: str, expected: str | None, value:
     """
     pool = dataset.split("/", 1)[0]
     result = zfs.program(pool, claim_program(dataset, prop, expected, value))
-    if zfs.dry_run or (isinstance(result, dict) and result.get("claimed") is True):
+    if isinstance(result, dict) and result.get("claimed") is True:
         return
     document = result if isinstance(result, dict) else {}
     if "error" in document:

@@ -17,7 +17,9 @@ from ..errors import InputError, InvalidProperty, RotationRefused, StrategyUnava
 from ..keys import Key, KeyFormat
 from ..names import DatasetName, validate_user_properties
 from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX
+from ..zfs import ZfsCommands
 from .journal import Marker, Owner
+from .steps import RotationStep, rotation_steps
 
 __all__ = [
     "STRATEGIES",
@@ -36,6 +38,7 @@ STRATEGIES = ("auto", "native", "channel-program", "journal")
 KEYFORMATS = ("hex", "raw", "passphrase")
 MIN_PBKDF2_ITERS = 100_000  # libzfs: MIN_PBKDF2_ITERATIONS
 # What plan_rotation needs to know about each dataset (and -i parents).
+_ZFS_ON_PATH = ZfsCommands()
 STATE_PROPERTIES = ("type", "encryption", "encryptionroot", "keyformat", "keylocation",
                     "keystatus", "pbkdf2salt", "pbkdf2iters", "origin")
 
@@ -160,33 +163,31 @@ class Rotation:
 
 @dataclass(frozen=True)
 class RotationPlan:
+    """A batch's strategy, each dataset's change, the checks made and the steps to run.
+
+    ``steps`` hold the commands the executor runs (``encroot.rotate.steps``).
+    """
+
     strategy: Strategy
     rotations: tuple[Rotation, ...]
     checks: tuple[str, ...]
+    steps: tuple[RotationStep, ...] = ()
 
-    def steps(self) -> list[str]:
-        """The plan as lines a person can read (``-n``)."""
-        lines: list[str] = []
-        for rotation in self.rotations:
-            if rotation.load_key:
-                lines.append(f"zfs load-key -L prompt {rotation.dataset} < <current key>")
-        journaled = [r for r in self.rotations if r.marker is not None]
-        if journaled:
-            lines.append(f"zfs program (journal intent: {ROTATION_MARKER} and staged values "
-                         f"on {len(journaled)} dataset(s), one transaction group per pool)")
-        for rotation in self.rotations:
-            lines.append(_change_key_line(rotation, self.strategy))
-        if journaled:
-            lines.append("zfs program (journal commit: staged values onto their properties, "
-                         "journal removed, one transaction group per pool)")
-        lines.append("verify keyformat, encryptionroot, keystatus and user properties")
+    def lines(self) -> list[str]:
+        """The plan as ``-n`` prints it."""
+        lines = [f"strategy: {self.strategy}", "checks:"]
+        lines += [f"  ok  {check}" for check in self.checks]
+        lines.append("steps:")
+        for number, step in enumerate(self.steps, 1):
+            first, *commands = step.lines()
+            lines += [f"  {number}. {first}"] + [f"  {line}" for line in commands]
         return lines
 
     def as_json(self) -> dict[str, object]:
         return {
             "strategy": self.strategy,
             "checks": list(self.checks),
-            "steps": self.steps(),
+            "steps": [step.to_json() for step in self.steps],
             "datasets": [{
                 "dataset": r.dataset, "change_key_options": dict(r.change_options),
                 "inherit": r.inherit, "properties": dict(r.properties),
@@ -195,15 +196,6 @@ class RotationPlan:
                            "encryptionroot": r.expect_encryptionroot},
             } for r in self.rotations],
         }
-
-
-def _change_key_line(rotation: Rotation, strategy: Strategy) -> str:
-    options = dict(rotation.change_options)
-    if strategy == "native":
-        options.update(rotation.properties)
-    parts = ["zfs change-key"] + (["-i"] if rotation.inherit else [])
-    parts += [f"-o {k}={v}" for k, v in options.items()] + [rotation.dataset]
-    return " ".join(parts) + (" < <new key>" if rotation.stdin_key else "")
 
 
 def choose_strategy(requested: str, capabilities: Capabilities, has_properties: bool) -> Strategy:
@@ -226,12 +218,19 @@ def choose_strategy(requested: str, capabilities: Capabilities, has_properties: 
 
 def plan_rotation(requests: Sequence[ChangeKeyRequest], state: Mapping[str, DatasetState],
                   capabilities: Capabilities, *, owner: Owner, started: str,
-                  new_id: Callable[[], str]) -> RotationPlan:
+                  new_id: Callable[[], str],
+                  commands: ZfsCommands = _ZFS_ON_PATH) -> RotationPlan:
     """Check every precondition, then plan the batch; raise RotationRefused on the first failure.
 
     ``state`` holds each dataset and, for ``-i``, its parent.  ``owner``,
     ``started`` and ``new_id`` fill the journal markers (inputs, so that
-    planning stays pure).
+    planning stays pure); ``commands`` builds the steps' commands
+    (``Zfs.commands`` names the binary the executor runs).
+
+    Raises:
+        InputError: a dataset named twice, or several strategies in one batch.
+        StrategyUnavailable: the strategy asked for does not exist here.
+        RotationRefused: a dataset's precondition failed (nothing was changed).
     """
     names = [r.dataset for r in requests]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -245,7 +244,8 @@ def plan_rotation(requests: Sequence[ChangeKeyRequest], state: Mapping[str, Data
     checks: list[str] = []
     rotations = tuple(_plan_one(r, state, strategy, checks, owner, started, new_id)
                       for r in requests)
-    return RotationPlan(strategy, rotations, tuple(checks))
+    return RotationPlan(strategy, rotations, tuple(checks),
+                        rotation_steps(strategy, rotations, commands=commands))
 
 
 def _plan_one(request: ChangeKeyRequest, state: Mapping[str, DatasetState], strategy: Strategy,

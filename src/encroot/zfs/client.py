@@ -420,8 +420,7 @@ class Zfs(PoolMethods, HoldMethods):
         Raises:
             IncorrectKey, KeyAlreadyLoaded, NotEncrypted, NotEncryptionRoot, DatasetNotFound.
         """
-        args = ["load-key"] + (["-n"] if noop else []) + ["-L", "prompt", DatasetName(name)]
-        self.execute(self.zfs_command(*args, mutates=not noop, secret=True), key=key)
+        self.execute(self.commands.load_key(name, noop=noop), key=key)
 
     def load_key_at_location(self, name: str) -> None:
         """``zfs load-key NAME``: ZFS reads the key from the dataset's ``file://`` keylocation."""
@@ -461,12 +460,9 @@ class Zfs(PoolMethods, HoldMethods):
         Raises:
             KeyNotLoaded, NotEncrypted, NotEncryptionRoot, DatasetNotFound, ZfsError.
         """
-        if inherit and key is not None:
-            raise ValueError("change-key -i takes no key")
-        args = ["change-key"] + (["-i"] if inherit else [])
-        args += [*_property_args("-o", properties or {}), DatasetName(name)]
-        return self.execute(self.zfs_command(*args, mutates=True, secret=key is not None),
-                            key=key, check=check)
+        command = self.commands.change_key(name, properties=properties, inherit=inherit,
+                                           key_on_stdin=key is not None)
+        return self.execute(command, key=key, check=check)
 
     def change_key_accepts_user_properties(self, name: str) -> bool:
         """Whether this ``zfs change-key`` can set user properties (upstream e635d27ebc).
@@ -494,13 +490,17 @@ class Zfs(PoolMethods, HoldMethods):
             PermissionDenied (channel programs need root), ZfsError (the
             program failed; ZFS's message says where).
         """
-        args = ["program", "-j"] + (["-n"] if read_only else [])
-        if instructions is not None:
-            args += ["-t", str(int(instructions))]
-        if memory is not None:
-            args += ["-m", str(int(memory))]
-        args += [PoolName(pool), "-"]
-        command = self.zfs_command(*args, mutates=not read_only)
+        command = self.commands.channel_program(pool, read_only=read_only,
+                                                instructions=instructions, memory=memory)
+        return self.run_program(command, script)
+
+    def run_program(self, command: Command, script: str) -> Any:
+        """Run a ``zfs program`` command built by ``ZfsCommands.program`` with ``script``
+        on its stdin; return the program's value (see ``program``).
+
+        Raises:
+            PermissionDenied, ZfsError: as ``program``.
+        """
         result = self.execute(command, data=script.encode(), check=False)
         if not result.ok:
             error = translate(result)
@@ -508,7 +508,7 @@ class Zfs(PoolMethods, HoldMethods):
                 error = ZfsError(" ".join(result.stderr.split()), argv=command.argv,
                                  returncode=result.returncode, stderr=result.stderr)
             raise error
-        if self.dry_run and not read_only:
+        if self.dry_run and command.mutates:
             return None
         try:
             return json.loads(result.stdout).get("return")

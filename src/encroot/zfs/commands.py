@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidProperty
-from ..names import DatasetName, dataset_or_snapshot, validate_property_value
+from ..names import DatasetName, PoolName, dataset_or_snapshot, validate_property_value
 from .options import check_property_name, property_args
 from .runner import Command
 
@@ -44,8 +44,8 @@ class ZfsCommands:
 
     program: str = "zfs"
 
-    def _command(self, *args: str) -> Command:
-        return Command((self.program, *args), mutates=True)
+    def _command(self, *args: str, secret: bool = False) -> Command:
+        return Command((self.program, *args), mutates=True, secret_stdin=secret)
 
     def receive(self, target: str, *, options: Sequence[str] = (),
                 properties: Mapping[str, str] | None = None,
@@ -93,3 +93,34 @@ class ZfsCommands:
     def unmount(self, name: str, *, force: bool = False) -> Command:
         args = ["unmount"] + (["-f"] if force else [])
         return self._command(*args, DatasetName(name))
+
+    def change_key(self, name: str, *, properties: Mapping[str, str] | None = None,
+                   inherit: bool = False, key_on_stdin: bool = False) -> Command:
+        """``zfs change-key [-i] [-o P=V]... NAME``; ``key_on_stdin`` marks the new key's
+        stdin as secret (ZFS reads it there when the keylocation is ``prompt``).
+
+        Raises:
+            InvalidProperty: ``inherit`` with a key (``-i`` takes none), or a bad option.
+        """
+        if inherit and key_on_stdin:
+            raise InvalidProperty("change-key -i takes no key", subject="-i")
+        args = ["change-key"] + (["-i"] if inherit else [])
+        args += property_args("-o", properties or {})
+        return self._command(*args, DatasetName(name), secret=key_on_stdin)
+
+    def load_key(self, name: str, *, noop: bool = False) -> Command:
+        """``zfs load-key [-n] -L prompt NAME``, the key on stdin; ``-n`` only checks the
+        key and changes nothing (a read)."""
+        args = ("load-key", *(["-n"] if noop else []), "-L", "prompt", DatasetName(name))
+        return Command((self.program, *args), mutates=not noop, secret_stdin=True)
+
+    def channel_program(self, pool: str, *, read_only: bool = False,
+                        instructions: int | None = None, memory: int | None = None) -> Command:
+        """``zfs program -j [-n] [-t N] [-m BYTES] POOL -``: a channel program read from
+        stdin (never a key: programs are pool history); ``-n`` makes it a read."""
+        args = ["program", "-j"] + (["-n"] if read_only else [])
+        if instructions is not None:
+            args += ["-t", str(int(instructions))]
+        if memory is not None:
+            args += ["-m", str(int(memory))]
+        return Command((self.program, *args, PoolName(pool), "-"), mutates=not read_only)
