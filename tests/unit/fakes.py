@@ -16,10 +16,10 @@ from encroot.zfs.testing import RecordingRunner, Responder
 BINARIES = Binaries(zfs="/sbin/zfs", zpool="/sbin/zpool")
 
 
-def make_zfs(respond: Responder | None = None, *, dry_run: bool = False,
+def make_zfs(respond: Responder | None = None, *,
              log: Callable[[str], None] | None = None) -> tuple[Zfs, RecordingRunner]:
     runner = RecordingRunner() if respond is None else RecordingRunner(respond)
-    return Zfs(runner=runner, binaries=BINARIES, dry_run=dry_run, log=log), runner
+    return Zfs(runner=runner, binaries=BINARIES, log=log), runner
 
 
 @dataclass

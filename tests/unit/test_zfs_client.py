@@ -65,20 +65,23 @@ def test_check_key_maps_incorrect_key_to_false() -> None:
         assert zfs.check_key("tank/x", key) is False
 
 
-def test_dry_run_runs_reads_and_records_changes() -> None:
-    zfs, runner = make_zfs(answer_version(VERSION_21), dry_run=True)
+def test_the_layer_runs_what_it_is_asked_and_marks_what_changes_state() -> None:
+    """No dry-run mode: operations stop after planning, the layer never pretends."""
+    zfs, runner = make_zfs(answer_version(VERSION_21))
     zfs.get(["tank"], ["encryption"])
     zfs.set("tank", {"com.x:a": "1", "com.x:b": "2"})
     zfs.destroy("tank/x", recursive=True)
-    assert [argv[1] for argv in runner.argvs] == ["version", "get"]
-    assert [c.argv[1:] for c in zfs.planned] == [
-        ("set", "com.x:a=1", "com.x:b=2", "tank"), ("destroy", "-r", "tank/x")]
+    assert [(c.argv[1:], c.mutates) for c, _ in runner.calls][1:] == [
+        (("get", "-p", "-H", "-o", "name,property,value,source", "encryption", "tank"), False),
+        (("set", "com.x:a=1", "com.x:b=2", "tank"), True),
+        (("destroy", "-r", "tank/x"), True)]
+    assert not hasattr(zfs, "dry_run")
 
 
 def test_destroying_all_snapshots_names_the_whole_range_of_one_validated_dataset() -> None:
-    zfs, _ = make_zfs(dry_run=True)
+    zfs, runner = make_zfs()
     zfs.destroy_all_snapshots("tank/staging")
-    assert [c.argv[1:] for c in zfs.planned] == [("destroy", "tank/staging@%")]
+    assert [argv[1:] for argv in runner.argvs] == [("destroy", "tank/staging@%")]
     with pytest.raises(InvalidName):
         zfs.destroy_all_snapshots("tank/a@b")
 

@@ -32,11 +32,11 @@ def test_transfer_resumes_from_a_token_and_checks_its_shape() -> None:
         zfs.transfer(SendSpec(resume_token="-R everything"), "dst/a")
 
 
-def test_a_dry_run_records_both_commands_and_runs_neither() -> None:
-    zfs, runner = make_zfs(dry_run=True)
+def test_a_transfer_runs_the_send_and_a_state_changing_receive() -> None:
+    zfs, runner = make_zfs()
     zfs.transfer(SendSpec("src/a@s1"), "dst/a")
-    assert runner.argvs == []
-    assert [c.argv[1] for c in zfs.planned] == ["send", "receive"]
+    assert [(c.argv[1], c.mutates) for c, _ in runner.calls] == [("send", False),
+                                                                 ("receive", True)]
 
 
 def test_a_failed_receive_raises_its_typed_error_with_zfs_message() -> None:

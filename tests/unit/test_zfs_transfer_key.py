@@ -43,16 +43,6 @@ def test_the_key_travels_through_an_inherited_pipe_named_by_keylocation() -> Non
         os.fstat(fd)
 
 
-def test_a_dry_run_shows_the_pipe_without_making_it() -> None:
-    zfs, runner = make_zfs()
-    zfs.dry_run = True
-    with Key.hex(HEX) as key:
-        zfs.transfer(SendSpec("t/a@s", raw=False), "t/a.encroot-convert", key=key)
-    assert not runner.calls
-    assert "keylocation=file:///dev/fd/3" in zfs.planned[1].argv
-    assert zfs.planned[1].shell_line().endswith("3< <secret>")
-
-
 def test_key_properties_cannot_be_passed_with_a_key() -> None:
     zfs, _ = make_zfs()
     with Key.hex(HEX) as key, pytest.raises(InvalidProperty):

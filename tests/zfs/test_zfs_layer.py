@@ -167,13 +167,15 @@ def test_table_and_json_reads_agree(zfs: Zfs, pool: str) -> None:
             assert from_json[dataset][prop] == value, (dataset, prop)
 
 
-def test_dry_run_changes_nothing(pool: str) -> None:
+def test_the_verbose_log_shows_each_command_as_it_runs(pool: str) -> None:
+    """The layer has no dry-run mode (operations stop after planning): it runs and logs."""
     lines: list[str] = []
-    dry = Zfs(dry_run=True, log=lines.append)
-    dry.create(f"{pool}/planned")
-    assert [c.argv[1:] for c in dry.planned] == [("create", f"{pool}/planned")]
-    assert not Zfs().exists(f"{pool}/planned")
-    assert lines == [f"(dry run) {dry.planned[0].shell_line()}"]
+    logged = Zfs(log=lines.append)
+    logged.create(f"{pool}/logged one")
+    assert Zfs().exists(f"{pool}/logged one")
+    assert lines == [logged.commands.destroy(f"{pool}/logged one").shell_line().replace(
+        " destroy ", " create ")]
+    Zfs().destroy(f"{pool}/logged one")
 
 
 def test_snapshot_set_inherit_destroy(zfs: Zfs, pool: str) -> None:

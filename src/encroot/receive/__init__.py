@@ -110,8 +110,8 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
                    say: Callable[[str], None] = lambda line: None) -> Outcome:
     """``encroot receive``: plain ``zfs receive``, or the safe cross-boundary replacement.
 
-    A dry run (``request.dry_run``, or a ``Zfs`` in dry-run mode) ends with the
-    plan: nothing runs that ZFS would have to fake.
+    A dry run (``request.dry_run``) ends with the plan: nothing runs that ZFS
+    would have to fake.
 
     Raises:
         StreamError: the stream's header is unreadable (nothing was changed).
@@ -132,15 +132,14 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
         state = read_state(zfs, request.target)
         state.refuse_live_owner()
         recovery = None
-        dry_run = request.dry_run or zfs.dry_run
-        if state.needs_recovery(resuming=peeked.info.resuming) and not dry_run:
+        if state.needs_recovery(resuming=peeked.info.resuming) and not request.dry_run:
             recovery = recover(zfs, request.target, keep_resumable=peeked.info.resuming,
                                unmount_old=request.no_mount, say=say)
             state = read_state(zfs, request.target)
         keep_old_exists = request.keep_old is not None and zfs.exists(request.keep_old)
         plan = plan_receive(request, state, peeked.info, keep_old_exists=keep_old_exists,
                             commands=zfs.commands)
-        if dry_run:
+        if request.dry_run:
             return Outcome(plan=plan, recovery=recovery)
         result = execute(zfs, request, plan, peeked.fd, say=say)
         result.recovery = recovery

@@ -2,10 +2,11 @@
 
 Each method builds a ``Command`` (an argv list), runs it through the
 ``Runner`` it was given, and returns a typed result or raises the typed
-error ``translate`` picks.  Reads always run, so that plans can be built;
-commands that change state are only recorded in a dry run.  A verbose
-callback sees every command as a copy-pasteable shell line with secrets
-shown as ``< <secret>``.
+error ``translate`` picks.  The layer always runs what it is asked to: a
+dry run is the operations' business, which stop after planning (their
+steps hold the commands they would run), so nothing here pretends that a
+state-changing command succeeded.  A verbose callback sees every command as
+a copy-pasteable shell line with secrets shown as ``< <secret>``.
 """
 
 from __future__ import annotations
@@ -62,15 +63,12 @@ class Zfs(PoolMethods, HoldMethods):
     Args:
         runner: executes commands; tests pass a fake, the default starts processes.
         binaries: paths of zfs/zpool; found on first use when None.
-        dry_run: record state-changing commands in ``planned`` instead of running them.
         log: called with each command's shell line before it runs (verbose mode).
     """
 
     runner: Runner = field(default_factory=SubprocessRunner)
     binaries: Binaries | None = None
-    dry_run: bool = False
     log: Callable[[str], None] | None = None
-    planned: list[Command] = field(default_factory=list)
     # Detected features (e.g. which rotation strategies exist), kept for this Zfs's life.
     features: dict[str, object] = field(default_factory=dict, repr=False)
     _version: ZfsVersion | None = field(default=None, repr=False)
@@ -97,7 +95,7 @@ class Zfs(PoolMethods, HoldMethods):
     def execute(self, command: Command, *, key: Key | None = None, check: bool = True,
                 stdin_fd: int | None = None, data: bytes | None = None,
                 timeout: float | None = None) -> Result:
-        """Run ``command`` (or record it in a dry run); raise its typed error unless ``check``.
+        """Run ``command``; raise its typed error unless ``check``.
 
         ``key`` is written to the command's stdin from the key's own buffer;
         ``data`` (never a secret, e.g. a channel program) is written there
@@ -106,11 +104,7 @@ class Zfs(PoolMethods, HoldMethods):
         if command.secret_stdin != (key is not None):
             raise ValueError("a command takes a key on stdin exactly when it is marked secret")
         if self.log is not None:
-            self.log(("(dry run) " if self.dry_run and command.mutates else "")
-                     + command.shell_line())
-        if self.dry_run and command.mutates:
-            self.planned.append(command)
-            return Result(command, 0, "", "")
+            self.log(command.shell_line())
         stdin: memoryview | bytes | None = key.material() if key is not None else data
         try:
             if stdin_fd is not None:
@@ -131,11 +125,11 @@ class Zfs(PoolMethods, HoldMethods):
         prints and exits as when called itself, with the caller's stdio and locale.
 
         Raises:
-            InvalidProperty: ``subcommand`` is not handed over, or this is a dry run.
+            InvalidProperty: ``subcommand`` is not handed over.
             ZfsUnavailable: zfs cannot be found or executed.
         """
-        if subcommand not in DROP_IN_SUBCOMMANDS or self.dry_run:
-            raise InvalidProperty(f"zfs {subcommand}: not handed over (dry run: {self.dry_run})")
+        if subcommand not in DROP_IN_SUBCOMMANDS:
+            raise InvalidProperty(f"zfs {subcommand}: not handed over")
         command = self.zfs_command(subcommand, *args, mutates=True)
         if self.log is not None:
             self.log(command.shell_line())
@@ -365,20 +359,18 @@ class Zfs(PoolMethods, HoldMethods):
             raise InvalidProperty("keylocation/keyformat: set by encroot from the key; do not "
                                   "pass them with a key", subject="keylocation")
         sender = self.zfs_command(*send_args(stream))
-        read_end = write_end = None
-        if key is not None and not self.dry_run:
+        read_end = None
+        if key is not None:
             read_end, write_end = os.pipe()
             try:
                 _write_key(write_end, key)
             finally:
                 os.close(write_end)
+            props.update(keyformat=key.format, keylocation=f"file:///dev/fd/{read_end}")
         try:
-            key_fd = None if key is None else (3 if read_end is None else read_end)
-            if key is not None:
-                props.update(keyformat=key.format, keylocation=f"file:///dev/fd/{key_fd}")
             receiver = Command((self._paths().zfs, "receive", *options,
                                 *_property_args("-o", props), DatasetName(target)),
-                               mutates=True, key_fd=key_fd)
+                               mutates=True, key_fd=read_end)
             return self._pipe(sender, receiver, progress)
         finally:
             if read_end is not None:
@@ -387,11 +379,7 @@ class Zfs(PoolMethods, HoldMethods):
     def _pipe(self, sender: Command, receiver: Command,
               progress: Callable[[int], None] | None) -> Result:
         if self.log is not None:
-            self.log(("(dry run) " if self.dry_run else "")
-                     + f"{sender.shell_line()} | {receiver.shell_line()}")
-        if self.dry_run:
-            self.planned += [sender, receiver]
-            return Result(receiver, 0, "", "")
+            self.log(f"{sender.shell_line()} | {receiver.shell_line()}")
         sent, received = self.runner.pipe(sender, receiver, progress=progress)
         if not received.ok:
             raise translate(Result(receiver, received.returncode, received.stdout,
@@ -484,8 +472,6 @@ class Zfs(PoolMethods, HoldMethods):
                 instructions: int | None = None, memory: int | None = None) -> Any:
         """Run a channel program (``zfs program -j``, script on stdin); return its value.
 
-        A read-only program (``-n``) runs in a dry run too, as a read.
-
         Raises:
             PermissionDenied (channel programs need root), ZfsError (the
             program failed; ZFS's message says where).
@@ -508,8 +494,6 @@ class Zfs(PoolMethods, HoldMethods):
                 error = ZfsError(" ".join(result.stderr.split()), argv=command.argv,
                                  returncode=result.returncode, stderr=result.stderr)
             raise error
-        if self.dry_run and command.mutates:
-            return None
         try:
             return json.loads(result.stdout).get("return")
         except (ValueError, AttributeError) as exc:

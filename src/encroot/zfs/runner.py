@@ -48,8 +48,8 @@ class Command:
 
     Attributes:
         argv: the full argument vector, program first.
-        mutates: True when the command changes pool or dataset state; a
-            dry run records such commands instead of running them.
+        mutates: True when the command changes pool or dataset state (what a
+            dry run never reaches, and what ``FaultInjector`` counts).
         secret_stdin: True when stdin carries key material.
         key_fd: a descriptor of this process, the read end of a pipe that holds
             key material, which the child inherits under the same number
