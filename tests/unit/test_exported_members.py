@@ -55,9 +55,9 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "ConvertReplaced", "ConvertVerified", "Marker", "MigrateCutover", "MigratePhase",
         "NotOurs", "Owned", "Owner", "ReceiveInProgress", "ReceiveReplaced", "ReceiveVerified",
         "RotationJournal", "claim_marker", "convert_old_name", "convert_temp_name", "dumps",
-        "live_owner", "lookalike_target", "migrate_staging", "ownership_table", "parse_marker",
-        "processes_with_argument", "recv_old_name", "recv_temp_name", "refuse_live",
-        "staged_property"
+        "live_owner", "lookalike_target", "marker_types_table", "migrate_staging",
+        "ownership_table", "parse_marker", "processes_with_argument", "recv_old_name",
+        "recv_temp_name", "refuse_live", "staged_property"
     },
     "encroot.progress": {
         "Progress", "TransferShape"

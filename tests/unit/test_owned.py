@@ -6,6 +6,7 @@ import json
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 from typing import TypedDict
 
 import pytest
@@ -32,6 +33,7 @@ from encroot.owned import (
     RotationJournal,
     dumps,
     lookalike_target,
+    marker_types_table,
     ownership_table,
     parse_marker,
     refuse_live,
@@ -276,3 +278,10 @@ def test_process_start_reads_field_22_after_the_command_name(
     assert owner_module.process_start(77) == "22"
     monkeypatch.setattr(owner_module, "_read", lambda path: "")
     assert owner_module.process_start(77) == ""
+
+
+def test_design_md_holds_the_registry_and_the_marker_types_as_the_code_renders_them() -> None:
+    """docs/design.md's ownership table and marker table come from the code (issue 12, 9)."""
+    design = (Path(__file__).parents[2] / "docs" / "design.md").read_text()
+    assert ownership_table() in design
+    assert marker_types_table() in design

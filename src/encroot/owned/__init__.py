@@ -25,6 +25,7 @@ from .markers import (
     ReceiveVerified,
     RotationJournal,
     dumps,
+    marker_types_table,
     parse_marker,
 )
 from .owner import Owner, processes_with_argument
@@ -97,6 +98,7 @@ __all__ = [
     "dumps",
     "live_owner",
     "lookalike_target",
+    "marker_types_table",
     "migrate_staging",
     "ownership_table",
     "parse_marker",

@@ -62,6 +62,7 @@ __all__ = [
     "ReceiveVerified",
     "RotationJournal",
     "dumps",
+    "marker_types_table",
     "parse_marker",
 ]
 
@@ -372,6 +373,20 @@ _TYPES: tuple[type[Marker], ...] = (ReceiveInProgress, ReceiveVerified, ReceiveR
                                     ConvertKept)
 _BY_ROLE = {(t.PROPERTY, t.OP, t.ROLE): t for t in _TYPES}
 _PROPERTIES = {t.PROPERTY for t in _TYPES}
+
+
+def marker_types_table() -> str:
+    """Every typed marker as a Markdown table (property, op, role, payload fields, what it
+    means: the first line of its docstring); docs/design.md holds it verbatim, and a unit
+    test keeps the two equal."""
+    rows = ["| marker | property | op | role | data | meaning |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for kind in _TYPES:
+        data = ", ".join(f"`{f.name}`" for f in fields(kind) if f.name != "owner")
+        meaning = (kind.__doc__ or "").strip().splitlines()[0].replace("``", "`")
+        rows.append(f"| `{kind.__name__}` | `{kind.PROPERTY}` | {kind.OP} | {kind.ROLE} | "
+                    f"{data} | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 def dumps(marker: Marker) -> str:
