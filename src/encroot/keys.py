@@ -25,7 +25,7 @@ import termios
 from types import TracebackType
 from typing import Any, Literal, NoReturn
 
-from .errors import InvalidKey
+from .errors import InputError, InvalidKey
 
 __all__ = ["KEY_FORMATS", "Key", "KeyFormat"]
 
@@ -196,7 +196,7 @@ class Key:
         The view becomes invalid when the key is closed; do not keep it.
         """
         if self._closed:
-            raise ValueError("this Key was closed and its material wiped")
+            raise InputError("this Key was closed and its material wiped")
         return memoryview(self._buffer).toreadonly()
 
     @property

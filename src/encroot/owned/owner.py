@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
+
 __all__ = ["Owner", "boot_id", "host_id", "process_start", "processes_with_argument"]
 
 MACHINE_ID = "/etc/machine-id"
@@ -112,14 +114,14 @@ class Owner:
 
     @classmethod
     def from_json(cls, data: object) -> Owner:
-        """Raises ValueError when ``data`` is not an owner as encroot writes it."""
+        """Raises InputError (a ValueError) when ``data`` is not an owner as encroot writes it."""
         if not isinstance(data, dict) or set(data) != {"host", "boot_id", "pid", "start"}:
-            raise ValueError("owner: expected host, boot_id, pid and start")
+            raise InputError("owner: expected host, boot_id, pid and start")
         host, boot, pid, start = data["host"], data["boot_id"], data["pid"], data["start"]
         if not (isinstance(host, str) and isinstance(boot, str) and isinstance(start, str)):
-            raise ValueError("owner: host, boot_id and start must be strings")
+            raise InputError("owner: host, boot_id and start must be strings")
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            raise ValueError("owner: pid must be a positive integer")
+            raise InputError("owner: pid must be a positive integer")
         return cls(host=host, boot_id=boot, pid=pid, start=start)
 
 

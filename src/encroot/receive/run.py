@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
-from ..errors import EncrootError, SwapPending, ZfsError
+from ..errors import EncrootError, InputError, SwapPending, ZfsError
 from ..names import DatasetName
 from ..owned import RECV_VERIFIED
 from ..zfs import Zfs
@@ -89,16 +89,16 @@ def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int
     commands run as they are, so they must name this ``Zfs``'s binary.
 
     Raises:
-        ValueError: a dry run (it ends with the plan), or the plan's commands
+        InputError: a dry run (it ends with the plan), or the plan's commands
             name another zfs binary than ``zfs`` runs (nothing was changed).
         ZfsError: a zfs command failed (after undo or recovery; the message says which).
         VerificationFailed: the received data did not match the stream.
     """
     if request.dry_run:
-        raise ValueError("a dry run ends with the plan; execute() runs a plan for real")
+        raise InputError("a dry run ends with the plan; execute() runs a plan for real")
     program = zfs.commands.program
     if any(command.argv[0] != program for command in plan.commands):
-        raise ValueError(f"the plan's commands run another zfs than {program!r}: plan with "
+        raise InputError(f"the plan's commands run another zfs than {program!r}: plan with "
                          "plan_receive(..., commands=zfs.commands)")
     context = _Context(zfs, request, plan, stream_fd, say)
     swapped = False

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..errors import DatasetNotFound, IncorrectKey, InvalidProperty, ZfsError
+from ..errors import DatasetNotFound, IncorrectKey, InputError, InvalidProperty, ZfsError
 from ..keys import Key
 from ..names import (
     DatasetName,
@@ -102,7 +102,7 @@ class Zfs(PoolMethods, HoldMethods):
         instead; ``stdin_fd`` is handed to the command as its stdin instead.
         """
         if command.secret_stdin != (key is not None):
-            raise ValueError("a command takes a key on stdin exactly when it is marked secret")
+            raise InputError("a command takes a key on stdin exactly when it is marked secret")
         if self.log is not None:
             self.log(command.shell_line())
         stdin: memoryview | bytes | None = key.material() if key is not None else data

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, NoReturn, Protocol
 
-from ..errors import ZfsUnavailable
+from ..errors import InputError, ZfsUnavailable
 
 __all__ = [
     "Binaries",
@@ -180,7 +180,7 @@ class SubprocessRunner:
         on reading the caller's stream into a state no one will finish.
         """
         if stdin is not None and stdin_fd is not None:
-            raise ValueError("give stdin bytes or a stdin descriptor, not both")
+            raise InputError("give stdin bytes or a stdin descriptor, not both")
         if stdin_fd is not None:
             return self._run_relayed(command, stdin_fd, timeout)
         child_stdin = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
