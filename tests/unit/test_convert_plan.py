@@ -109,7 +109,7 @@ def test_a_resumable_receive_is_resumed_first() -> None:
     new = Tree(partial.name, {partial.name: partial})
     plan = plan_phase(ENCRYPT, state(top, new=new), "initial", GOAL, key_given=True)
     assert [(t.kind, t.command().split(" |")[0]) for t in plan.transfers] == [
-        ("resume", "zfs send -t <token>")]
+        ("resume", "zfs send -t 1-ab-cd-ef")]  # the exact command
 
 
 @pytest.mark.parametrize(("request_", "the_state", "words"), [
@@ -193,7 +193,7 @@ def test_cutover_steps_swap_only_after_verification() -> None:
     current = state(old, new=Tree(copy.name, {copy.name: copy}))
     plan = plan_phase(ENCRYPT, current, "cutover", GOAL, key_given=False)
     assert not plan.refusals, plan.refusals
-    actions = [s.action for s in plan.steps]
+    actions = [s.action.value for s in plan.steps]
     assert actions.index("verify") < actions.index("mark-replaced") < actions.index("rename")
     assert actions[0] == "unmount" and actions[-1] == "clear"
 

@@ -14,6 +14,7 @@ from encroot.names import DatasetName
 from encroot.owned import ConvertKept, ConvertPhase, ConvertReplaced, ConvertVerified, Owner
 from encroot.owned import dumps as marker_text
 from encroot.owned.owner import process_start
+from encroot.zfs import ZfsCommands
 
 REQUEST = ConvertRequest("encrypt", DatasetName("tank/my data"))
 TEMP, ASIDE = REQUEST.temp, REQUEST.old_aside
@@ -39,8 +40,8 @@ def top(name: str, mounted: str = "no", **markers: object) -> Tree:
 def step(old: Tree | None = None, new: Tree | None = None, aside: Tree | None = None,
          undo: bool = False) -> str | None:
     state = ConvertState(old or Tree("tank/my data"), new or Tree(TEMP), aside or Tree(""))
-    action = next_action(REQUEST, state, undo=undo, owner=ME)
-    return None if action is None else action[0]
+    move = next_action(REQUEST, state, undo=undo, owner=ME, commands=ZfsCommands())
+    return None if move is None else move.description
 
 
 def test_verified_not_swapped_rolls_forward_when_the_old_tree_is_unmounted() -> None:

@@ -13,8 +13,9 @@ import encroot.zfs
 # here on purpose (httpx's tests/test_exported_members.py does the same).
 PUBLIC_MODULES: dict[str, set[str]] = {
     "encroot.convert": {
-        "PHASES", "ConvertRefused", "ConvertRequest", "ConvertResult", "ConvertState", "Node",
-        "PhasePlan", "PhaseResult", "Snap", "Step", "SwapReport", "Transfer", "Tree", "convert",
+        "PHASES", "ConvertAction", "ConvertRefused", "ConvertRequest", "ConvertResult",
+        "ConvertState", "Node", "PhasePlan", "PhaseResult", "Snap", "Step", "SwapAction",
+        "SwapReport", "Transfer", "Tree", "convert",
         "finish", "hygiene", "plan_conversion", "plan_phase", "read_state", "recover",
         "send_order", "verify"
     },

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from encroot.errors import InvalidName, InvalidProperty
-from encroot.zfs import ZfsCommands
+from encroot.zfs import SendSpec, ZfsCommands
 
 from .fakes import BINARIES, make_zfs
 
@@ -37,6 +37,26 @@ def test_the_layer_runs_the_builders_commands_with_its_binary() -> None:
     assert all(command.mutates for command, _ in runner.calls)
 
 
+def test_snapshots_holds_and_sends_are_built_as_zfs_runs_them() -> None:
+    """Added for convert's steps; ``Zfs``'s own methods stay as they are (their commands
+    must not drift from these)."""
+    zfs, runner = make_zfs()
+    build = zfs.commands
+    spec = SendSpec(f"{NAME}@b", base=f"{NAME}@a", raw=False)
+    zfs.snapshot([f"{NAME}@s", "tank/x@s"], recursive=True, properties={"a:b": "c d"})
+    zfs.hold("keep it", [f"{NAME}@s"])
+    zfs.release("keep it", [f"{NAME}@s"])
+    zfs.transfer(spec, "tank/copy", options=("-u",))
+    assert [command for command, _ in runner.calls] == [
+        build.snapshot([f"{NAME}@s", "tank/x@s"], recursive=True, properties={"a:b": "c d"}),
+        build.hold("keep it", [f"{NAME}@s"]),
+        build.release("keep it", [f"{NAME}@s"]),
+        build.send(spec),
+        build.receive("tank/copy", options=("-u",)),
+    ]
+    assert not build.send(spec).mutates
+
+
 def test_the_argv_is_zfs_own_syntax() -> None:
     build = ZfsCommands()
     assert build.receive(NAME, options=["-u"], properties={"a:b": "c d"},
@@ -54,6 +74,8 @@ def test_the_argv_is_zfs_own_syntax() -> None:
     lambda c: c.set("tank/x", {"Bad": "1"}),
     lambda c: c.inherit("tank/x", "a b"),
     lambda c: c.mount("tank/x", options=["ro,rw"]),
+    lambda c: c.hold("-r", ["tank/x@s"]),
+    lambda c: c.release("a\tb", ["tank/x@s"]),
 ])
 def test_bad_options_are_refused_before_anything_runs(build: object) -> None:
     with pytest.raises(InvalidProperty):

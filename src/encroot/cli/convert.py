@@ -188,7 +188,8 @@ def plan_lines(plan: Any) -> list[str]:
         lines += [f"    [{t.kind}, {human_bytes(t.estimate) if t.estimate is not None else '?'}"
                   f"] {t.command()}" for t in plan.transfers]
     lines += [f"  drop {name} (no longer in the old tree)" for name in plan.drops]
-    lines += [f"  {n}. {step.action} {step.dataset}" + (f" ({step.detail})" if step.detail
-                                                        else "")
-              for n, step in enumerate(plan.steps, 1)]
+    for number, step in enumerate(plan.steps, 1):
+        lines.append(f"  {number}. {step.action.value} {step.dataset}"
+                     + (f" ({step.detail})" if step.detail else ""))
+        lines += [f"       {command.shell_line()}" for command in step.commands]
     return lines

@@ -10,21 +10,23 @@ mounts the new tree where the old one was and only then destroys the old
 one (or keeps it with ``--keep-old``).
 
 Parts: ``model`` (request, state), ``read`` (bulk reads), ``plan`` (pure),
-``run`` (phases), ``swap`` (verification, swap, recovery), ``busy`` (who
-holds a mount point).
+``steps`` (the steps and the commands they run, pure), ``run`` (phases),
+``swap`` (verification, swap, recovery), ``busy`` (who holds a mount point).
 """
 
 from collections.abc import Callable
 
 from ..zfs import Zfs
 from .model import PHASES, ConvertRefused, ConvertRequest, ConvertState, Node, Snap, Tree
-from .plan import PhasePlan, Step, Transfer, plan_phase, send_order
+from .plan import PhasePlan, Transfer, plan_phase, send_order
 from .read import read_state
 from .run import ConvertResult, PhaseResult, convert, hygiene, plan_conversion
+from .steps import ConvertAction, Step, SwapAction
 from .swap import SwapReport, finish, verify
 
 __all__ = [
     "PHASES",
+    "ConvertAction",
     "ConvertRefused",
     "ConvertRequest",
     "ConvertResult",
@@ -34,6 +36,7 @@ __all__ = [
     "PhaseResult",
     "Snap",
     "Step",
+    "SwapAction",
     "SwapReport",
     "Transfer",
     "Tree",

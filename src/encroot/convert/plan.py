@@ -27,12 +27,21 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..owned import MARKER_PROPERTIES, ConvertPhase, ConvertVerified, NotOurs
-from ..zfs import SendSpec
+from ..owned import (
+    CONVERT_MARKER,
+    MARKER_PROPERTIES,
+    ConvertPhase,
+    ConvertVerified,
+    NotOurs,
+    Owner,
+    dumps,
+)
+from ..zfs import Command, SendSpec, ZfsCommands
 from .model import ConvertRequest, ConvertState, Node, Tree
+from .steps import DEFERRED_PROPERTIES, Step, phase_steps
 
 __all__ = [
     "DEFERRED_PROPERTIES",
@@ -45,7 +54,6 @@ __all__ = [
     "send_order",
 ]
 
-DEFERRED_PROPERTIES = ("mountpoint", "canmount", "sharenfs", "sharesmb")
 NOT_COPIED = ("encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2salt",
               "encryptionroot", "volsize", "volblocksize", "casesensitivity", "normalization",
               "utf8only", "origin", *MARKER_PROPERTIES)
@@ -68,6 +76,11 @@ class Transfer:
     received with ``-o origin=``), ``incremental`` (``-I`` from the newest common
     snapshot) or ``resume`` (``zfs send -t`` of a partial receive).  ``with_key``:
     the receive creates the new encryption root with the key (through a pipe).
+    ``marker``: the phase marker the first receive of the new top sets (``-o``),
+    so that the new tree names its owner from its creation.  ``commands``: the
+    send and the receive as ``Zfs.transfer`` runs them (the planner fills them
+    in), but for the key: with ``with_key`` the run adds ``-o keyformat=F -o
+    keylocation=file:///dev/fd/N`` naming the pipe the key travels in.
     """
 
     source: str
@@ -78,37 +91,39 @@ class Transfer:
     with_key: bool = False
     force: bool = False
     estimate: int | None = None
+    marker: str | None = None
+    commands: tuple[Command, ...] = ()
 
     @property
     def options(self) -> tuple[str, ...]:
         return ("-s", "-u", "-F") if self.force else ("-s", "-u")
 
+    @property
+    def receive_properties(self) -> dict[str, str]:
+        """The receive's ``-o`` properties: the copied ones, then the marker."""
+        marker = {} if self.marker is None else {CONVERT_MARKER: self.marker}
+        return {**self.properties, **marker}
+
+    def pipeline(self, commands: ZfsCommands) -> tuple[Command, Command]:
+        """The send and the receive (without the key's options)."""
+        return (commands.send(self.spec),
+                commands.receive(self.target, options=self.options,
+                                 properties=self.receive_properties))
+
     def command(self) -> str:
         """The pipeline as a shell line (the key shown as the pipe it travels in)."""
-        props = [f"-o {shlex.quote(f'{k}={v}')}" for k, v in self.properties.items()]
+        send, receive = self.commands or self.pipeline(ZfsCommands())
         if self.with_key:
-            props += ["-o keyformat=<format>", "-o keylocation=file:///dev/fd/N",
-                      "N< <secret>"]
-        receive = " ".join(["zfs receive", *self.options, *props, shlex.quote(self.target)])
-        send = self.spec.describe() if self.spec.resume_token is None else "zfs send -t <token>"
-        return f"{send} | {receive}"
+            receive = Command((*receive.argv[:-1], "-o", "keyformat=<format>", "-o",
+                               "keylocation=file:///dev/fd/N", receive.argv[-1]))
+        return f"{send.shell_line()} | {receive.shell_line()}" + (
+            " N< <secret>" if self.with_key else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "kind": self.kind,
                 "command": self.command(), "estimate": self.estimate,
+                "argv": [list(c.argv) for c in self.commands],
                 "properties": dict(self.properties), "with_key": self.with_key}
-
-
-@dataclass(frozen=True)
-class Step:
-    """One cutover step after the transfers; ``action`` picks the executor's function."""
-
-    action: str
-    dataset: str
-    detail: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {"action": self.action, "dataset": self.dataset, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -348,9 +363,16 @@ def _check_dependents(request: ConvertRequest, state: ConvertState,
 
 
 def plan_phase(request: ConvertRequest, state: ConvertState, phase: str, goal: str, *,
-               key_given: bool, estimates: Mapping[str, int] | None = None) -> PhasePlan:
-    """Decide what one phase does (pure); refusals are collected, not raised."""
+               key_given: bool, estimates: Mapping[str, int] | None = None,
+               owner: Owner | None = None, commands: ZfsCommands | None = None) -> PhasePlan:
+    """Decide what one phase does (pure); refusals are collected, not raised.
+
+    ``owner``: the process the markers will name (default: this one); ``commands``:
+    the builders of the steps' commands (``Zfs.commands``; default: ``zfs`` on $PATH).
+    """
     target = request.dataset
+    owner = owner or Owner.current()
+    commands = commands or ZfsCommands()
     checks: list[str] = []
     notes: list[str] = []
     refusals: list[str] = []
@@ -375,7 +397,8 @@ def plan_phase(request: ConvertRequest, state: ConvertState, phase: str, goal: s
             raise _Refused(cycles[0])
         for node in order:
             found = _dataset_transfers(request, state, node, goal, notes)
-            transfers += [_estimated(t, estimates) for t in found]
+            transfers += [_estimated(_built(request, t, owner, commands), estimates)
+                          for t in found]
             rows.append(_row(request, node))
         drops = sorted((name for name in state.new.nodes
                         if request.old_name(name) not in state.old.nodes),
@@ -395,17 +418,26 @@ def plan_phase(request: ConvertRequest, state: ConvertState, phase: str, goal: s
                           f"{human_bytes(available)} available")
     except _Refused as refusal:
         refusals.append(str(refusal))
-    steps = _cutover_steps(request, state) if phase == "cutover" and not refusals else ()
+    steps = () if refusals else phase_steps(request, state, phase, goal, owner=owner,
+                                            commands=commands)
     return PhasePlan(request.operation, str(target), phase, goal, tuple(checks),
                      tuple(dict.fromkeys(notes)), tuple(refusals), tuple(rows),
                      tuple(transfers), steps, state.available, tuple(drops))
 
 
+def _built(request: ConvertRequest, transfer: Transfer, owner: Owner,
+           commands: ZfsCommands) -> Transfer:
+    """The transfer with its marker (the new top's first receive) and its commands."""
+    if transfer.target == request.temp and transfer.kind in ("full", "clone"):
+        transfer = replace(transfer, marker=dumps(ConvertPhase(
+            target=request.dataset, operation=request.operation, phase="initial",
+            owner=owner)))
+    return replace(transfer, commands=transfer.pipeline(commands))
+
+
 def _estimated(transfer: Transfer, estimates: Mapping[str, int] | None) -> Transfer:
     if estimates is None:
         return transfer
-    from dataclasses import replace
-
     return replace(transfer, estimate=estimates.get(transfer.command()))
 
 
@@ -414,39 +446,6 @@ def _row(request: ConvertRequest, node: Node) -> dict[str, Any]:
             "snapshots": len(node.snapshots), "origin": node.origin,
             "encryption": node.get("encryption"), "encryptionroot": node.get("encryptionroot"),
             "local_properties": dict(node.local)}
-
-
-def mounted(tree: Tree) -> list[str]:
-    """The tree's mounted filesystems, deepest first."""
-    return sorted((n.name for n in tree.nodes.values() if n.get("mounted") == "yes"),
-                  key=lambda name: -name.count("/"))
-
-
-def _cutover_steps(request: ConvertRequest, state: ConvertState) -> tuple[Step, ...]:
-    target, temp, aside = request.dataset, request.temp, request.old_aside
-    steps = [Step("unmount", name, "the old tree, deepest first (downtime starts)")
-             for name in mounted(state.old)]
-    steps += [
-        Step("snapshot", target, "the final snapshot, recursive"),
-        Step("transfer", temp, "the last incrementals"),
-        Step("verify", temp, "every snapshot with its GUID; encryption, encryptionroot, "
-                             "keyformat, keystatus as planned"
-             + ("; every file's SHA-256 (both trees mounted read-only)"
-                if request.verify_mount else "")),
-        Step("mark-verified", temp, "encroot:convert=<verified marker>"),
-        Step("mark-replaced", target, "encroot:convert-replaced=<replaced marker>"),
-        Step("rename", target, aside),
-        Step("rename", temp, target),
-        Step("restore", target, "mountpoint, canmount, sharenfs, sharesmb as on the old tree; "
-                                "keylocation"),
-        Step("hold", target, "the old tree's holds on the same snapshots"),
-        Step("mount", target, "where the old tree was mounted (downtime ends)"),
-        Step("keep-old" if request.keep_old else "destroy-old", aside,
-             "kept, canmount=noauto" if request.keep_old else
-             "its holds released, then zfs destroy -r"),
-        Step("clear", target, "zfs inherit encroot:convert"),
-    ]
-    return tuple(steps)
 
 
 def snapshots_missing(old: Node, new: Node | None, upto: Sequence[str] = ()) -> list[str]:

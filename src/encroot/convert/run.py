@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, assert_never
 
 from ..errors import ConvertRefused, DatasetBusy, ZfsError
 from ..keys import Key
@@ -32,9 +32,10 @@ from ..zfs import Zfs
 from .busy import holders
 from .files import compare_files
 from .model import ConvertRequest, ConvertState
-from .plan import PhasePlan, Transfer, mounted, plan_phase
+from .plan import PhasePlan, Transfer, plan_phase
 from .read import read_state
-from .swap import finish, mark_verified, refuse_live_owners, require_verified, verify
+from .steps import ConvertAction, Step, SwapAction, mounted
+from .swap import finish, refuse_live_owners, require_verified, verify
 
 __all__ = ["ConvertResult", "PhaseResult", "Progress", "convert", "fresh_snapshot_name",
            "hygiene", "plan_conversion"]
@@ -116,11 +117,13 @@ def plan_conversion(zfs: Zfs, request: ConvertRequest, *, key_given: bool) -> li
     goal = fresh_snapshot_name(state)
     plans = []
     for phase in request.phases:
-        draft = plan_phase(request, state, phase, goal, key_given=key_given)
+        draft = plan_phase(request, state, phase, goal, key_given=key_given,
+                           commands=zfs.commands)
         sizes = {} if draft.refusals else estimate(zfs, draft.transfers, state, goal,
                                                    goal_taken=False)
         plans.append(plan_phase(request, state, phase, goal, key_given=key_given,
-                                estimates=sizes if not draft.refusals else None))
+                                estimates=sizes if not draft.refusals else None,
+                                commands=zfs.commands))
         if phase == "initial" and not draft.refusals:
             break  # the later phases depend on what the initial one leaves
     return plans
@@ -168,6 +171,20 @@ def _refuse(plan: PhasePlan, *, after_snapshot: bool = False) -> None:
         raise ConvertRefused(f"{plan.refusals[0]}; {changed}")
 
 
+@dataclass
+class _Phase:
+    """What one phase's steps share while they run."""
+
+    zfs: Zfs
+    request: ConvertRequest
+    state: ConvertState
+    key: Key | None
+    owner: Owner
+    progress: Progress | None
+    result: PhaseResult
+    unmounted: list[str] = field(default_factory=list)
+
+
 def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, owner: Owner,
                progress: Progress | None, say: Callable[[str], None]) -> PhaseResult:
     state = read_state(zfs, request)
@@ -176,44 +193,62 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
         actions = finish(zfs, request, owner=owner, say=say).actions
         state = read_state(zfs, request)
         if not state.new.exists:  # the interrupted swap is complete now
-            plan = plan_phase(request, state, phase, "-", key_given=True)
+            plan = plan_phase(request, state, phase, "-", key_given=True, owner=owner,
+                              commands=zfs.commands)
             return PhaseResult(plan, swap=actions)
     goal = fresh_snapshot_name(state)
-    plan = plan_phase(request, state, phase, goal, key_given=key is not None)
+    plan = plan_phase(request, state, phase, goal, key_given=key is not None, owner=owner,
+                      commands=zfs.commands)
     _refuse(plan)
-    result = PhaseResult(plan)
-    unmounted: list[str] = []
+    run = _Phase(zfs, request, state, key, owner, progress, PhaseResult(plan))
     started = time.monotonic()
     if state.new.exists:  # before the unmount: the evidence --recover mounts it again by
         _take_over(zfs, request, state, phase, owner)
-    if phase == "cutover":
-        unmounted = _unmount(zfs, state)
     try:
-        zfs.snapshot([f"{request.dataset}@{goal}"], recursive=True)
-        if state.new.exists:
-            _ensure_key(zfs, request, state, key)
-        result.plan = _transfer_rounds(zfs, request, phase, goal, key, owner, progress,
-                                       result)
-        if request.own_root:
-            _set_keylocation(zfs, request)
-        if phase != "cutover":
-            return result
-        require_verified(verify(zfs, request, key.format if key else request.keyformat),
-                         request)
-        result.verified.append("every snapshot with its GUID; encryption as planned")
-        if request.verify_mount:
-            problems, count = compare_files(zfs, request, unmounted)
-            require_verified(problems, request)
-            result.verified.append(f"SHA-256 of {count} files equal")
-        mark_verified(zfs, request, goal, owner)
+        for step in plan.steps:
+            if isinstance(step.action, SwapAction):
+                break  # the swap: its state machine, from what ZFS shows (below)
+            _run_step(run, step)
     except BaseException:
-        if unmounted:
-            _mount_again(zfs, unmounted, say)
+        if run.unmounted:
+            _mount_again(zfs, run.unmounted, say)
         raise
-    result.swap = finish(zfs, request, owner=owner, say=say,
-                         mounted_before=unmounted).actions
-    result.downtime = time.monotonic() - started if unmounted else None
-    return result
+    if phase != "cutover":
+        return run.result
+    run.result.swap = finish(zfs, request, owner=owner, say=say,
+                             mounted_before=run.unmounted).actions
+    run.result.downtime = time.monotonic() - started if run.unmounted else None
+    return run.result
+
+
+def _run_step(run: _Phase, step: Step) -> None:
+    """The code for each phase action; mypy checks that every ``ConvertAction`` has a case."""
+    zfs, request = run.zfs, run.request
+    action = step.action
+    assert isinstance(action, ConvertAction)  # the caller stops at the swap's steps
+    match action:
+        case ConvertAction.UNMOUNT:  # what is mounted now: the tree stayed in service
+            run.unmounted = _unmount(zfs, run.state)
+        case ConvertAction.SNAPSHOT | ConvertAction.MARK_VERIFIED:
+            for command in step.commands:
+                zfs.execute(command)
+        case ConvertAction.TRANSFER:
+            if run.state.new.exists:
+                _ensure_key(zfs, request, run.state, run.key)
+            run.result.plan = _transfer_rounds(run)
+            if request.own_root:
+                _set_keylocation(zfs, request)
+        case ConvertAction.VERIFY:
+            key = run.key
+            require_verified(verify(zfs, request, key.format if key else request.keyformat),
+                             request)
+            run.result.verified.append("every snapshot with its GUID; encryption as planned")
+            if request.verify_mount:
+                problems, count = compare_files(zfs, request, run.unmounted)
+                require_verified(problems, request)
+                run.result.verified.append(f"SHA-256 of {count} files equal")
+        case _:
+            assert_never(action)
 
 
 def _unmount(zfs: Zfs, state: ConvertState) -> list[str]:
@@ -282,24 +317,25 @@ def _ensure_key(zfs: Zfs, request: ConvertRequest, state: ConvertState,
                              "--key-stdin or the terminal)")
 
 
-def _transfer_rounds(zfs: Zfs, request: ConvertRequest, phase: str, goal: str,
-                     key: Key | None, owner: Owner, progress: Progress | None,
-                     result: PhaseResult) -> PhasePlan:
-    plan = result.plan
+def _transfer_rounds(run: _Phase) -> PhasePlan:
+    zfs, request, first = run.zfs, run.request, run.result.plan
+    phase, goal, key_given = first.phase, first.goal, run.key is not None
+    plan = first
     for _ in range(MAX_ROUNDS):
         state = read_state(zfs, request)
-        draft = plan_phase(request, state, phase, goal, key_given=key is not None)
+        draft = plan_phase(request, state, phase, goal, key_given=key_given, owner=run.owner,
+                           commands=zfs.commands)
         _refuse(draft, after_snapshot=True)
         sizes = estimate(zfs, draft.transfers, state, goal, goal_taken=True)
-        plan = plan_phase(request, state, phase, goal, key_given=key is not None,
-                          estimates=sizes)
+        plan = plan_phase(request, state, phase, goal, key_given=key_given, estimates=sizes,
+                          owner=run.owner, commands=zfs.commands)
         _refuse(plan, after_snapshot=True)
         for name in plan.drops:
             zfs.destroy(name, recursive=True)
         if not plan.transfers:
             return plan
         for transfer in _this_round(plan.transfers):
-            _run_transfer(zfs, request, transfer, key, owner, progress, result)
+            _run_transfer(run, transfer)
     raise ZfsError(f"the transfers into {request.temp} did not finish after {MAX_ROUNDS} "
                    "rounds; run the phase again")
 
@@ -310,12 +346,10 @@ def _this_round(transfers: Sequence[Transfer]) -> list[Transfer]:
     return resumes or list(transfers)
 
 
-def _run_transfer(zfs: Zfs, request: ConvertRequest, transfer: Transfer, key: Key | None,
-                  owner: Owner, progress: Progress | None, result: PhaseResult) -> None:
-    props = dict(transfer.properties)
-    if transfer.target == request.temp and transfer.kind in ("full", "clone"):
-        props[CONVERT_MARKER] = dumps(ConvertPhase(
-            target=request.dataset, operation=request.operation, phase="initial", owner=owner))
+def _run_transfer(run: _Phase, transfer: Transfer) -> None:
+    """The planned pipeline, through ``Zfs.transfer`` (which adds the key's pipe)."""
+    zfs, request, key, progress, result = run.zfs, run.request, run.key, run.progress, \
+        run.result
     counted = [0]
 
     def advance(count: int) -> None:
@@ -328,7 +362,8 @@ def _run_transfer(zfs: Zfs, request: ConvertRequest, transfer: Transfer, key: Ke
     if transfer.with_key and key is None:
         raise ConvertRefused(f"{request.temp}: the new encryption root needs a key; nothing "
                              "more was changed")
-    zfs.transfer(transfer.spec, transfer.target, options=transfer.options, properties=props,
+    zfs.transfer(transfer.spec, transfer.target, options=transfer.options,
+                 properties=transfer.receive_properties,
                  key=key if transfer.with_key else None, progress=advance)
     if progress is not None:
         progress.finish(transfer, counted[0])

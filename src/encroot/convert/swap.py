@@ -5,9 +5,11 @@ convert's own names and markers (``encroot.owned``): the new tree
 ``X.encroot-convert`` carries ``encroot:convert`` (role ``phase`` from its
 creation, ``verified`` once checked); the old tree is marked
 ``encroot:convert-replaced`` right before it is renamed aside.  ``advance``
-reads ZFS, picks the one step that moves the state forward (the table in
-docs/design.md) and runs it; ``finish`` repeats that until nothing is left.
-A normal cutover and ``--recover`` run the same steps.
+reads ZFS; ``next_action`` picks the move forward (the table in
+docs/design.md) as typed steps holding their commands (``steps.py``, the
+same builders as the cutover plan's), and ``run_step`` runs them, dispatching
+on ``SwapAction``; ``finish`` repeats that until nothing is left.  A normal
+cutover and ``--recover`` run the same steps.
 
 At every point either the old X is intact under its own name (or under the
 marked aside name with the verified new tree beside it) or the new X is
@@ -19,26 +21,35 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import assert_never
 
-from ..errors import EncrootError, VerificationFailed, ZfsError
+from ..errors import EncrootError, InputError, VerificationFailed, ZfsError
 from ..owned import (
     CONVERT_MARKER,
     CONVERT_REPLACED,
-    ConvertKept,
     ConvertPhase,
     ConvertReplaced,
     ConvertVerified,
     NotOurs,
     Owner,
-    dumps,
     refuse_live,
 )
-from ..zfs import Zfs
+from ..zfs import Command, Zfs, ZfsCommands
 from .model import ConvertRefused, ConvertRequest, ConvertState, Tree
-from .plan import DEFERRED_PROPERTIES, snapshots_missing
+from .plan import snapshots_missing
 from .read import read_state, read_tree
+from .steps import (
+    Step,
+    SwapAction,
+    SwapMove,
+    demote_step,
+    finish_steps,
+    mountable,
+    swap_in_steps,
+)
 
-__all__ = ["SwapReport", "advance", "finish", "refuse_live_owners", "verify"]
+__all__ = ["SwapReport", "advance", "finish", "next_action", "refuse_live_owners",
+           "run_step", "verify"]
 
 Say = Callable[[str], None]
 
@@ -102,19 +113,11 @@ def _encryption_problems(request: ConvertRequest, props: dict[str, str] | object
     return problems
 
 
-def mark_verified(zfs: Zfs, request: ConvertRequest, snapshot: str, owner: Owner) -> None:
-    marker = ConvertVerified(target=request.dataset, operation=request.operation,
-                             snapshot=snapshot, keep_old=str(request.keep_old)
-                             if request.keep_old else None, owner=owner)
-    zfs.set(request.temp, {CONVERT_MARKER: dumps(marker)})
-
-
-Action = tuple[str, Callable[[Zfs], None]]
-
-
 def next_action(request: ConvertRequest, state: ConvertState, *, undo: bool,
-                owner: Owner, mounted_before: Sequence[str] = ()) -> Action | None:
-    """The one step that moves an interrupted conversion forward (None: nothing to do).
+                owner: Owner, commands: ZfsCommands,
+                mounted_before: Sequence[str] = ()) -> SwapMove | None:
+    """What moves an interrupted conversion forward (None: nothing to do), as typed steps
+    whose commands are built from ``state``.
 
     ``undo``: an unverified new tree is destroyed (``--recover``); otherwise it is
     left for the next phase.  ``mounted_before``: file systems of X that cutover
@@ -130,29 +133,37 @@ def next_action(request: ConvertRequest, state: ConvertState, *, undo: bool,
     if isinstance(replaced, ConvertReplaced) and replaced.target == target:
         if not state.old.exists:
             if isinstance(state.new_marker, ConvertVerified):
-                return (f"rename verified {temp} to {target}",
-                        lambda z: z.rename(temp, target, no_remount=False))
-            return (f"restore the old tree: rename {aside.root} to {target}",
-                    lambda z: _restore(z, aside.root, target))
+                return SwapMove(f"rename verified {temp} to {target}", (Step(
+                    SwapAction.RENAME, temp, str(target),
+                    (commands.rename(temp, target, no_remount=False),)),))
+            return SwapMove(f"restore the old tree: rename {aside.root} to {target}", (Step(
+                SwapAction.RESTORE_OLD, aside.root, str(target),
+                (commands.rename(aside.root, target, no_remount=False),
+                 commands.inherit(target, CONVERT_REPLACED))),))
         if state.swapped:
-            return (f"finish: properties, holds, mounts of {target}; "
-                    + (f"keep the old tree as {aside.root}" if verified and verified.keep_old
-                       else f"destroy the old tree {aside.root}"),
-                    lambda z: _finish_swap(z, request, state, mounted_before))
+            keep = verified is not None and verified.keep_old is not None
+            return SwapMove(
+                f"finish: properties, holds, mounts of {target}; "
+                + (f"keep the old tree as {aside.root}" if keep
+                   else f"destroy the old tree {aside.root}"),
+                finish_steps(request, aside, aside.root, copies=state.old.nodes,
+                             holds=state.holds, existing=state.holds, also=mounted_before,
+                             keep=keep, commands=commands))
         raise ConvertRefused(f"{target} and {aside.root} both exist and {target} is not the "
                              "verified new tree; inspect them (zfs list -r) and "
                              "docs/design.md; nothing was changed")
     if state.swapped:
-        return (f"clear {CONVERT_MARKER} on {target}",
-                lambda z: z.inherit(target, CONVERT_MARKER))
+        return SwapMove(f"clear {CONVERT_MARKER} on {target}", (Step(
+            SwapAction.CLEAR, target, f"zfs inherit {CONVERT_MARKER}",
+            (commands.inherit(target, CONVERT_MARKER),)),))
     if isinstance(state.new_marker, ConvertVerified):
         if any(n.get("mounted") == "yes" for n in state.old.nodes.values()):
-            return (f"{target} was mounted again after verification: the new tree goes back "
-                    "to an unverified phase (run cutover again)",
-                    lambda z: _demote(z, request, owner))
-        aside_name = request.old_aside
-        return (f"swap in verified {temp}: move {target} aside to {aside_name}",
-                lambda z: _mark_and_rename(z, request, aside_name, owner))
+            return SwapMove(f"{target} was mounted again after verification: the new tree "
+                            "goes back to an unverified phase (run cutover again)",
+                            (demote_step(request, owner=owner, commands=commands),))
+        return SwapMove(f"swap in verified {temp}: move {target} aside to "
+                        f"{request.old_aside}",
+                        swap_in_steps(request, owner=owner, commands=commands))
     if state.new.exists and not state.new_ours:
         marker = state.new_marker
         why = marker.reason if isinstance(marker, NotOurs) else "it carries no encroot marker"
@@ -162,110 +173,81 @@ def next_action(request: ConvertRequest, state: ConvertState, *, undo: bool,
     marker = state.new_marker
     unmounted = _should_mount(state.old)
     if isinstance(marker, ConvertPhase) and marker.phase == "cutover" and unmounted:
-        return (f"an interrupted cutover left {target} unmounted: mount "
-                f"{', '.join(unmounted)} again", lambda z: _mount_all(z, unmounted))
+        return SwapMove(f"an interrupted cutover left {target} unmounted: mount "
+                        f"{', '.join(unmounted)} again", (Step(
+                            SwapAction.MOUNT_AGAIN, target, "what cutover unmounted",
+                            tuple(commands.mount(name) for name in unmounted)),))
     if state.new.exists and undo:
-        return (f"undo: destroy the unfinished {temp}",
-                lambda z: z.destroy(temp, recursive=True))
+        return SwapMove(f"undo: destroy the unfinished {temp}", (Step(
+            SwapAction.UNDO, temp, "zfs destroy -r",
+            (commands.destroy(temp, recursive=True),)),))
     return None
 
 
-def _restore(zfs: Zfs, aside: str, target: str) -> None:
-    zfs.rename(aside, target, no_remount=False)
-    zfs.inherit(target, CONVERT_REPLACED)
-
-
-def _demote(zfs: Zfs, request: ConvertRequest, owner: Owner) -> None:
-    marker = ConvertPhase(target=request.dataset, operation=request.operation,
-                          phase="cutover", owner=owner)
-    zfs.set(request.temp, {CONVERT_MARKER: dumps(marker)})
-
-
-def _mark_and_rename(zfs: Zfs, request: ConvertRequest, aside: str, owner: Owner) -> None:
-    marker = ConvertReplaced(target=request.dataset, operation=request.operation, owner=owner)
-    zfs.set(request.dataset, {CONVERT_REPLACED: dumps(marker)})
-    zfs.rename(request.dataset, aside, no_remount=False)
-
-
-def _finish_swap(zfs: Zfs, request: ConvertRequest, state: ConvertState,
-                 mounted_before: Sequence[str]) -> None:
-    """After ``X.encroot-convert`` became X: the old tree's deferred properties and holds
-    on the new one, mount it, then destroy (or keep) the old tree.  Each part skips what
-    is done, so a repeat after a kill converges."""
-    new, aside = state.old, state.aside
-    for node in aside.nodes.values():
-        name = request.dataset + node.name[len(aside.root):]
-        copy = new.get(name)
-        if copy is None or node.is_volume:
-            continue
-        wanted = {p: node.local[p] for p in DEFERRED_PROPERTIES if p in node.local}
-        changes = {p: v for p, v in wanted.items() if copy.local.get(p) != v}
-        zfs.set(name, changes)
-        for prop in DEFERRED_PROPERTIES:  # canmount is never inherited, nor set locally here
-            if prop not in wanted and prop in copy.local and prop != "canmount":
-                zfs.inherit(name, prop)
-    _move_holds(zfs, request, state)
-    now = read_tree(zfs, request.dataset)
-    _mount_all(zfs, _should_mount(now, also=mounted_before))
-    verified = state.verified
-    if verified is not None and verified.keep_old:
-        kept = ConvertKept(target=request.dataset, operation=request.operation, owner=None)
-        for node in aside.nodes.values():
-            if not node.is_volume and node.get("canmount") == "on":
-                zfs.set(node.name, {"canmount": "noauto"})
-        zfs.set(aside.root, {CONVERT_REPLACED: dumps(kept)})
-    else:
-        for snap, tags in sorted(state.holds.items()):
-            if snap.split("@")[0] in aside.nodes:
-                for tag in tags:
-                    zfs.release(tag, [snap])
-        zfs.destroy(aside.root, recursive=True)
-    zfs.inherit(request.dataset, CONVERT_MARKER)
-
-
-def _move_holds(zfs: Zfs, request: ConvertRequest, state: ConvertState) -> None:
-    aside = state.aside.root
-    for snap, tags in sorted(state.holds.items()):
-        if not (snap.startswith(aside + "@") or snap.startswith(aside + "/")):
-            continue
-        moved = request.dataset + snap[len(aside):]
-        for tag in tags:
-            if tag not in state.holds.get(moved, ()):
-                zfs.hold(tag, [moved])
-
-
 def _should_mount(tree: Tree, *, also: Sequence[str] = ()) -> list[str]:
-    """Filesystems that mount by default (or are in ``also``) and are not mounted, parents
-    first."""
+    """Filesystems that mount by default (or are in ``also``) and are not mounted, whose
+    key is loaded, parents first."""
     return [n.name for n in tree.ordered()
-            if not n.is_volume and (n.get("canmount") == "on" or
-                                    (n.name in also and n.get("canmount") == "noauto"))
-            and n.get("mounted") == "no"
-            and n.get("mountpoint") not in ("none", "legacy", "-")
+            if mountable(n, was_mounted=n.name in also) and n.get("mounted") == "no"
             and n.get("keystatus") in ("available", "-")]
 
 
-def _mount_all(zfs: Zfs, names: list[str]) -> None:
-    for name in names:
-        try:
-            zfs.mount(name)
-        except ZfsError as exc:
-            raise EncrootError(f"could not mount {name}: {exc}") from exc
+def _mount(zfs: Zfs, command: Command) -> None:
+    try:
+        zfs.execute(command)
+    except ZfsError as exc:
+        raise EncrootError(f"could not mount {command.argv[-1]}: {exc}") from exc
+
+
+def run_step(zfs: Zfs, request: ConvertRequest, step: Step,
+             mounted_before: Sequence[str] = ()) -> None:
+    """The code for each swap action; mypy checks that every ``SwapAction`` has a case.
+
+    Raises:
+        InputError: ``step`` is a phase's step, not the swap's.
+        EncrootError: a file system could not be mounted (``zfs mount``'s message).
+        ZfsError: a command failed; the next run continues from what ZFS shows.
+    """
+    action = step.action
+    if not isinstance(action, SwapAction):
+        raise InputError(f"{action.value}: a phase's step, run by the phase, not the swap")
+    match action:
+        case SwapAction.MOUNT:  # what ZFS shows mountable now that the properties are back
+            now = read_tree(zfs, request.dataset)
+            for name in _should_mount(now, also=mounted_before):
+                _mount(zfs, zfs.commands.mount(name))
+        case SwapAction.MOUNT_AGAIN:
+            for command in step.commands:
+                _mount(zfs, command)
+        case (SwapAction.MARK_REPLACED | SwapAction.RENAME | SwapAction.RESTORE
+              | SwapAction.HOLD | SwapAction.DESTROY_OLD | SwapAction.KEEP_OLD
+              | SwapAction.CLEAR | SwapAction.RESTORE_OLD | SwapAction.DEMOTE
+              | SwapAction.UNDO):
+            for command in step.commands:
+                zfs.execute(command)
+        case _:
+            assert_never(action)
 
 
 def advance(zfs: Zfs, request: ConvertRequest, *, undo: bool, owner: Owner,
             say: Say, mounted_before: Sequence[str] = ()) -> str | None:
-    """Read ZFS and run the one next step; its description, or None when done."""
+    """Read ZFS and run the next move's steps; its description, or None when done.
+
+    Raises:
+        OwnerAlive: a running encroot holds the state (nothing was changed).
+        ConvertRefused: a name in the way is not encroot's.
+        EncrootError, ZfsError: a step failed (see ``run_step``).
+    """
     state = read_state(zfs, request)
     refuse_live_owners(request, state)
-    action = next_action(request, state, undo=undo, owner=owner,
-                         mounted_before=mounted_before)
-    if action is None:
+    move = next_action(request, state, undo=undo, owner=owner, commands=zfs.commands,
+                       mounted_before=mounted_before)
+    if move is None:
         return None
-    description, run = action
-    say(f"{'recover' if undo else 'swap'}: {description}")
-    run(zfs)
-    return description
+    say(f"{'recover' if undo else 'swap'}: {move.description}")
+    for step in move.steps:
+        run_step(zfs, request, step, mounted_before)
+    return move.description
 
 
 def finish(zfs: Zfs, request: ConvertRequest, *, undo: bool = False,

@@ -14,12 +14,20 @@ binary the layer found, the default ``zfs`` is the one on ``$PATH``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import InvalidProperty
-from ..names import DatasetName, PoolName, dataset_or_snapshot, validate_property_value
+from ..names import (
+    DatasetName,
+    PoolName,
+    SnapshotName,
+    dataset_or_snapshot,
+    validate_property_value,
+)
+from .holds import check_tag
 from .options import check_property_name, property_args
 from .runner import Command
+from .send import SendSpec, send_args
 
 __all__ = ["RECEIVE_FLAGS", "ZfsCommands", "check_receive_flags"]
 
@@ -124,3 +132,28 @@ class ZfsCommands:
         if memory is not None:
             args += ["-m", str(int(memory))]
         return Command((self.program, *args, PoolName(pool), "-"), mutates=not read_only)
+
+    def snapshot(self, names: Sequence[str], *, recursive: bool = False,
+                 properties: Mapping[str, str] | None = None) -> Command:
+        """``zfs snapshot [-r] [-o P=V]... SNAP...``: the snapshots in one transaction group."""
+        args = ["snapshot"] + (["-r"] if recursive else [])
+        args += property_args("-o", properties or {})
+        return self._command(*args, *(SnapshotName(name) for name in names))
+
+    def hold(self, tag: str, snapshots: Sequence[str]) -> Command:
+        """``zfs hold TAG SNAPSHOT...`` (one transaction group)."""
+        return self._command("hold", check_tag(tag), *(SnapshotName(s) for s in snapshots))
+
+    def release(self, tag: str, snapshots: Sequence[str]) -> Command:
+        """``zfs release TAG SNAPSHOT...``."""
+        return self._command("release", check_tag(tag), *(SnapshotName(s) for s in snapshots))
+
+    def send(self, stream: SendSpec) -> Command:
+        """``zfs send ...`` of ``stream``: a read (it changes nothing), the first half of
+        a pipeline whose receive is built with ``receive``.
+
+        Raises:
+            InvalidProperty: the resume token is not a ``receive_resume_token`` value.
+            InvalidName: a snapshot name is not a legal ZFS name.
+        """
+        return replace(self._command(*send_args(stream)), mutates=False)
