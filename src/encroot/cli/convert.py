@@ -49,7 +49,8 @@ def _add(commands: argparse._SubParsersAction[Any], operation: str) -> None:
         "success (with -n: nothing refused), 1 when refused or failed, 2 for bad input.")
     parser.add_argument("-n", dest="dry_run", action="store_true",
                         help="print the plan (datasets, streams, estimated bytes, space, what "
-                             "does not carry over) and change nothing")
+                             "does not carry over, each step's zfs commands as shell lines) "
+                             "and change nothing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("-v", dest="verbose", action="store_true",
                         help="print every zfs command (keys shown as <secret>)")
