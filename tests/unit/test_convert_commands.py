@@ -10,12 +10,9 @@ item 4).  Then every state-changing command of a cutover is a kill point:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -28,10 +25,9 @@ from encroot.zfs import Zfs
 from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
 
 from .fakes import BINARIES
+from .recorded import Recording, with_stdin
 from .test_convert_run import HEX, TOP, FakeZfs, tree
 
-DATA = Path(__file__).parent.parent / "data"
-GOLDEN = DATA / "convert-commands.json"
 FIXED = Owner(host="host", boot_id="boot", pid=1, start="1")  # dead: nobody holds it
 NOW = 1_800_000_000.0
 ENCRYPT = ConvertRequest("encrypt", TOP, keyformat="hex")
@@ -92,18 +88,19 @@ def _with_key(zfs: Zfs, request: ConvertRequest) -> object:
         return convert(zfs, request, key=key)
 
 
+def _fixed(patch: pytest.MonkeyPatch) -> None:
+    patch.setattr(Owner, "current", classmethod(lambda cls: FIXED))
+    patch.setattr(time, "time", lambda: NOW)
+
+
 @pytest.fixture(autouse=True)
 def _fixed_owner_and_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Owner, "current", classmethod(lambda cls: FIXED))
-    monkeypatch.setattr(time, "time", lambda: NOW)
+    _fixed(monkeypatch)
 
 
 def _line(command_line: str, stdin: bytes | None, secret: bool) -> str:
     line = re.sub(r"/dev/fd/\d+", "/dev/fd/N", command_line)
-    line = re.sub(r" \d+< <secret>", " N< <secret>", line)
-    if stdin is None or secret:
-        return line
-    return f"{line} < program {hashlib.sha256(stdin).hexdigest()[:16]}"
+    return with_stdin(re.sub(r" \d+< <secret>", " N< <secret>", line), stdin, secret)
 
 
 def run(name: str) -> tuple[FakeZfs, list[str]]:
@@ -119,19 +116,17 @@ def run(name: str) -> tuple[FakeZfs, list[str]]:
     return fake, [*lines, outcome]
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+RECORDED = Recording("convert-commands.json", SCENARIOS, lambda name: run(name)[1], _fixed)
+
+
+@pytest.mark.parametrize("name", RECORDED.names())
 def test_the_zfs_commands_are_those_recorded_before_steps_carried_commands(name: str
                                                                           ) -> None:
-    golden = json.loads(GOLDEN.read_text())
-    assert run(name)[1] == golden[name]
+    RECORDED.check(name)
 
 
-if __name__ == "__main__":  # writes the golden file: only from a reviewed, unchanged executor
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Owner, "current", classmethod(lambda cls: FIXED))
-        patch.setattr(time, "time", lambda: NOW)
-        GOLDEN.write_text(json.dumps({name: run(name)[1] for name in sorted(SCENARIOS)},
-                                     indent=1) + "\n")
+if __name__ == "__main__":
+    RECORDED.write()
 
 
 # -- a cutover killed anywhere, then --recover ---------------------------------------------

@@ -15,7 +15,6 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pytest
 
@@ -36,9 +35,8 @@ from encroot.stream import parse_header
 from encroot.zfs.testing import RecordingRunner
 
 from .fakes import ReceivingWorld, filesystem, make_zfs
+from .recorded import DATA, Recording
 
-DATA = Path(__file__).parent.parent / "data"
-GOLDEN = DATA / "receive-commands.json"
 SPACES = "dst/my data"
 ODD = "dst/a:b.c-d_e f"  # every character ZFS allows in a name besides letters and digits
 NOTE = {"com.example:note": "it's \"quoted\" & $HOME"}
@@ -153,16 +151,17 @@ def run(name: str) -> tuple[ReceivingWorld, RecordingRunner, list[str]]:
     return world, runner, [*lines, outcome]
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+RECORDED = Recording("receive-commands.json", SCENARIOS, lambda name: run(name)[2])
+
+
+@pytest.mark.parametrize("name", RECORDED.names())
 def test_the_zfs_commands_are_those_recorded_before_steps_carried_commands(name: str
                                                                           ) -> None:
-    golden = json.loads(GOLDEN.read_text())
-    assert run(name)[2] == golden[name]
+    RECORDED.check(name)
 
 
-if __name__ == "__main__":  # writes the golden file: only from a reviewed, unchanged executor
-    GOLDEN.write_text(json.dumps({name: run(name)[2] for name in sorted(SCENARIOS)},
-                                 indent=1) + "\n")
+if __name__ == "__main__":
+    RECORDED.write()
 
 
 # -- the executor runs the plan's own commands -------------------------------------------

@@ -16,13 +16,11 @@ is recovered (``FaultInjector``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import pytest
 
@@ -51,10 +49,9 @@ from encroot.zfs import Runner, Zfs
 from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
 
 from .fakes import BINARIES
+from .recorded import Recording, with_stdin
 from .rotating import RotatingWorld, encrypted
 
-DATA = Path(__file__).parent.parent / "data"
-GOLDEN = DATA / "rotate-commands.json"
 SPACES, OTHER, CHILD = "tank/my data", "pool2/a:b.c-d_e f", "tank/p/c"
 NEW, OLD = "ab" * 32, "cd" * 32
 EPOCH = {"com.example:epoch": "it's \"2\" & $HOME"}
@@ -132,10 +129,14 @@ SCENARIOS = {
 }
 
 
+def _fixed(patch: pytest.MonkeyPatch) -> None:
+    patch.setattr(Owner, "current", classmethod(lambda cls: FIXED))
+    patch.setattr(secrets, "token_hex", lambda n=8: JOURNAL_ID)
+
+
 @pytest.fixture(autouse=True)
 def _fixed_owner_and_id(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(Owner, "current", classmethod(lambda cls: FIXED))
-    monkeypatch.setattr(secrets, "token_hex", lambda n=8: JOURNAL_ID)
+    _fixed(monkeypatch)
     yield
 
 
@@ -173,10 +174,8 @@ def perform(name: str, zfs: Zfs) -> str:
 
 
 def _line(command_line: str, stdin: bytes | None, secret: bool) -> str:
-    if stdin is None or secret:
-        return command_line
-    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<T>", stdin.decode())
-    return f"{command_line} < program {hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return with_stdin(command_line, stdin, secret, lambda program: re.sub(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<T>", program))  # the journal's start
 
 
 def run(name: str) -> tuple[RotatingWorld, RecordingRunner, list[str]]:
@@ -187,19 +186,17 @@ def run(name: str) -> tuple[RotatingWorld, RecordingRunner, list[str]]:
     return world, runner, [*lines, outcome]
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+RECORDED = Recording("rotate-commands.json", SCENARIOS, lambda name: run(name)[2], _fixed)
+
+
+@pytest.mark.parametrize("name", RECORDED.names())
 def test_the_zfs_commands_are_those_recorded_before_steps_carried_commands(name: str
                                                                           ) -> None:
-    golden = json.loads(GOLDEN.read_text())
-    assert run(name)[2] == golden[name]
+    RECORDED.check(name)
 
 
-if __name__ == "__main__":  # writes the golden file: only from a reviewed, unchanged executor
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Owner, "current", classmethod(lambda cls: FIXED))
-        patch.setattr(secrets, "token_hex", lambda n=8: JOURNAL_ID)
-        GOLDEN.write_text(json.dumps({name: run(name)[2] for name in sorted(SCENARIOS)},
-                                     indent=1) + "\n")
+if __name__ == "__main__":
+    RECORDED.write()
 
 
 # -- the executor runs the plan's own commands -------------------------------------------
