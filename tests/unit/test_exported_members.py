@@ -77,6 +77,9 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "RotationPlan", "RotationRefused", "RotationStep", "StrategyUnavailable", "execute",
         "plan_for", "plan_recovery", "read_state", "recover", "rotate_keys", "user_properties"
     },
+    "encroot.steps": {
+        "CommandStep"
+    },
     "encroot.stream": {
         "BEGIN_RECORD_SIZE", "PeekedStream", "StreamDataset", "StreamInfo", "decode_xdr_nvlist",
         "parse_header", "peek_stream"

@@ -33,6 +33,7 @@ from ..owned import (
     Owner,
     dumps,
 )
+from ..steps import CommandStep
 from ..zfs import Command, ZfsCommands
 from .model import ConvertRequest, ConvertState, Node, Tree
 
@@ -70,36 +71,19 @@ class SwapAction(Enum):
     UNDO = "undo"
 
 
-@dataclass(frozen=True)
-class Step:
-    """One thing a conversion's executor does.
+class Step(CommandStep[ConvertAction | SwapAction]):
+    """One thing a conversion's executor does (``encroot.steps.CommandStep``).
 
-    Attributes:
-        action: picks the executor's code for the step.
-        dataset: what the step acts on (a rename's source).
-        detail: for people: what the step does and why (a rename's new name).
-        commands: the state-changing zfs commands the step runs, in order (reads
-            are not listed).  Exact, markers and owners included, for SNAPSHOT,
-            MARK_VERIFIED and every swap step but two.  UNMOUNT lists what was
-            mounted at planning and unmounts what is mounted when it runs.
-            MOUNT lists the file systems that mount by default (or were mounted
-            before cutover), and mounts those ZFS then shows mountable.  In a
-            cutover plan (a preview made before the last transfers) RESTORE
-            assumes the new datasets have no local mount properties yet, which
-            is how the transfers leave them.  TRANSFER holds none: its
-            pipelines are the plan's transfers, each with its commands;
-            VERIFY only reads.
+    Its commands are exact, markers and owners included, for SNAPSHOT,
+    MARK_VERIFIED and every swap step but two.  UNMOUNT lists what was mounted
+    at planning and unmounts what is mounted when it runs.  MOUNT lists the
+    file systems that mount by default (or were mounted before cutover), and
+    mounts those ZFS then shows mountable.  In a cutover plan (a preview made
+    before the last transfers) RESTORE assumes the new datasets have no local
+    mount properties yet, which is how the transfers leave them.  TRANSFER
+    holds none: its pipelines are the plan's transfers, each with its
+    commands; VERIFY only reads.
     """
-
-    action: ConvertAction | SwapAction
-    dataset: str
-    detail: str = ""
-    commands: tuple[Command, ...] = ()
-
-    def to_json(self) -> dict[str, object]:
-        return {"action": self.action.value, "dataset": self.dataset, "detail": self.detail,
-                "commands": [command.shell_line() for command in self.commands],
-                "argv": [list(command.argv) for command in self.commands]}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ knowledge is said on ``Step``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 
 from ..owned import (
@@ -26,8 +25,9 @@ from ..owned import (
     ReceiveVerified,
     dumps,
 )
+from ..steps import CommandStep
 from ..stream import StreamInfo
-from ..zfs import Command, ZfsCommands
+from ..zfs import ZfsCommands
 from .state import Props, ReceiveRequest, TargetState, temp_name
 
 __all__ = ["ReceiveAction", "Step", "direct_receive", "mounted_deepest_first",
@@ -49,36 +49,18 @@ class ReceiveAction(Enum):
     MOUNT = "mount"
 
 
-@dataclass(frozen=True)
-class Step:
-    """One thing the executor does.
+class Step(CommandStep[ReceiveAction]):
+    """One thing the receive executor does (``encroot.steps.CommandStep``).
 
-    Attributes:
-        action: picks the executor's code for the step.
-        dataset: what the step acts on (a rename's source).
-        detail: for people: what the step does and why (a rename's new name).
-        commands: the state-changing zfs commands the step runs, in order
-            (reads, which change nothing, are not listed).  Exact, markers
-            and their owner included, for RECEIVE (the stream is its stdin),
-            MARK_VERIFIED, MARK_REPLACED, RENAME, DESTROY_OLD, KEEP_OLD and
-            CLEAR_VERIFIED.  The run decides two from what ZFS shows then:
-            UNMOUNT lists what was mounted at planning, and unmounts what is
-            mounted at the swap (deepest first); MOUNT lists the new tree's
-            file systems that a raw stream leaves without a loaded key, and
-            mounts those ZFS then shows mountable (``canmount=on``, a
-            mountpoint, key loaded, not mounted), which may be fewer.
-            VERIFY only reads and holds none.
+    Its commands are exact, markers and their owner included, for RECEIVE
+    (the stream is its stdin), MARK_VERIFIED, MARK_REPLACED, RENAME,
+    DESTROY_OLD, KEEP_OLD and CLEAR_VERIFIED.  The run decides two from what
+    ZFS shows then: UNMOUNT lists what was mounted at planning, and unmounts
+    what is mounted at the swap (deepest first); MOUNT lists the new tree's
+    file systems that a raw stream leaves without a loaded key, and mounts
+    those ZFS then shows mountable (``canmount=on``, a mountpoint, key loaded,
+    not mounted), which may be fewer.  VERIFY only reads and holds none.
     """
-
-    action: ReceiveAction
-    dataset: str
-    detail: str = ""
-    commands: tuple[Command, ...] = ()
-
-    def to_json(self) -> dict[str, object]:
-        return {"action": self.action.value, "dataset": self.dataset, "detail": self.detail,
-                "commands": [command.shell_line() for command in self.commands],
-                "argv": [list(command.argv) for command in self.commands]}
 
 
 def direct_receive(request: ReceiveRequest, detail: str, commands: ZfsCommands) -> Step:
