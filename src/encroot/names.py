@@ -231,7 +231,11 @@ def dataset_or_snapshot(name: str) -> DatasetName | SnapshotName:
 
 
 def validate_property_value(name: str, value: str) -> str:
-    """Return ``value`` if ZFS can store it as the value of property ``name``."""
+    """Return ``value`` if ZFS can store it as the value of property ``name``.
+
+    Raises:
+        InvalidProperty: not a string, a NUL byte, not UTF-8, or longer than ZFS allows.
+    """
     if not isinstance(value, str):
         raise InvalidProperty(f"value of {name}: must be a string, not {type(value).__name__}",
                               subject=name)
@@ -250,7 +254,12 @@ def validate_property_value(name: str, value: str) -> str:
 def validate_user_properties(
     properties: Mapping[str, str] | Iterable[tuple[str, str]],
 ) -> dict[UserPropertyName, str]:
-    """Validate user properties for one operation; return them with validated names."""
+    """Validate user properties for one operation; return them with validated names.
+
+    Raises:
+        InvalidProperty: a name that is not ``namespace:property`` as ZFS requires, a
+            name given twice, a bad value, or more properties than ZFS takes at once.
+    """
     pairs = properties.items() if isinstance(properties, Mapping) else properties
     result: dict[UserPropertyName, str] = {}
     for raw_name, value in pairs:

@@ -82,7 +82,11 @@ def run_plain(zfs: Zfs, request: ReceiveRequest, stream_fd: int) -> Result:
 
 
 def pass_options(values: Sequence[str]) -> dict[str, str]:
-    """Parse ``-o prop=value`` options into a mapping (validation happens in the layer)."""
+    """Parse ``-o prop=value`` options into a mapping (validation happens in the layer).
+
+    Raises:
+        InputError: an option without ``=`` or without a property name.
+    """
     result: dict[str, str] = {}
     for value in values:
         name, sep, text = value.partition("=")

@@ -282,6 +282,10 @@ def read_state(zfs: Zfs, target: DatasetName) -> TargetState:
 
     Three processes in the common case: the pool feature, the parent with its
     direct children (target, temporary, old tree), and the target's tree.
+
+    Raises:
+        InputError: the target's name leaves no room for encroot's temporary suffix.
+        ZfsError: a read failed (``PoolNotFound`` for a pool that is not imported).
     """
     feature = zfs.pool_get(target.pool, ["feature@encryption"]).get("feature@encryption", "-")
     family = get_props(zfs, [target.parent], depth=1, types=("filesystem", "volume")) \

@@ -121,6 +121,9 @@ def parse_get_json(text: str) -> PropertyTable:
     Shape: ``{"datasets": {NAME: {"properties": {PROP: {"value": V,
     "source": {"type": T, "data": D}}}}}}``; an inherited source has type
     ``INHERITED`` and the parent's name in ``data``.
+
+    Raises:
+        ZfsError: the text is not that shape (an OpenZFS whose ``-j`` output changed).
     """
     try:
         datasets = json.loads(text)["datasets"]
