@@ -20,6 +20,7 @@ from ..errors import InvalidProperty
 from ..names import DatasetName, dataset_or_snapshot, validate_property_value
 from .options import check_property_name, property_args
 from .runner import Command
+from .ssh import SshTarget
 
 __all__ = ["RECEIVE_FLAGS", "ZfsCommands", "check_receive_flags"]
 
@@ -43,9 +44,10 @@ class ZfsCommands:
     """
 
     program: str = "zfs"
+    remote: SshTarget | None = None  # the host the commands run on, over ssh
 
     def _command(self, *args: str) -> Command:
-        return Command((self.program, *args), mutates=True)
+        return Command((self.program, *args), mutates=True, remote=self.remote)
 
     def receive(self, target: str, *, options: Sequence[str] = (),
                 properties: Mapping[str, str] | None = None,
