@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import RemoteError, RemoteZfsTooOld, ZfsError
-from .runner import Result
+from .runner import Command, Result
 from .ssh import classify_ssh_failure
 
 if TYPE_CHECKING:
+    from ..keys import Key
     from .masters import SshMasters
     from .parse import ZfsVersion
     from .ssh import SshTarget
@@ -29,6 +30,22 @@ class RemoteMethods:
         _connected: bool
 
         def version(self) -> ZfsVersion: ...
+
+        def execute(self, command: Command, *, key: Key | None = None, check: bool = True,
+                    stdin_fd: int | None = None, data: bytes | None = None,
+                    timeout: float | None = None) -> Result: ...
+
+    def list_directory(self, path: str) -> list[str]:
+        """The entries of a folder on the host this layer runs on (``ls -A``, POSIX), for
+        what a remote host holds beside ZFS (a root's own files).
+
+        Raises:
+            ZfsError: ``ls`` failed (no such folder, permission).
+        """
+        if not path.startswith("/") or "\0" in path:
+            raise ValueError(f"{path!r}: not an absolute path")
+        result = self.execute(Command(("ls", "-A", "--", path), remote=self.remote))
+        return [line for line in result.stdout.splitlines() if line]
 
     @property
     def host(self) -> str | None:
