@@ -259,7 +259,8 @@ def test_a_cut_ssh_connection_mid_initial_then_the_phase_again(
         os.kill(pid, signal.SIGKILL)  # the connection drops under the stream
     _, err = run.communicate(timeout=300)
     assert run.returncode in (1, 4), err.decode()
-    assert err.decode().count("\n") == 1 and HOST in err.decode()
+    errors = [line for line in err.decode().splitlines() if line.startswith("encroot: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"encroot: {HOST}: "), err.decode()
     _finish_initial_and_check(ssh_lab, source, destination)
 
 
