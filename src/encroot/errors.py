@@ -19,6 +19,13 @@
     ├── RotationFailed                some datasets of a batch were not rotated (``results``)
     ├── VerificationFailed            ZFS shows something else than an operation promised
     ├── ZfsUnavailable                no zfs/zpool binary, or no ZFS kernel module
+    ├── RemoteError                   a remote host could not be used over ssh (``host``)
+    │   ├── RemoteUnreachable         no connection: refused, timed out, unknown name
+    │   ├── RemoteAuthFailed          ssh authentication failed (BatchMode: no prompt)
+    │   ├── RemoteHostKey             the host key is unknown or changed
+    │   ├── RemoteZfsMissing          ``zfs``/``zpool`` not found there (exit 127)
+    │   ├── RemoteZfsTooOld           its OpenZFS is older than encroot supports
+    │   └── RemoteConnectionLost      the connection broke while a command ran
     ├── ZfsError                      a zfs/zpool command failed; keeps ZFS's message
     │   ├── DatasetNotFound           "dataset does not exist"
     │   ├── PoolNotFound              "no such pool"
@@ -74,6 +81,13 @@ __all__ = [
     "PermissionDenied",
     "PoolNotFound",
     "ReceiveRefused",
+    "RemoteAuthFailed",
+    "RemoteConnectionLost",
+    "RemoteError",
+    "RemoteHostKey",
+    "RemoteUnreachable",
+    "RemoteZfsMissing",
+    "RemoteZfsTooOld",
     "RotationFailed",
     "RotationRefused",
     "StrategyUnavailable",
@@ -207,6 +221,48 @@ class VerificationFailed(EncrootError):
 
 class ZfsUnavailable(EncrootError):
     """The zfs/zpool commands or the ZFS kernel module cannot be used here."""
+
+
+class RemoteError(EncrootError):
+    """A remote host could not be used over ssh; the message is one line naming the host.
+
+    Every kind but ``RemoteConnectionLost`` is found before the remote command
+    runs (at the first connection, or the version check that follows), so
+    nothing was changed on either side.
+
+    Attributes:
+        host: the host as the user named it (``[USER@]HOST``).
+        detail: ssh's own message (its last line), or what encroot found.
+    """
+
+    def __init__(self, message: str, *, host: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.host = host
+        self.detail = detail
+
+
+class RemoteUnreachable(RemoteError):
+    """ssh could not connect: connection refused or timed out, no route, unknown name."""
+
+
+class RemoteAuthFailed(RemoteError):
+    """The host refused every key ssh offered (``Permission denied``)."""
+
+
+class RemoteHostKey(RemoteError):
+    """The host's key is not in the known hosts, or differs from the one recorded there."""
+
+
+class RemoteZfsMissing(RemoteError):
+    """The remote shell found no ``zfs`` or ``zpool`` (exit status 127)."""
+
+
+class RemoteZfsTooOld(RemoteError):
+    """The remote OpenZFS is older than the oldest one encroot supports (2.1)."""
+
+
+class RemoteConnectionLost(RemoteError):
+    """The ssh connection broke while a command ran (what it did is what ZFS shows now)."""
 
 
 class ZfsError(EncrootError):

@@ -432,7 +432,7 @@ def test_a_phase_takes_ownership_and_keeps_an_interrupted_cutover_a_cutover() ->
     for marker, expected in cases:
         zfs, runner = make_zfs(lambda command: (0, '{"return": {"claimed": true}}', ""))
         read = {"encroot:migrate": dumps(marker)} if marker else {}
-        run = _Run(zfs, request, lambda line: None, None, None, None,
+        run = _Run(zfs, zfs, request, lambda line: None, None, None, None,
                    None,  # type: ignore[arg-type]  # no PhaseResult: taking ownership needs none
                    MigrateState(Side("src"), Side("dst", root_values=read), marker=marker))
         _take_ownership(run, "catch-up")
@@ -454,7 +454,7 @@ def test_a_run_that_ends_in_cutover_checks_its_keys_before_the_first_byte(
     from .fakes import make_zfs
 
     monkeypatch.setattr(migrate_run, "read_state",
-                        lambda zfs, request: state(source_side("s1"), destination_side()))
+                        lambda zfs, request, dst=None: state(source_side("s1"), destination_side()))
     zfs, runner = make_zfs()
     whole = MigrateRequest(DatasetName("src"), PoolName("dst"))
     assert whole.phases == ("initial", "cutover")

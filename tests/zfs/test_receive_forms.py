@@ -26,7 +26,8 @@ from .helpers import (
     write_files,
 )
 
-pytestmark = pytest.mark.zfs
+# every version: where zfs lands a -d/-e stream is zfs's own derivation, per version
+pytestmark = [pytest.mark.zfs, pytest.mark.all_versions]
 
 FLAGS = "receive -F -u --allow-encryption-change"
 _names = itertools.count()

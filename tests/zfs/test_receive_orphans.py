@@ -74,7 +74,8 @@ def assert_old_mounted_and_intact_then_clean(scene: Scene) -> None:
     assert receives_into(scene.target) == []
 
 
-@pytest.mark.parametrize("resumable", [False, True], ids=["plain", "s"])
+@pytest.mark.parametrize("resumable", [pytest.param(False, marks=pytest.mark.all_versions),
+                                       True], ids=["plain", "s"])
 def test_sigkill_mid_stream_ends_the_receive_while_the_sender_lives(scene: Scene,
                                                                     resumable: bool) -> None:
     stream = scene.stream.read_bytes()

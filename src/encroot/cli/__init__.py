@@ -4,11 +4,13 @@ One module per command (``receive``, ``rotate`` for change-key/recover/get,
 ``doctor`` for doctor/status, ``migrate``, ``convert`` for encrypt/reencrypt/
 decrypt, ``stream``, ``lab``), the plain ``zfs`` hand-over in ``dropin``, and
 what they share in ``common`` (exit statuses, output), ``keyfiles`` and
-``progress``.  Each subcommand parses its options, calls one library
+``progress``, and for remote pools ``remote`` (``--ssh-option``, one ``Zfs``
+per host).  Each subcommand parses its options, calls one library
 function, prints the result, and maps errors to exit statuses (``Exit``):
 0 success, 1 a failed operation, 2 bad input (usage, names, keys), 3 the lab
-could not build or run.  An error is one line on stderr that names the input
-or the ZFS message.
+could not build or run, 4 a remote host could not be used (``RemoteError``:
+unreachable, authentication, host key, no or too old zfs, a lost connection).
+An error is one line on stderr that names the input or the ZFS message.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..errors import EncrootError, InputError, LabError, ZfsError, ZfsUnavailable
+from ..errors import EncrootError, InputError, LabError, RemoteError, ZfsError, ZfsUnavailable
 from .common import Exit, Parser, fail
 
 __all__ = ["Exit", "build_parser", "main"]
@@ -82,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..zfs import Zfs
 
         return _guarded(lambda: hand_over(Zfs(), handover))
+    from .remote import join_ssh_options
+
+    arguments = join_ssh_options(arguments)
     args = build_parser(arguments).parse_args(arguments)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return _guarded(lambda: handler(args))
@@ -95,6 +100,8 @@ def _guarded(run: Callable[[], int]) -> int:
         return fail(str(exc), Exit.USAGE)
     except LabError as exc:
         return fail(str(exc), Exit.LAB)
+    except RemoteError as exc:
+        return fail(str(exc), Exit.REMOTE)
     except (ZfsError, ZfsUnavailable, EncrootError) as exc:
         return fail(str(exc), Exit.FAILED)
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ class Exit(enum.IntEnum):
     FAILED = 1  # an operation failed, or doctor found a warning or worse
     USAGE = 2  # bad input: usage, names, keys
     LAB = 3  # the lab could not build or run a guest
+    REMOTE = 4  # a remote host could not be used: unreachable, auth, host key, no/old zfs
     AUDIT_NOT_RUN = 2  # doctor: the audit could not run (an alias of USAGE)
     INTERRUPTED = 130  # SIGINT, as shells report it
 

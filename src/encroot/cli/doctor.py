@@ -18,9 +18,12 @@ from ..doctor import (
     read_audit_state,
     status_rows,
 )
-from ..errors import EncrootError, ZfsError
+from ..errors import EncrootError, InputError, RemoteError, ZfsError
+from ..hosts import Location, parse_location
 from ..zfs import Zfs
+from ..zfs.masters import SshMasters
 from .common import Exit, emit
+from .remote import LOCATION_HELP, add_ssh_options, zfs_for
 
 __all__ = ["add_doctor_commands"]
 
@@ -32,8 +35,10 @@ def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
                     "(default: every imported pool): which key each needs, what will fail at "
                     "the next boot, what a raw incremental would break, what encroot left "
                     "behind. Each finding has a stable code, a severity, an explanation and "
-                    "the command that fixes it. Exit status 0 when nothing is at warning level "
-                    "or above, 1 when something is, 2 when the audit could not run.")
+                    "the command that fixes it. The targets may be on another host (all on "
+                    "the same one; --fix only here). " + LOCATION_HELP + " Exit status 0 "
+                    "when nothing is at warning level or above, 1 when something is, 2 when "
+                    "the audit could not run, 4 when the remote host cannot be used.")
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.add_argument("--fix", action="store_true",
                         help="apply the repairs that cannot lose data or access (re-parent "
@@ -43,26 +48,57 @@ def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
                              "process is gone) and list every finding left, with the reason")
     doctor.add_argument("-n", dest="dry_run", action="store_true",
                         help="with --fix: show what it would do and change nothing")
-    doctor.add_argument("targets", nargs="*", metavar="POOL|DATASET")
+    add_ssh_options(doctor)
+    doctor.add_argument("targets", nargs="*", metavar="[[USER@]HOST:]POOL|DATASET")
     doctor.set_defaults(handler=_doctor)
 
     status = commands.add_parser(
         "status", help="a table of every dataset's encryption, root and key",
         description="One row per dataset: encryption, encryption root, key format, key "
-                    "location, key status, and whether it is its own root or inherits.")
+                    "location, key status, and whether it is its own root or inherits. "
+                    + LOCATION_HELP)
     status.add_argument("--json", action="store_true", help="print one JSON object")
-    status.add_argument("targets", nargs="*", metavar="POOL|DATASET")
+    add_ssh_options(status)
+    status.add_argument("targets", nargs="*", metavar="[[USER@]HOST:]POOL|DATASET")
     status.set_defaults(handler=_status)
 
 
+def _one_host(texts: list[str]) -> tuple[Location, list[str]]:
+    """The host every target is on (a local location when none is given) and the names.
+
+    Raises:
+        InputError: the targets are on several hosts.
+    """
+    found = [parse_location(text) for text in texts]
+    hosts = {(location.host, location.user) for location in found}
+    if len(hosts) > 1:
+        raise InputError(f"{' '.join(texts)}: targets on several hosts; audit one host per "
+                         "run", subject="targets")
+    where = found[0] if found else Location("")
+    return where, [location.dataset for location in found]
+
+
 def _doctor(args: argparse.Namespace) -> int:
-    zfs = Zfs()  # -n stops after plan_fixes: nothing below it is faked
+    where, targets = _one_host(args.targets)
+    if where.remote and args.fix:
+        raise InputError(f"--fix on {where.host_label}: key files and live processes are "
+                         "checked on this host; run encroot doctor --fix there",
+                         subject="--fix")
+    with SshMasters(tuple(args.ssh_options)) as masters:
+        # -n stops after plan_fixes: nothing below it is faked
+        return _audit(args, zfs_for(where, masters), targets)
+
+
+def _audit(args: argparse.Namespace, zfs: Zfs, targets: list[str]) -> int:
     try:
-        state = read_audit_state(zfs, args.targets)
+        state = read_audit_state(zfs, targets)
+    except RemoteError:
+        raise
     except (ZfsError, EncrootError) as exc:
         print(f"encroot: doctor: the audit could not run: {exc}", file=sys.stderr)
         return Exit.AUDIT_NOT_RUN
-    findings = audit(state)
+    # keylocation files of a remote pool are that host's: not checked from here
+    findings = audit(state) if zfs.remote is None else audit(state, key_file=_unchecked)
     fixed: list[dict[str, object]] = []
     plan = FixPlan()
     if args.fix:
@@ -74,7 +110,7 @@ def _doctor(args: argparse.Namespace) -> int:
             fixed = [{**o.fix.as_json(), "done": o.done, "detail": o.detail}
                      for o in apply_fixes(zfs, plan.fixes)]
             if plan.fixes:
-                state = read_audit_state(zfs, args.targets)
+                state = read_audit_state(zfs, targets)
                 findings = audit(state)
     worst = max((SEVERITY_ORDER[f.severity] for f in findings), default=-1)
     document: dict[str, object] = {"findings": [f.as_json() for f in findings],
@@ -105,8 +141,15 @@ def _doctor_lines(findings: list[Finding], fixed: list[dict[str, object]], plan:
     return lines
 
 
+def _unchecked(path: str, keyformat: str) -> str | None:
+    del path, keyformat
+    return None
+
+
 def _status(args: argparse.Namespace) -> int:
-    rows = status_rows(read_audit_state(Zfs(), args.targets))
+    where, targets = _one_host(args.targets)
+    with SshMasters(tuple(args.ssh_options)) as masters:
+        rows = status_rows(read_audit_state(zfs_for(where, masters), targets))
     widths = {c: max([len(c)] + [len(r[c]) for r in rows]) for c in STATUS_COLUMNS}
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in STATUS_COLUMNS).rstrip()]
     lines += ["  ".join(r[c].ljust(widths[c]) for c in STATUS_COLUMNS).rstrip() for r in rows]

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from ..hosts import Location, parse_location
 from ..keys import Key
 from ..migrate import (
     PHASES,
@@ -15,10 +16,13 @@ from ..migrate import (
     plan_migration,
 )
 from ..migrate.steps import human_bytes
+from ..names import DatasetName, PoolName
 from ..zfs import Zfs
+from ..zfs.masters import SshMasters
 from .common import Exit, emit, quiet, say_to_stderr
 from .keyfiles import closing_all, read_key
 from .progress import TransferProgress
+from .remote import LOCATION_HELP, add_ssh_options, zfs_for
 
 __all__ = ["add_migrate_commands", "plan_lines"]
 
@@ -33,9 +37,12 @@ def add_migrate_commands(commands: argparse._SubParsersAction[Any]) -> None:
                     "cutover (final snapshot, last incremental, re-parenting to DST's key, "
                     "each child tree moved to its name, verification, cold start). "
                     "Without --phase all run (initial, then cutover). An interrupted phase is "
-                    "run again and continues from what ZFS shows. Exit status 0 on success "
-                    "(with -n: when nothing is refused), 1 when refused or failed, 2 for bad "
-                    "input.")
+                    "run again and continues from what ZFS shows. Either side may be on "
+                    "another host: push (encroot migrate tank backup@newhost:newtank) or pull "
+                    "(encroot migrate oldhost:tank newtank); the stream goes zfs send | ssh "
+                    "HOST zfs receive, keys only on ssh's stdin. " + LOCATION_HELP + " Exit "
+                    "status 0 on success (with -n: when nothing is refused), 1 when refused "
+                    "or failed, 2 for bad input, 4 when a remote host cannot be used.")
     parser.add_argument("-n", dest="dry_run", action="store_true",
                         help="print the plan (datasets, snapshots, estimated bytes, commands, "
                              "checks) and change nothing")
@@ -60,16 +67,26 @@ def add_migrate_commands(commands: argparse._SubParsersAction[Any]) -> None:
                              "when its keylocation is prompt)")
     parser.add_argument("-v", dest="verbose", action="store_true",
                         help="print every zfs command (keys shown as <secret>)")
-    parser.add_argument("source", metavar="SRC_POOL_OR_ROOT")
-    parser.add_argument("destination", metavar="DST_POOL")
+    add_ssh_options(parser)
+    parser.add_argument("--take-over", metavar="HOST_ID",
+                        help="DST's marker names an encroot on another host, whose liveness "
+                             "cannot be checked from here: go on, that run is gone (the "
+                             "refusal names the host id to give)")
+    parser.add_argument("source", metavar="[[USER@]HOST:]SRC_POOL_OR_ROOT")
+    parser.add_argument("destination", metavar="[[USER@]HOST:]DST_POOL")
     parser.set_defaults(handler=_migrate)
 
 
-def _request(args: argparse.Namespace) -> MigrateRequest:
-    return MigrateRequest(args.source, args.destination, phase=args.phase or "all",
+def _request(args: argparse.Namespace, source: Location,
+             destination: Location) -> MigrateRequest:
+    return MigrateRequest(DatasetName(source.dataset), PoolName(destination.dataset),
+                          phase=args.phase or "all",
                           snapshot=args.snapshot, root_data=args.root_data,
                           verify_mount=args.verify == "mount",
-                          allow_unencrypted_destination=args.allow_unencrypted_destination)
+                          allow_unencrypted_destination=args.allow_unencrypted_destination,
+                          source_host=source.host_label if source.remote else None,
+                          destination_host=destination.host_label if destination.remote
+                          else None)
 
 
 def _source_key(args: argparse.Namespace, zfs: Zfs, request: MigrateRequest) -> Key | None:
@@ -88,12 +105,23 @@ def _source_key(args: argparse.Namespace, zfs: Zfs, request: MigrateRequest) -> 
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    request = _request(args)
-    zfs = Zfs(log=say_to_stderr if args.verbose else None)
+    source, destination = parse_location(args.source), parse_location(args.destination)
+    request = _request(args, source, destination)
+    with SshMasters(tuple(args.ssh_options)) as masters:
+        log = say_to_stderr if args.verbose else None
+        zfs = zfs_for(source, masters, log=log)
+        dst = zfs if (source.host, source.user) == (destination.host, destination.user) \
+            else zfs_for(destination, masters, log=log)
+        return _run(args, request, zfs, dst)
+
+
+def _run(args: argparse.Namespace, request: MigrateRequest, zfs: Zfs, dst: Zfs) -> int:
     if args.dry_run:
-        plans = plan_migration(zfs, request)
-        emit(args.json, {"dry_run": True, "phases": [p.to_json() for p in plans]},
-             [line for plan in plans for line in plan_lines(plan)])
+        plans = plan_migration(zfs, request, dst)
+        hosts = {"source_host": request.source_host,
+                 "destination_host": request.destination_host}
+        emit(args.json, {"dry_run": True, "phases": [p.to_json() for p in plans], **hosts},
+             [line for plan in plans for line in plan_lines(plan, request)])
         return Exit.FAILED if any(plan.refusals for plan in plans) else Exit.OK
     source_key = _source_key(args, zfs, request)
     new_key = read_key(args.new_key_file, None, "--new-key-file") if args.new_key_file \
@@ -101,7 +129,8 @@ def _migrate(args: argparse.Namespace) -> int:
     progress = TransferProgress(sys.stderr)
     with closing_all([source_key, new_key]):
         result = migrate(zfs, request, source_key=source_key, destination_key=new_key,
-                         progress=progress, say=say_to_stderr if args.verbose else quiet)
+                         progress=progress, say=say_to_stderr if args.verbose else quiet,
+                         destination_zfs=dst, take_over=args.take_over)
     lines = []
     for phase in result.phases:
         snapshot = phase.plan.goal.name if phase.plan.goal else "-"
@@ -109,16 +138,22 @@ def _migrate(args: argparse.Namespace) -> int:
                      f"{len(phase.transfers_run)} transfers, {phase.transferred_bytes} bytes")
         lines += [f"  ok  {line}" for line in phase.verified]
     if "cutover" in request.phases:
-        lines.append(f"{request.destination} is imported, its key not loaded and nothing "
+        lines.append(f"{request.destination}{request.on_destination} is imported, its key "
+                     "not loaded and nothing "
                      "mounted: its file systems have SRC's mount points; once SRC is exported, "
                      f"run zfs load-key {request.destination} && zfs mount -a")
     emit(args.json, result.to_json(), lines)
     return Exit.OK
 
 
-def plan_lines(plan: PhasePlan) -> list[str]:
-    """A phase plan as text for ``-n``."""
+def plan_lines(plan: PhasePlan, request: MigrateRequest | None = None) -> list[str]:
+    """A phase plan as text for ``-n``; with a remote side, where each command runs."""
     lines = [f"phase {plan.phase}:"]
+    if request is not None and (request.source_host or request.destination_host):
+        lines.append(f"  hosts: SRC {request.source} on {request.source_host or 'this host'}"
+                     f", DST {request.destination} on {request.destination_host or 'this host'}"
+                     " (zfs send on SRC's host | ssh | zfs receive on DST's; cutover's steps "
+                     "run on DST's host)")
     if plan.goal is not None:
         verb = "take" if plan.goal.create else "use"
         lines.append(f"  snapshot: {verb} @{plan.goal.name}")

@@ -42,6 +42,9 @@ class MigrateRequest:
         verify_mount: after the cold start, compare every file's SHA-256.
         allow_unencrypted_destination: DST's root is unencrypted on purpose; the
             migrated trees then stay encryption roots with SRC's key.
+        source_host, destination_host: the host each side is on, as the user
+            named it (``[USER@]HOST``), or None for this host.  The same pool
+            name on two hosts is two pools.
     """
 
     source: DatasetName
@@ -51,6 +54,8 @@ class MigrateRequest:
     root_data: str | None = None
     verify_mount: bool = False
     allow_unencrypted_destination: bool = False
+    source_host: str | None = None
+    destination_host: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", DatasetName(self.source))
@@ -58,13 +63,24 @@ class MigrateRequest:
         if self.phase not in (*PHASES, "all"):
             raise InputError(f"--phase {self.phase!r}: use one of {', '.join(PHASES)} "
                              "(or leave it out for all three)", subject="--phase")
-        if self.source.pool == self.destination:
+        if self.source.pool == self.destination and self.source_host == self.destination_host:
             raise InputError(f"DST_POOL {self.destination!r}: must be another pool than "
                              f"SRC's ({self.source.pool!r})", subject="DST_POOL")
         if self.snapshot is not None:
             SnapshotName(f"{self.source}@{self.snapshot}")
         if self.root_data is not None:
             self._check_root_data(self.root_data)
+        remote = self.source_host or self.destination_host
+        if remote and (self.verify_mount or self.root_data == "copy"):
+            option = "--verify=mount" if self.verify_mount else "--root-data=copy"
+            raise InputError(f"{option}: reads the files of both pools, so it needs both on "
+                             f"this host ({remote} is remote); leave it out, or run encroot "
+                             "on the host that has both", subject=option)
+
+    @property
+    def on_destination(self) -> str:
+        """`` on host H`` for a remote DST, else nothing (for messages)."""
+        return f" on host {self.destination_host}" if self.destination_host else ""
 
     @staticmethod
     def _check_root_data(mode: str) -> None:
@@ -103,7 +119,7 @@ class MigrateRequest:
             name = self.root_dataset
             return f"{self.destination}/{name}" if name else str(self.destination)
         if not source_name.startswith(self.source + "/"):
-            raise ValueError(f"{source_name} is not below {self.source}")
+            raise InputError(f"{source_name} is not below {self.source}")
         return f"{self.destination}{source_name[len(self.source):]}"
 
     @property
@@ -114,7 +130,7 @@ class MigrateRequest:
     def staged_name(self, source_name: str) -> str:
         """Where a SRC dataset is received before cutover: the same path below the staging."""
         if source_name != self.source and not source_name.startswith(self.source + "/"):
-            raise ValueError(f"{source_name} is not below {self.source}")
+            raise InputError(f"{source_name} is not below {self.source}")
         return f"{self.staging}{source_name[len(self.source):]}"
 
     def source_name(self, destination_name: str) -> str:

@@ -232,11 +232,12 @@ def _destination_refusals(request: MigrateRequest, state: MigrateState) -> list[
     create = (f"zpool create -O encryption=on -O keyformat={keyformat} "
               f"-O keylocation=prompt {request.destination} <vdevs>")
     if state.destination is None or state.destination.root_node is None:
-        return [Refusal(f"DST pool {request.destination} is not imported",
+        return [Refusal(f"DST pool {request.destination} is not imported{request.on_destination}",
                         f"zpool import {request.destination}, or create it: {create}")]
     refusals = []
     if state.destination_pool.get("feature@encryption") not in ("enabled", "active"):
-        refusals.append(Refusal(f"feature@encryption is not enabled on {request.destination}",
+        refusals.append(Refusal(f"feature@encryption is not enabled on {request.destination}"
+                                f"{request.on_destination}",
                                 f"zpool set feature@encryption=enabled {request.destination}"))
     root = state.destination.root_node
     if not root.encrypted and not request.allow_unencrypted_destination:

@@ -6,18 +6,24 @@ snapshots), one for SRC root's local properties and one ``zpool get``.
 was killed or whose stream was cut is simply run again: partial receives
 are resumed (``zfs send -t``), what arrived is kept, nothing on SRC is
 touched beyond its own snapshots.
+
+Each side has its own ``Zfs``: the same one for a local migration, one over
+ssh for a remote SRC or DST (``encroot.zfs.ssh``).  Reads and SRC's snapshots
+go to SRC's, every other command to DST's; a transfer is SRC's ``zfs send``
+piped into DST's ``zfs receive``.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import DatasetNotFound, IncorrectKey, ZfsError
+from ..errors import DatasetNotFound, IncorrectKey, RemoteConnectionLost, ZfsError
 from ..keys import Key
 from ..owned import (
     MIGRATE_MARKER,
@@ -27,6 +33,7 @@ from ..owned import (
     Owner,
     claim_marker,
     dumps,
+    foreign_owner,
     refuse_live,
 )
 from ..progress import Progress
@@ -129,29 +136,38 @@ def read_side(zfs: Zfs, root: str) -> Side:
     return Side(root, nodes, values.get(root, {}))
 
 
-def root_files(side: Side) -> tuple[str, ...] | None:
-    """Entries of the root's own file system (not child mount points); None if unmounted."""
+def root_files(side: Side, zfs: Zfs | None = None) -> tuple[str, ...] | None:
+    """Entries of the root's own file system (not child mount points); None if unmounted.
+
+    On a remote SRC (``zfs`` remote) the folder is listed there (``ls -A``)."""
     root = side.root_node
     if root is None or root.mounted != "yes" or not root.mountpoint.startswith("/"):
         return None
     children = child_entries(side)
+    folder = root.mountpoint.rstrip("/") or "/"
     try:
-        entries = sorted(os.listdir(root.mountpoint.rstrip("/") or "/"))
-    except OSError:
+        if zfs is not None and zfs.remote is not None:
+            entries = sorted(zfs.list_directory(folder))
+        else:
+            entries = sorted(os.listdir(folder))
+    except (OSError, ZfsError):
         return None
     return tuple(e for e in entries if e not in children)
 
 
-def read_state(zfs: Zfs, request: MigrateRequest) -> MigrateState:
-    """Both sides and the pool facts a plan needs, in four or five processes."""
+def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None) -> MigrateState:
+    """Both sides and the pool facts a plan needs, in four or five processes.
+
+    ``zfs`` reads SRC, ``dst`` (default: the same) DST."""
+    dst = zfs if dst is None else dst
     source = read_side(zfs, request.source)
     destination: Side | None = None
     pool: dict[str, str] = {}
     available = 0
     markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
-    if zfs.pool_exists(request.destination):
-        destination = read_side(zfs, request.destination)
-        pool = zfs.pool_get(request.destination, ["feature@encryption"])
+    if dst.pool_exists(request.destination):
+        destination = read_side(dst, request.destination)
+        pool = dst.pool_get(request.destination, ["feature@encryption"])
         available = _int(destination.root_values.get("available", ""))
         markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     local: dict[str, str] = {}
@@ -159,7 +175,7 @@ def read_state(zfs: Zfs, request: MigrateRequest) -> MigrateState:
         table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
         local = {p: v.value for p, v in table[request.source].items()} \
             if request.source in table else {}
-    return MigrateState(source, destination, pool, available, local, root_files(source),
+    return MigrateState(source, destination, pool, available, local, root_files(source, zfs),
                         *markers)
 
 
@@ -220,14 +236,15 @@ def _existing(spec: SendSpec, state: MigrateState) -> SendSpec | None:
     return replace(spec, snapshot=f"{dataset}@{node.snapshots[-1].name}")
 
 
-def plan_migration(zfs: Zfs, request: MigrateRequest) -> list[PhasePlan]:
+def plan_migration(zfs: Zfs, request: MigrateRequest,
+                   destination_zfs: Zfs | None = None) -> list[PhasePlan]:
     """The plans of the requested phases, for ``-n``: later phases as if earlier ones ran.
 
     Estimates come from ``zfs send -nP`` where the snapshots exist; a phase
     that would first take its snapshot is estimated as the incremental from
     the newest snapshot DST has (the writes since then are not known yet).
     """
-    state = read_state(zfs, request)
+    state = read_state(zfs, request, destination_zfs)
     plans = []
     for phase in request.phases:
         plan = plan_phase(request, state, phase, fresh_snapshot_name(state))
@@ -245,7 +262,8 @@ def plan_migration(zfs: Zfs, request: MigrateRequest) -> list[PhasePlan]:
 
 @dataclass
 class _Run:
-    zfs: Zfs
+    zfs: Zfs  # SRC's side
+    dst: Zfs  # DST's side: the same, or another host's
     request: MigrateRequest
     say: Callable[[str], None]
     progress: Progress | None
@@ -259,32 +277,50 @@ class _Run:
     phase_marked: bool = False  # our phase marker is on DST's root (removed at the end)
 
     def refresh(self) -> MigrateState:
-        self.state = refresh_destination(self.zfs, self.request, self.state)
+        self.state = refresh_destination(self.dst, self.request, self.state)
         return self.state
 
 
 def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
             destination_key: Key | None = None, progress: Progress | None = None,
-            say: Callable[[str], None] = lambda line: None) -> MigrateResult:
+            say: Callable[[str], None] = lambda line: None,
+            destination_zfs: Zfs | None = None, take_over: str | None = None) -> MigrateResult:
     """Run the requested phases; see docs/design.md for what each does.
 
+    ``zfs`` runs SRC's commands, ``destination_zfs`` (default: the same) DST's.
+    ``take_over`` is the host id of a marker's owner on another host, whose
+    liveness cannot be checked from here: the user says it is gone.
+
     Raises:
-        MigrateRefused: a precondition failed (nothing changed in that phase).
+        MigrateRefused: a precondition failed (nothing changed in that phase), or DST is
+            held by an encroot on another host (``take_over`` names it to go on).
         VerificationFailed: DST differs from the plan after a phase.
         ZfsError: a zfs command failed; run the same phase again to continue.
     """
     result = MigrateResult()
+    dst = zfs if destination_zfs is None else destination_zfs
     for phase in request.phases:
-        result.phases.append(_run_phase(zfs, request, phase, source_key, destination_key,
-                                        progress, say))
+        run = _Run(zfs, dst, request, say, progress, source_key, destination_key,
+                   PhaseResult(PhasePlan(phase, None)), read_state(zfs, request, dst))
+        result.phases.append(_run_phase(run, phase, take_over))
     return result
 
 
-def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | None,
-               destination_key: Key | None, progress: Progress | None,
-               say: Callable[[str], None]) -> PhaseResult:
-    state = read_state(zfs, request)
+def refuse_held(request: MigrateRequest, state: MigrateState, take_over: str | None) -> None:
+    """Refuse while DST's marker names a live encroot here, or any encroot on another host
+    (its liveness cannot be checked from here) unless ``take_over`` names that host."""
     refuse_live(str(request.destination), state.marker, state.phase_marker)
+    owner = foreign_owner(state.marker, state.phase_marker)
+    if owner is not None and owner.host != take_over:
+        raise MigrateRefused(
+            f"{request.destination}{request.on_destination} is held by {owner.describe()}, "
+            "whose liveness cannot be checked from this host; wait for it, or once it is "
+            f"gone pass --take-over {owner.host}")
+
+
+def _run_phase(run: _Run, phase: str, take_over: str | None) -> PhaseResult:
+    zfs, request, state = run.zfs, run.request, run.state
+    refuse_held(request, state, take_over)
     plan = plan_phase(request, state, phase, fresh_snapshot_name(state))
     plan.refuse_if_needed()
     assert plan.goal is not None
@@ -293,8 +329,7 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
     if not plan.transfers_done:  # the space check, before anything changes
         estimates = _estimates(zfs, plan.transfers, state)
         plan_phase(request, state, phase, goal.name, estimates).refuse_if_needed()
-    run = _Run(zfs, request, say, progress, source_key, destination_key, PhaseResult(plan),
-               state)
+    run.result = PhaseResult(plan)
     if "cutover" in request.phases:  # before the first byte moves, not after the copy
         _check_keys(run, state)
     _take_ownership(run, phase)
@@ -302,7 +337,7 @@ def _run_phase(zfs: Zfs, request: MigrateRequest, phase: str, source_key: Key | 
         return _run_owned_phase(run, phase, plan, goal, estimates)
     finally:
         if run.phase_marked:
-            zfs.inherit(request.destination, MIGRATE_MARKER)
+            run.dst.inherit(request.destination, MIGRATE_MARKER)
 
 
 def _take_ownership(run: _Run, phase: str) -> None:
@@ -316,7 +351,7 @@ def _take_ownership(run: _Run, phase: str) -> None:
         marker = MigratePhase(source=str(run.request.source), phase=phase, owner=run.owner)
         run.phase_marked = True
     assert run.state.destination is not None  # a phase needs DST's pool
-    claim_marker(run.zfs, str(run.request.destination), MIGRATE_MARKER,
+    claim_marker(run.dst, str(run.request.destination), MIGRATE_MARKER,
                  run.state.destination.root_values.get(MIGRATE_MARKER), dumps(marker))
 
 
@@ -403,12 +438,17 @@ def _transfer(run: _Run, transfer: Transfer) -> None:
     if run.progress is not None:
         run.progress.start(transfer)
     try:
-        run.zfs.transfer(transfer.spec, transfer.target, progress=advance)
+        run.zfs.transfer(transfer.spec, transfer.target, progress=advance,
+                         destination=None if run.dst is run.zfs else run.dst)
     except ZfsError as exc:
         hint = (f"{exc} (during {transfer.command()}); what arrived is kept: run the same "
                 f"encroot migrate phase again to continue")
         raise type(exc)(hint, argv=exc.argv, returncode=exc.returncode,
                         stderr=exc.stderr) from exc
+    except RemoteConnectionLost as exc:
+        raise RemoteConnectionLost(f"{exc} (during {transfer.command()}); what arrived is "
+                                   "kept: run the same encroot migrate phase again to continue",
+                                   host=exc.host, detail=exc.detail) from exc
     finally:
         if run.progress is not None:
             run.progress.finish(transfer, moved)
@@ -432,7 +472,7 @@ def _verify_snapshots(run: _Run, step: Step, goal: str) -> None:
 
 
 def _set_root_properties(run: _Run, step: Step, goal: str) -> None:
-    run.zfs.set(run.request.destination, root_properties(run.request, run.state))
+    run.dst.set(run.request.destination, root_properties(run.request, run.state))
     run.result.verified.append(f"SRC root's local properties set on {run.request.destination}")
 
 
@@ -440,7 +480,7 @@ def _mark(run: _Run, step: Step, goal: str) -> None:
     """Say on DST's root that re-parenting began: catch-up refuses from now on."""
     marker = MigrateCutover(source=str(run.request.source), snapshot=goal, stage="reparent",
                             devices=tuple(_device_dirs(run)), owner=run.owner)
-    run.zfs.set(run.request.destination, {MIGRATE_MARKER: dumps(marker)})
+    run.dst.set(run.request.destination, {MIGRATE_MARKER: dumps(marker)})
     run.phase_marked = False  # the cutover marker replaced it; unmark removes it
 
 
@@ -451,7 +491,7 @@ def _load_key(run: _Run, step: Step, goal: str) -> None:
         return
     assert run.source_key is not None
     try:
-        run.zfs.load_key(step.dataset, run.source_key)
+        run.dst.load_key(step.dataset, run.source_key)
     except IncorrectKey as exc:
         raise MigrateRefused(f"the key given for {run.request.source} is not its key: "
                              f"{step.dataset}, received raw from it, refused it; nothing was "
@@ -459,18 +499,18 @@ def _load_key(run: _Run, step: Step, goal: str) -> None:
 
 
 def _inherit_key(run: _Run, step: Step, goal: str) -> None:
-    run.zfs.change_key(step.dataset, inherit=True)
+    run.dst.change_key(step.dataset, inherit=True)
 
 
 def _move(run: _Run, step: Step, goal: str) -> None:
     assert run.state.destination is not None
     node = run.state.destination.get(step.dataset)  # as read when the cutover began
-    run.zfs.rename(step.dataset, step.argument,
+    run.dst.rename(step.dataset, step.argument,
                    no_remount=node is None or node.type != "volume")
 
 
 def _inherit(run: _Run, step: Step, goal: str) -> None:
-    run.zfs.inherit(step.dataset, step.argument)
+    run.dst.inherit(step.dataset, step.argument)
 
 
 def _drop_staging(run: _Run, step: Step, goal: str) -> None:
@@ -479,23 +519,26 @@ def _drop_staging(run: _Run, step: Step, goal: str) -> None:
     assert run.state.destination is not None
     node = run.state.destination.get(step.dataset)  # as read when the cutover began
     if node is not None and node.snapshots:
-        run.zfs.destroy_all_snapshots(step.dataset)
-    run.zfs.destroy(step.dataset)
+        run.dst.destroy_all_snapshots(step.dataset)
+    run.dst.destroy(step.dataset)
 
 
 def _device_dirs(run: _Run) -> list[str]:
     """Folders of DST's devices (for ``zpool import -d``), read once while it is imported."""
     if not run.device_dirs:
         run.device_dirs = sorted({os.path.dirname(p) for p in
-                                  run.zfs.pool_device_paths(run.request.destination)})
+                                  run.dst.pool_device_paths(run.request.destination)})
     return run.device_dirs
 
 
 def _cold_start(run: _Run, step: Step, goal: str) -> None:
     """Export and import DST under a temporary altroot; load only its key; mount all."""
-    zfs, dst = run.zfs, run.request.destination
+    zfs, dst = run.dst, run.request.destination
     dirs = _device_dirs(run)
-    run.altroot = tempfile.mkdtemp(prefix="encroot-migrate-")
+    # on a remote DST the altroot is a name there; zfs mount makes the folders it needs
+    remote_altroot = f"/tmp/encroot-migrate-{secrets.token_hex(6)}"  # noqa: S108
+    run.altroot = (tempfile.mkdtemp(prefix="encroot-migrate-") if run.dst.remote is None
+                   else remote_altroot)
     zfs.export_pool(dst)
     zfs.import_pool(dst, search_dirs=dirs, no_mount=True, altroot=run.altroot)
     _load_destination_keys(run)
@@ -522,7 +565,7 @@ def _mountable(side: Side) -> list[Node]:
 
 def _load_destination_keys(run: _Run) -> None:
     """After an import: DST's key, or (unencrypted DST) SRC's key for each moved tree."""
-    zfs, dst = run.zfs, run.request.destination
+    zfs, dst = run.dst, run.request.destination
     assert run.state.destination is not None and run.state.destination.root_node is not None
     if run.state.destination.root_node.encrypted:
         try:
@@ -547,11 +590,11 @@ def _reimport(run: _Run, step: Step, goal: str) -> None:
     it again costs seconds for a passphrase; it is loaded when DST is mounted
     (after SRC is exported).
     """
-    zfs, dst = run.zfs, run.request.destination
+    zfs, dst = run.dst, run.request.destination
     dirs = _device_dirs(run)
     zfs.export_pool(dst)
     zfs.import_pool(dst, search_dirs=dirs, no_mount=True)
-    if run.altroot is not None:
+    if run.altroot is not None and run.dst.remote is None:
         try:
             os.rmdir(run.altroot)
         except OSError:
@@ -559,7 +602,7 @@ def _reimport(run: _Run, step: Step, goal: str) -> None:
 
 
 def _unmark(run: _Run, step: Step, goal: str) -> None:
-    run.zfs.inherit(run.request.destination, MIGRATE_MARKER)
+    run.dst.inherit(run.request.destination, MIGRATE_MARKER)
 
 
 _ACTIONS: dict[str, Callable[[_Run, Step, str], None]] = {

@@ -8,6 +8,7 @@ through this package; nothing else spells these names.
 """
 
 from ..errors import OwnerAlive
+from . import owner as _owner_module
 from .claim import claim_marker
 from .markers import (
     CONVERSIONS,
@@ -96,6 +97,7 @@ __all__ = [
     "convert_old_name",
     "convert_temp_name",
     "dumps",
+    "foreign_owner",
     "live_owner",
     "lookalike_target",
     "marker_types_table",
@@ -115,6 +117,22 @@ def live_owner(*markers: Marker | NotOurs | None) -> Owner | None:
     for marker in markers:
         owner = getattr(marker, "owner", None)
         if isinstance(owner, Owner) and owner.holds():
+            return owner
+    return None
+
+
+def foreign_owner(*markers: Marker | NotOurs | None) -> Owner | None:
+    """The first owner among ``markers`` that ran on another host, if any.
+
+    Its liveness cannot be checked from here (its ``/proc`` is elsewhere): with
+    remote pools a marker may name the host that ran the operation over ssh,
+    so such an owner counts as alive until the user says otherwise
+    (``encroot migrate --take-over HOST``).
+    """
+    here = _owner_module.host_id()
+    for marker in markers:
+        owner = getattr(marker, "owner", None)
+        if isinstance(owner, Owner) and owner.host != here:
             return owner
     return None
 

@@ -26,13 +26,17 @@ from ..names import (
     dataset_or_snapshot,
 )
 from .commands import ZfsCommands, check_receive_flags
+from .direct import PROGRESS_FLAGS
 from .holds import HoldMethods
+from .masters import SshMasters
 from .options import check_property_name as _check_property_name
 from .options import property_args as _property_args
 from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, parse_version
 from .pools import PoolMethods
+from .remote import RemoteMethods
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 from .send import SendSpec, send_args
+from .ssh import SshTarget
 from .translate import translate
 
 __all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importers
@@ -42,6 +46,8 @@ TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
 SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
 # The subcommands encroot hands over whole when it adds nothing to them (``exec_replacing``).
 DROP_IN_SUBCOMMANDS = ("receive", "recv", "change-key")
+# On a remote host zfs and zpool are found by the remote shell (``encroot.zfs.ssh``).
+REMOTE_BINARIES = Binaries(zfs="zfs", zpool="zpool")
 
 
 def _write_key(fd: int, key: Key) -> None:
@@ -57,25 +63,33 @@ def _write_key(fd: int, key: Key) -> None:
 
 
 @dataclass
-class Zfs(PoolMethods, HoldMethods):
+class Zfs(PoolMethods, HoldMethods, RemoteMethods):
     """The command layer: the only code in encroot that starts zfs or zpool.
 
     Args:
         runner: executes commands; tests pass a fake, the default starts processes.
         binaries: paths of zfs/zpool; found on first use when None.
         log: called with each command's shell line before it runs (verbose mode).
+        remote: run every command on this host over ssh (None: this host).
+        masters: the ssh master connections ``remote``'s commands ride; the
+            first command opens it, then checks the remote OpenZFS version.
     """
 
     runner: Runner = field(default_factory=SubprocessRunner)
     binaries: Binaries | None = None
     log: Callable[[str], None] | None = None
+    remote: SshTarget | None = None
+    masters: SshMasters | None = field(default=None, repr=False)
     # Detected features (e.g. which rotation strategies exist), kept for this Zfs's life.
     features: dict[str, object] = field(default_factory=dict, repr=False)
     _version: ZfsVersion | None = field(default=None, repr=False)
+    _connected: bool = field(default=False, repr=False)
 
     # -- plumbing --------------------------------------------------------------
 
     def _paths(self) -> Binaries:
+        if self.binaries is None and self.remote is not None:
+            self.binaries = REMOTE_BINARIES
         if self.binaries is None:
             self.binaries = find_binaries()
         return self.binaries
@@ -84,13 +98,15 @@ class Zfs(PoolMethods, HoldMethods):
     def commands(self) -> ZfsCommands:
         """The builders of state-changing commands, with the zfs binary this layer runs
         (found on first use), for plans whose steps carry the commands they run."""
-        return ZfsCommands(self._paths().zfs)
+        return ZfsCommands(self._paths().zfs, remote=self.remote)
 
     def zfs_command(self, *args: str, mutates: bool = False, secret: bool = False) -> Command:
-        return Command((self._paths().zfs, *args), mutates=mutates, secret_stdin=secret)
+        return Command((self._paths().zfs, *args), mutates=mutates, secret_stdin=secret,
+                       remote=self.remote)
 
     def zpool_command(self, *args: str, mutates: bool = False, secret: bool = False) -> Command:
-        return Command((self._paths().zpool, *args), mutates=mutates, secret_stdin=secret)
+        return Command((self._paths().zpool, *args), mutates=mutates, secret_stdin=secret,
+                       remote=self.remote)
 
     def execute(self, command: Command, *, key: Key | None = None, check: bool = True,
                 stdin_fd: int | None = None, data: bytes | None = None,
@@ -105,6 +121,8 @@ class Zfs(PoolMethods, HoldMethods):
             raise InputError("a command takes a key on stdin exactly when it is marked secret")
         if self.log is not None:
             self.log(command.shell_line())
+        if command.remote is not None:
+            self.connect()
         stdin: memoryview | bytes | None = key.material() if key is not None else data
         try:
             if stdin_fd is not None:
@@ -114,6 +132,7 @@ class Zfs(PoolMethods, HoldMethods):
         finally:
             if isinstance(stdin, memoryview):
                 stdin.release()
+        self._check_remote(result)
         if check and not result.ok:
             raise translate(result)
         return result
@@ -339,7 +358,8 @@ class Zfs(PoolMethods, HoldMethods):
 
     def transfer(self, stream: SendSpec, target: str, *, options: Sequence[str] = ("-u", "-s"),
                  properties: Mapping[str, str] | None = None, key: Key | None = None,
-                 progress: Callable[[int], None] | None = None) -> Result:
+                 progress: Callable[[int], None] | None = None,
+                 destination: Zfs | None = None) -> Result:
         """``zfs send ... | zfs receive OPTIONS [-o P=V]... TARGET``; the receive's result.
 
         ``progress`` is called with byte counts as the stream passes.  With
@@ -349,16 +369,31 @@ class Zfs(PoolMethods, HoldMethods):
         named by ``-o keylocation=file:///dev/fd/N`` (never argv, environment or
         a file); set the dataset's real ``keylocation`` afterwards.
 
+        ``destination`` is the layer of the receiving side when it is another
+        host (or this host seen from a remote sender): this layer sends, that one
+        receives, and the two processes are joined by a pipe (``encroot.zfs.direct``),
+        the sender with ``-v -P`` for the progress.
+
         Raises:
             the receive's typed error, or ``ZfsError`` naming the send when
-            the send failed while the receive reported nothing.
+            the send failed while the receive reported nothing; ``RemoteError``
+            when ssh failed on either side.
         """
         check_receive_flags(options)
+        receiving = self if destination is None else destination
+        direct = self.remote is not None or receiving.remote is not None
         props = dict(properties or {})
         if key is not None and ("keylocation" in props or "keyformat" in props):
             raise InvalidProperty("keylocation/keyformat: set by encroot from the key; do not "
                                   "pass them with a key", subject="keylocation")
-        sender = self.zfs_command(*send_args(stream))
+        if key is not None and receiving.remote is not None:
+            raise InvalidProperty("a key for a receive on another host goes on stdin, which "
+                                  "holds the stream: receive unkeyed, then load-key",
+                                  subject="key")
+        args = send_args(stream)
+        if direct:
+            args = [args[0], *PROGRESS_FLAGS, *args[1:]]
+        sender = self.zfs_command(*args)
         read_end = None
         if key is not None:
             read_end, write_end = os.pipe()
@@ -368,19 +403,23 @@ class Zfs(PoolMethods, HoldMethods):
                 os.close(write_end)
             props.update(keyformat=key.format, keylocation=f"file:///dev/fd/{read_end}")
         try:
-            receiver = Command((self._paths().zfs, "receive", *options,
+            receiver = Command((receiving._paths().zfs, "receive", *options,
                                 *_property_args("-o", props), DatasetName(target)),
-                               mutates=True, key_fd=read_end)
-            return self._pipe(sender, receiver, progress)
+                               mutates=True, key_fd=read_end, remote=receiving.remote)
+            return self._pipe(sender, receiver, progress, receiving)
         finally:
             if read_end is not None:
                 os.close(read_end)
 
     def _pipe(self, sender: Command, receiver: Command,
-              progress: Callable[[int], None] | None) -> Result:
+              progress: Callable[[int], None] | None, receiving: Zfs) -> Result:
         if self.log is not None:
             self.log(f"{sender.shell_line()} | {receiver.shell_line()}")
+        self.connect()
+        receiving.connect()
         sent, received = self.runner.pipe(sender, receiver, progress=progress)
+        self._check_remote(received)
+        self._check_remote(sent)
         if not received.ok:
             raise translate(Result(receiver, received.returncode, received.stdout,
                                    (received.stderr + "\n" + sent.stderr).strip()))

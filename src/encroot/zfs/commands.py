@@ -28,6 +28,7 @@ from .holds import check_tag
 from .options import check_property_name, property_args
 from .runner import Command
 from .send import SendSpec, send_args
+from .ssh import SshTarget
 
 __all__ = ["RECEIVE_FLAGS", "ZfsCommands", "check_receive_flags"]
 
@@ -51,9 +52,11 @@ class ZfsCommands:
     """
 
     program: str = "zfs"
+    remote: SshTarget | None = None  # the host the commands run on, over ssh
 
     def _command(self, *args: str, secret: bool = False) -> Command:
-        return Command((self.program, *args), mutates=True, secret_stdin=secret)
+        return Command((self.program, *args), mutates=True, secret_stdin=secret,
+                       remote=self.remote)
 
     def receive(self, target: str, *, options: Sequence[str] = (),
                 properties: Mapping[str, str] | None = None,
@@ -120,7 +123,8 @@ class ZfsCommands:
         """``zfs load-key [-n] -L prompt NAME``, the key on stdin; ``-n`` only checks the
         key and changes nothing (a read)."""
         args = ("load-key", *(["-n"] if noop else []), "-L", "prompt", DatasetName(name))
-        return Command((self.program, *args), mutates=not noop, secret_stdin=True)
+        return Command((self.program, *args), mutates=not noop, secret_stdin=True,
+                       remote=self.remote)
 
     def channel_program(self, pool: str, *, read_only: bool = False,
                         instructions: int | None = None, memory: int | None = None) -> Command:
@@ -131,7 +135,8 @@ class ZfsCommands:
             args += ["-t", str(int(instructions))]
         if memory is not None:
             args += ["-m", str(int(memory))]
-        return Command((self.program, *args, PoolName(pool), "-"), mutates=not read_only)
+        return Command((self.program, *args, PoolName(pool), "-"), mutates=not read_only,
+                       remote=self.remote)
 
     def snapshot(self, names: Sequence[str], *, recursive: bool = False,
                  properties: Mapping[str, str] | None = None) -> Command:

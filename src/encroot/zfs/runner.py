@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import IO, NoReturn, Protocol
 
 from ..errors import InputError, ZfsUnavailable
+from .ssh import SshTarget, ssh_argv
 
 __all__ = [
     "Binaries",
@@ -54,17 +55,33 @@ class Command:
         key_fd: a descriptor of this process, the read end of a pipe that holds
             key material, which the child inherits under the same number
             (``zfs receive -o keylocation=file:///dev/fd/N``, whose stdin is the
-            stream); None for none.
+            stream); None for none.  Never with ``remote`` (a descriptor does
+            not cross ssh).
+        remote: the host ``argv`` runs on, over ssh (``encroot.zfs.ssh``); None
+            for this host.  ``argv`` is then the remote argv and
+            ``process_argv`` the local ``ssh ...`` that runs it.
     """
 
     argv: tuple[str, ...]
     mutates: bool = False
     secret_stdin: bool = False
     key_fd: int | None = None
+    remote: SshTarget | None = None
+
+    def __post_init__(self) -> None:
+        if self.remote is not None and self.key_fd is not None:
+            raise InputError("a key descriptor cannot be passed over ssh; send the key on stdin")
+
+    @property
+    def process_argv(self) -> tuple[str, ...]:
+        """What this host starts: ``argv``, or the ssh command that runs it remotely."""
+        return self.argv if self.remote is None else ssh_argv(self.remote, self.argv)
 
     def shell_line(self) -> str:
-        """A copy-pasteable shell line; a secret shows as ``< <secret>`` (``N< <secret>``)."""
-        line = shlex.join(self.argv)
+        """A copy-pasteable shell line; a secret shows as ``< <secret>`` (``N< <secret>``).
+
+        A remote command shows the whole ``ssh ... 'LC_ALL=C ... zfs ...'`` line."""
+        line = shlex.join(self.process_argv)
         if self.key_fd is not None:
             line += f" {self.key_fd}< <secret>"
         return f"{line} < <secret>" if self.secret_stdin else line
@@ -186,7 +203,7 @@ class SubprocessRunner:
         child_stdin = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
         try:
             process = subprocess.Popen(
-                command.argv,
+                command.process_argv,
                 stdin=child_stdin,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -215,7 +232,7 @@ class SubprocessRunner:
     def _run_relayed(self, command: Command, source: int, timeout: float | None) -> Result:
         read_end, write_end = os.pipe()  # not inheritable: only the child gets read_end
         try:
-            process = subprocess.Popen(command.argv, stdin=read_end, stdout=subprocess.PIPE,
+            process = subprocess.Popen(command.process_argv, stdin=read_end, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, env=self._environment())
         except OSError as exc:
             os.close(write_end)
@@ -247,6 +264,10 @@ class SubprocessRunner:
              progress: Callable[[int], None] | None = None) -> tuple[Result, Result]:
         """Run ``sender | receiver`` (``zfs send | zfs receive``) and relay the stream.
 
+        When one side runs over ssh, the two processes are joined by an OS pipe
+        instead (``encroot.zfs.direct``): the stream never passes through encroot,
+        and progress comes from ``zfs send -v -P``.
+
         encroot relays the bytes itself (with ``splice`` where the kernel has it,
         so nothing is copied through Python) to count them for the progress
         display.  If the receiver dies, the sender is killed; if the sender
@@ -254,6 +275,11 @@ class SubprocessRunner:
         stream.
         """
         env = self._environment()
+        if sender.remote is not None or receiver.remote is not None:
+            from .direct import direct_pipe
+
+            return direct_pipe(sender, receiver, env=env, progress=progress,
+                               on_start=self.on_start)
         try:
             send = subprocess.Popen(sender.argv, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
