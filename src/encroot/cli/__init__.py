@@ -61,6 +61,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                                      parser_class=Parser)
     word = None if argv is None else _command_word(argv)
     known = any(word in words for words, _ in _COMMANDS)
+    if argv is not None and word is None and "--version" in argv:
+        return parser  # `encroot --version` needs no command's parser
     for words, module in _COMMANDS:
         if not known or word in words:
             adder = getattr(importlib.import_module(f"{__name__}.{module}"),
