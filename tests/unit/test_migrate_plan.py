@@ -212,7 +212,7 @@ def test_cutover_loads_and_re_parents_the_staging_alone_then_moves_every_tree_ou
     destination = destination_side(*received(source, "s1"))
     plan = plan_phase(replace(REQUEST, phase="cutover"), state(source, destination),
                       "cutover", "new")
-    actions = [(s.action, s.dataset) for s in plan.steps]
+    actions = [(str(s.action), s.dataset) for s in plan.steps]
     keyed = [step for step in actions if step[0] in ("load-key", "inherit-key")]
     assert keyed == [("load-key", STAGING), ("inherit-key", STAGING)]
     moves = [s.command for s in plan.steps if s.action == "move"]

@@ -14,7 +14,7 @@ NAME = "tank/my data"
 
 def test_the_layer_runs_the_builders_commands_with_its_binary() -> None:
     zfs, runner = make_zfs()
-    assert zfs.commands == ZfsCommands(BINARIES.zfs)
+    assert zfs.commands == ZfsCommands(BINARIES.zfs, zpool=BINARIES.zpool)
     build = zfs.commands
     zfs.set(NAME, {"com.example:note": "it's \"x\""})
     zfs.inherit(NAME, "com.example:note", recursive=True)

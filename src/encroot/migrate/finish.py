@@ -7,18 +7,24 @@ what DST must show after the transfers and after the cold start.
 
 from __future__ import annotations
 
-from ..owned import MIGRATE_MARKER
+from collections.abc import Sequence
+
+from ..owned import MIGRATE_MARKER, MigrateCutover, Owner, dumps
+from ..zfs import Command, ZfsCommands
 from .landing import current_copy, migrated_nodes, received_name, received_nodes, staged, top_of
 from .model import MigrateRequest, MigrateState, Node
-from .steps import Step
+from .steps import MigrateAction, SideCommands, Step
 
-__all__ = ["MOUNT_PROPERTIES", "ROOT_PROPERTIES_KEPT_BACK", "encryption_problems",
-           "expected_encryption_root", "plan_finish", "reparent_order", "root_properties",
-           "snapshot_problems"]
+__all__ = ["MOUNT_PROPERTIES", "PREVIEW_ALTROOT", "ROOT_PROPERTIES_KEPT_BACK",
+           "cold_start_commands", "encryption_problems", "expected_encryption_root",
+           "mark_command", "plan_finish", "reimport_commands", "reparent_order",
+           "root_properties", "snapshot_problems"]
 
 # SRC root's local properties that stay behind: encryption is DST's own, and
 # a mount point or share of SRC would collide with SRC's while both are imported.
 MOUNT_PROPERTIES = ("mountpoint", "sharenfs", "sharesmb")
+# What a plan shows for cold start's altroot: the run makes a fresh one (mkdtemp).
+PREVIEW_ALTROOT = "/tmp/encroot-migrate-XXXXXXXX"  # noqa: S108
 ROOT_PROPERTIES_KEPT_BACK = frozenset({
     "encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2salt", "encryptionroot",
     *MOUNT_PROPERTIES,
@@ -55,47 +61,93 @@ def reparent_order(request: MigrateRequest, state: MigrateState) -> list[Node]:
     return sorted(found, key=lambda n: (n.name.count("/"), n.name))
 
 
-def plan_finish(request: MigrateRequest, state: MigrateState, goal: str) -> list[Step]:
-    """Cutover after the last stream: root properties, marker, re-parent, checks."""
+def plan_finish(request: MigrateRequest, state: MigrateState, goal: str, *,
+                commands: SideCommands | None = None, owner: Owner | None = None
+                ) -> list[Step]:
+    """Cutover after the last stream: root properties, marker, re-parent, checks.
+
+    ``commands`` builds DST's commands (this host's ``zfs`` by default); ``owner``
+    is who the marker names (this process by default).  See ``Step`` for the
+    three steps whose commands the run completes.
+    """
     assert state.destination is not None and state.destination.root_node is not None
+    zfs = (commands or SideCommands()).destination
     dst = str(request.destination)
-    steps = [Step("verify-snapshots", dst, f"every SRC snapshot up to @{goal} on DST")]
+    steps = [Step(MigrateAction.VERIFY_SNAPSHOTS, dst, f"every SRC snapshot up to @{goal} on DST")]
     roots = reparent_order(request, state)
     # Loading first also proves SRC's key right before anything changes.
-    steps += [Step("load-key", target.name, "with SRC root's key",
-                   f"zfs load-key -L prompt {target.name} < <SRC key>") for target in roots]
+    steps += [Step(MigrateAction.LOAD_KEY, target.name, "with SRC root's key",
+                   () if target.keystatus == "available" else (zfs.load_key(target.name),))
+              for target in roots]
     props = root_properties(request, state)
     if props:
         pairs = " ".join(f"{k}={v}" for k, v in props.items())
-        steps.append(Step("set-root-properties", dst, pairs, f"zfs set {pairs} {dst}"))
-    steps.append(Step("mark", dst, "cutover re-parents now; no raw incremental after this",
-                      f"zfs set {MIGRATE_MARKER}=<json> {dst}"))
+        steps.append(Step(MigrateAction.SET_ROOT_PROPERTIES, dst, pairs,
+                          (zfs.set(dst, props),)))
+    steps.append(Step(MigrateAction.MARK, dst, "cutover re-parents now; no raw incremental "
+                      "after this", (mark_command(request, goal, (), owner or Owner.current(),
+                                                  zfs),)))
     dst_encrypted = state.destination.root_node.encrypted
     for target in roots:
         parent = target.name.rsplit("/", 1)[0]
         parent_node = state.destination.get(parent)
         if dst_encrypted or (parent_node is not None and parent_node.encrypted):
-            steps.append(Step("inherit-key", target.name, f"inherit {parent}'s key",
-                              f"zfs change-key -i {target.name}"))
+            steps.append(Step(MigrateAction.INHERIT_KEY, target.name, f"inherit {parent}'s key",
+                              (zfs.change_key(target.name, inherit=True),)))
     if staged(state):
-        steps += _move_steps(request, state)
-    steps.append(Step("cold-start", dst, "export; import under a temporary altroot; load "
-                      "only DST's key; check encryption, encryptionroot and keystatus; "
-                      "mount every file system",
-                      f"zpool export {dst} && zpool import -R <tmp> {dst} && "
-                      f"zfs load-key {dst} && zfs mount -a"))
+        steps += _move_steps(request, state, zfs)
+    root = state.destination.root_node
+    steps.append(Step(MigrateAction.COLD_START, dst, "export; import under a temporary "
+                      "altroot; load only DST's key; check encryption, encryptionroot and "
+                      "keystatus; mount every file system",
+                      cold_start_commands(request, state, zfs, PREVIEW_ALTROOT, (),
+                                          key_given=root.keylocation == "prompt")))
     if request.root_data == "copy":
-        steps.append(Step("copy-root-data", dst, f"files of {request.source}@{goal} copied "
-                          "into DST's root, re-encrypted with DST's key"))
+        steps.append(Step(MigrateAction.COPY_ROOT_DATA, dst, f"files of {request.source}@{goal} "
+                          "copied into DST's root, re-encrypted with DST's key"))
     if request.verify_mount:
-        steps.append(Step("verify-files", dst, f"SHA-256 of every file in @{goal}, SRC vs DST"))
-    steps.append(Step("reimport", dst, "export; import without mounting or loading its key",
-                      f"zpool export {dst} && zpool import -N {dst}"))
-    steps.append(Step("unmark", dst, "", f"zfs inherit {MIGRATE_MARKER} {dst}"))
+        steps.append(Step(MigrateAction.VERIFY_FILES, dst,
+                          f"SHA-256 of every file in @{goal}, SRC vs DST"))
+    steps.append(Step(MigrateAction.REIMPORT, dst, "export; import without mounting or loading "
+                      "its key", reimport_commands(request, zfs, ())))
+    steps.append(Step(MigrateAction.UNMARK, dst, "", (zfs.inherit(dst, MIGRATE_MARKER),)))
     return steps
 
 
-def _move_steps(request: MigrateRequest, state: MigrateState) -> list[Step]:
+def mark_command(request: MigrateRequest, goal: str, devices: Sequence[str], owner: Owner,
+                 zfs: ZfsCommands) -> Command:
+    """The cutover marker on DST's root: re-parenting began (catch-up refuses from then on);
+    ``devices`` are DST's device folders, for ``zpool import -d`` after an interruption."""
+    marker = MigrateCutover(source=str(request.source), snapshot=goal, stage="reparent",
+                            devices=tuple(devices), owner=owner)
+    return zfs.set(str(request.destination), {MIGRATE_MARKER: dumps(marker)})
+
+
+def cold_start_commands(request: MigrateRequest, state: MigrateState, zfs: ZfsCommands,
+                        altroot: str, devices: Sequence[str], *, key_given: bool
+                        ) -> tuple[Command, ...]:
+    """Export DST, import it under ``altroot`` unmounted, load its key alone (given on
+    stdin, or from its keylocation); with an unencrypted DST root, SRC's key into each
+    moved tree instead (``reparent_order``).  The mounts come after a read."""
+    dst = str(request.destination)
+    assert state.destination is not None and state.destination.root_node is not None
+    keys: tuple[Command, ...]
+    if state.destination.root_node.encrypted:
+        keys = (zfs.load_key(dst) if key_given else zfs.load_key_at_location(dst),)
+    else:
+        keys = tuple(zfs.load_key(node.name) for node in reparent_order(request, state))
+    return (zfs.export_pool(dst),
+            zfs.import_pool(dst, search_dirs=devices, no_mount=True, altroot=altroot), *keys)
+
+
+def reimport_commands(request: MigrateRequest, zfs: ZfsCommands,
+                      devices: Sequence[str]) -> tuple[Command, ...]:
+    """Export DST and import it normally, without mounting (its mount points are SRC's)."""
+    dst = str(request.destination)
+    return zfs.export_pool(dst), zfs.import_pool(dst, search_dirs=devices, no_mount=True)
+
+
+def _move_steps(request: MigrateRequest, state: MigrateState, zfs: ZfsCommands) -> list[Step]:
     """Each child tree out of the staging to its name; then the staging itself (SRC root's
     copy) to DST/NAME with ``--root-data dataset:NAME``, without SRC's mount point and
     shares, or dropped."""
@@ -104,27 +156,29 @@ def _move_steps(request: MigrateRequest, state: MigrateState) -> list[Step]:
     for child in state.source.children(request.source):
         staged_name = request.staged_name(child.name)
         if state.destination.get(staged_name) is not None:
-            steps.append(_move(staged_name, request.destination_name(child.name), "",
+            steps.append(_move(zfs, staged_name, request.destination_name(child.name), "",
                                volume=child.type == "volume"))
     staging = state.destination.get(request.staging)
     if request.root_dataset:
         final = request.destination_name(request.source)
         if staging is not None:
-            steps.append(_move(request.staging, final, " (SRC root's own data)"))
-        steps += [Step("inherit", final, f"not SRC root's {name}", f"zfs inherit {name} {final}",
-                       name) for name in MOUNT_PROPERTIES if name in state.source_root_local]
+            steps.append(_move(zfs, request.staging, final, " (SRC root's own data)",
+                               volume=staging.type == "volume"))
+        steps += [Step(MigrateAction.INHERIT, final, f"not SRC root's {name}",
+                       (zfs.inherit(final, name),), name)
+                  for name in MOUNT_PROPERTIES if name in state.source_root_local]
     elif staging is not None:
-        steps.append(Step("drop-staging", request.staging, "SRC root's copy, its children "
-                          "moved out; SRC keeps the original, and ZFS refuses while a child "
-                          "is left", f"zfs destroy {request.staging}@% && "
-                          f"zfs destroy {request.staging}"))
+        drop = (zfs.destroy_all_snapshots(request.staging),) if staging.snapshots else ()
+        steps.append(Step(MigrateAction.DROP_STAGING, request.staging, "SRC root's copy, its "
+                          "children moved out; SRC keeps the original, and ZFS refuses while "
+                          "a child is left", (*drop, zfs.destroy(request.staging))))
     return steps
 
 
-def _move(name: str, final: str, why: str, *, volume: bool = False) -> Step:
+def _move(zfs: ZfsCommands, name: str, final: str, why: str, *, volume: bool = False) -> Step:
     """``zfs rename -u`` (nothing is remounted); a volume takes no ``-u``."""
-    flag = "" if volume else "-u "
-    return Step("move", name, f"to {final}{why}", f"zfs rename {flag}{name} {final}", final)
+    return Step(MigrateAction.MOVE, name, f"to {final}{why}",
+                (zfs.rename(name, final, no_remount=not volume),), final)
 
 
 def snapshot_problems(request: MigrateRequest, state: MigrateState, goal: str) -> list[str]:

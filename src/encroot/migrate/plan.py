@@ -26,12 +26,21 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from ..owned import MIGRATE_SNAPSHOT_PREFIX, MIGRATE_STAGING
+from ..owned import MIGRATE_SNAPSHOT_PREFIX, MIGRATE_STAGING, Owner
 from ..zfs import SendSpec
 from .finish import expected_encryption_root, plan_finish
 from .landing import current_copy, migrated_nodes, received_name, received_nodes, staged, top_of
 from .model import MigrateRefused, MigrateRequest, MigrateState, Node, Side, Snap
-from .steps import Goal, PhasePlan, Refusal, Transfer, human_bytes
+from .steps import (
+    Goal,
+    MigrateAction,
+    PhasePlan,
+    Refusal,
+    SideCommands,
+    Step,
+    Transfer,
+    human_bytes,
+)
 
 __all__ = ["assume_synced", "choose_goal", "plan_phase", "plan_sync", "trees", "with_goal"]
 
@@ -111,9 +120,17 @@ def trees(request: MigrateRequest, state: MigrateState) -> list[Node]:
     return ordered
 
 
-def plan_sync(request: MigrateRequest, state: MigrateState, goal: str
-              ) -> tuple[list[Transfer], list[Refusal]]:
-    """The transfers that bring DST up to ``goal``; resumes come alone (then read again)."""
+def plan_sync(request: MigrateRequest, state: MigrateState, goal: str,
+              commands: SideCommands | None = None) -> tuple[list[Transfer], list[Refusal]]:
+    """The transfers that bring DST up to ``goal``, each with its send and receive built
+    by ``commands`` (this host's by default); resumes come alone (then read again)."""
+    transfers, refusals = _sync(request, state, goal)
+    sides = commands or SideCommands()
+    return [replace(t, commands=sides.pipeline(t.spec, t.target)) for t in transfers], refusals
+
+
+def _sync(request: MigrateRequest, state: MigrateState, goal: str
+          ) -> tuple[list[Transfer], list[Refusal]]:
     assert state.destination is not None
     resumes = [Transfer("resume", request.source_name(node.name), node.name,
                         SendSpec(resume_token=node.resume_token))
@@ -358,8 +375,13 @@ def _space_refusal(request: MigrateRequest, state: MigrateState,
 # -- the phase plan --------------------------------------------------------------------------
 
 def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_name: str,
-               estimates: Mapping[str, int] | None = None) -> PhasePlan:
-    """The whole plan of one phase (without estimates, the free-space check waits)."""
+               estimates: Mapping[str, int] | None = None, *,
+               commands: SideCommands | None = None, owner: Owner | None = None) -> PhasePlan:
+    """The whole plan of one phase (without estimates, the free-space check waits).
+
+    ``commands`` builds each side's commands (this host's ``zfs`` by default),
+    ``owner`` is who cutover's marker names (this process by default).
+    """
     refusals = _source_refusals(request, state) + _destination_refusals(request, state)
     if refusals:
         return PhasePlan(phase, None, refusals=refusals)
@@ -372,7 +394,7 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
         plan = PhasePlan(phase, goal, refusals=data_refusals, notes=notes, transfers_done=True)
         plan.notes.append("an interrupted cutover's transfers are complete; it goes on "
                           "re-parenting")
-        plan.steps = plan_finish(request, state, goal.name)
+        plan.steps = plan_finish(request, state, goal.name, commands=commands, owner=owner)
         return plan
     taken = _final_names_taken(request, state) if staged(state) else []
     if taken:
@@ -384,7 +406,7 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
         data_refusals += _root_origin_refusals(request, state)
     goal = choose_goal(request, state, phase, fresh_name)
     planned = with_goal(state, goal.name) if goal.create else state
-    transfers, sync_refusals = plan_sync(request, planned, goal.name)
+    transfers, sync_refusals = plan_sync(request, planned, goal.name, commands)
     transfers = [_estimated(t, estimates) for t in transfers]
     plan = PhasePlan(phase, goal, transfers, notes=notes,
                      refusals=data_refusals + sync_refusals)
@@ -398,9 +420,24 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
         plan.refusals += _space_refusal(request, state, transfers)
     plan.checks = _checks(request, phase)
     plan.datasets = dataset_rows(request, planned, goal.name)
+    plan.steps = _phase_steps(request, goal, commands or SideCommands())
     if phase == "cutover":
-        plan.steps = plan_finish(request, assume_synced(request, planned, goal.name), goal.name)
+        plan.steps += plan_finish(request, assume_synced(request, planned, goal.name),
+                                  goal.name, commands=commands, owner=owner)
     return plan
+
+
+def _phase_steps(request: MigrateRequest, goal: Goal, commands: SideCommands) -> list[Step]:
+    """The goal snapshot (when it must be taken), then the transfers."""
+    steps = []
+    if goal.create:
+        steps.append(Step(MigrateAction.SNAPSHOT, str(request.source), "the goal, recursive",
+                          (commands.source.snapshot([f"{request.source}@{goal.name}"],
+                                                    recursive=True),)))
+    steps.append(Step(MigrateAction.TRANSFER, str(request.destination), "the transfers "
+                      "below, partial receives resumed first; then every SRC snapshot up to "
+                      "the goal checked on DST"))
+    return steps
 
 
 def dataset_rows(request: MigrateRequest, state: MigrateState, goal: str
@@ -420,8 +457,7 @@ def dataset_rows(request: MigrateRequest, state: MigrateState, goal: str
 def _estimated(transfer: Transfer, estimates: Mapping[str, int] | None) -> Transfer:
     if estimates is None or transfer.command() not in estimates:
         return transfer
-    return Transfer(transfer.kind, transfer.source, transfer.target, transfer.spec,
-                    estimates[transfer.command()])
+    return replace(transfer, estimate=estimates[transfer.command()])
 
 
 def _checks(request: MigrateRequest, phase: str) -> list[str]:

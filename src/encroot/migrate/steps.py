@@ -1,18 +1,25 @@
-"""What a migration phase plan holds: transfers, cutover steps, refusals (plain data).
+"""What a migration phase plan holds: transfers, steps, refusals (plain data).
 
-``plan`` builds these (pure functions); ``-n`` prints them and ``--json``
-emits them.
+``plan`` and ``finish`` build these (pure functions); ``-n`` prints them and
+``--json`` emits them.  A ``Step`` names its ``MigrateAction`` and holds the
+state-changing ``Command``s it runs, built with each side's ``ZfsCommands``
+(``SideCommands``); a ``Transfer`` holds its ``zfs send`` and ``zfs receive``.
+The executor (``run.execute``) dispatches on the action with a ``match`` whose
+default is ``assert_never``, so mypy rejects an action without code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from ..zfs import SendSpec
+from ..steps import CommandStep
+from ..zfs import Command, SendSpec, ZfsCommands
 from .model import MigrateRefused
 
-__all__ = ["RECEIVE_OPTIONS", "Goal", "PhasePlan", "Refusal", "Step", "Transfer", "human_bytes"]
+__all__ = ["RECEIVE_OPTIONS", "Goal", "MigrateAction", "PhasePlan", "Refusal", "SideCommands",
+           "Step", "Transfer", "human_bytes"]
 
 RECEIVE_OPTIONS = ("-u", "-s")
 
@@ -29,12 +36,29 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class SideCommands:
+    """The command builders of each side: SRC's (its snapshots, the sends) and DST's
+    (the receives, cutover's steps); the same host's for a local migration."""
+
+    source: ZfsCommands = field(default_factory=ZfsCommands)
+    destination: ZfsCommands = field(default_factory=ZfsCommands)
+
+    def pipeline(self, spec: SendSpec, target: str) -> tuple[Command, Command]:
+        """SRC's ``zfs send`` and DST's ``zfs receive -u -s TARGET``, as
+        ``Zfs.transfer`` builds them (``-v -P`` on the send when a side is remote)."""
+        direct = self.source.remote is not None or self.destination.remote is not None
+        return (self.source.send(spec, progress=direct),
+                self.destination.receive(target, options=RECEIVE_OPTIONS))
+
+
+@dataclass(frozen=True)
 class Transfer:
     """One ``zfs send | zfs receive -u -s`` pipeline.
 
     ``kind`` is ``tree`` (-R full), ``tree-incremental`` (-R -I),
     ``dataset`` (one dataset's first snapshot, or a clone stream),
-    ``dataset-incremental`` (-I) or ``resume`` (-t).
+    ``dataset-incremental`` (-I) or ``resume`` (-t).  ``commands``: the send
+    and the receive the executor runs (``SideCommands.pipeline``).
     """
 
     kind: str
@@ -42,32 +66,73 @@ class Transfer:
     target: str
     spec: SendSpec
     estimate: int | None = None
+    commands: tuple[Command, ...] = ()
+
+    def pipeline(self) -> tuple[Command, Command]:
+        """The send and the receive: the planned ones, else this host's."""
+        if len(self.commands) == 2:
+            return self.commands[0], self.commands[1]
+        return SideCommands().pipeline(self.spec, self.target)
 
     def command(self) -> str:
-        return f"{self.spec.describe()} | zfs receive {' '.join(RECEIVE_OPTIONS)} {self.target}"
+        """The pipeline as a shell line (a remote side's command as its ssh line)."""
+        send, receive = self.pipeline()
+        return f"{send.shell_line()} | {receive.shell_line()}"
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "target": self.target,
-                "estimated_bytes": self.estimate, "command": self.command()}
+                "estimated_bytes": self.estimate, "command": self.command(),
+                "commands": [c.shell_line() for c in self.pipeline()],
+                "argv": [list(c.argv) for c in self.pipeline()]}
+
+
+class MigrateAction(StrEnum):
+    """A step of a phase; the value is what ``-n`` prints (and equals it as text)."""
+
+    SNAPSHOT = "snapshot"
+    TRANSFER = "transfer"
+    VERIFY_SNAPSHOTS = "verify-snapshots"
+    LOAD_KEY = "load-key"
+    SET_ROOT_PROPERTIES = "set-root-properties"
+    MARK = "mark"
+    INHERIT_KEY = "inherit-key"
+    MOVE = "move"
+    INHERIT = "inherit"
+    DROP_STAGING = "drop-staging"
+    COLD_START = "cold-start"
+    COPY_ROOT_DATA = "copy-root-data"
+    VERIFY_FILES = "verify-files"
+    REIMPORT = "reimport"
+    UNMARK = "unmark"
 
 
 @dataclass(frozen=True)
-class Step:
-    """One action after the transfers (cutover), with the command a user would type.
+class Step(CommandStep[MigrateAction]):
+    """One thing a phase's executor does (``encroot.steps.CommandStep``).
 
     ``argument`` is the action's second operand: a move's new name, or the
-    property an ``inherit`` step resets.
+    property an ``inherit`` step resets.  The commands are exact (the executor
+    runs them as they are) for SNAPSHOT, LOAD_KEY (none when the key was loaded
+    as the step was planned), SET_ROOT_PROPERTIES, INHERIT_KEY, MOVE, INHERIT,
+    DROP_STAGING and UNMARK.  Three hold what the run completes from what it
+    reads then, with the same builders (``finish``): MARK's marker names DST's
+    device folders, read once DST is about to be exported (the plan shows none);
+    COLD_START's import takes a fresh temporary altroot and those folders, and
+    mounts what ZFS shows mountable after the key is loaded (the plan shows the
+    export, the import and the key); REIMPORT's import those folders.
+    TRANSFER holds none: its pipelines are the plan's transfers, each with its
+    commands; VERIFY_SNAPSHOTS, COPY_ROOT_DATA and VERIFY_FILES run no zfs command.
     """
 
-    action: str
-    dataset: str
-    detail: str = ""
-    command: str = ""
     argument: str = ""
 
-    def to_json(self) -> dict[str, str]:
-        return {"action": self.action, "dataset": self.dataset, "detail": self.detail,
-                "command": self.command, "argument": self.argument}
+    @property
+    def command(self) -> str:
+        """The commands as one shell line (``&&`` between them)."""
+        return " && ".join(command.shell_line() for command in self.commands)
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "command": self.command, "argument": self.argument}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from ..names import (
     dataset_or_snapshot,
 )
 from .commands import ZfsCommands, check_receive_flags
-from .direct import PROGRESS_FLAGS
 from .holds import HoldMethods
 from .masters import SshMasters
 from .options import check_property_name as _check_property_name
@@ -98,7 +97,8 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
     def commands(self) -> ZfsCommands:
         """The builders of state-changing commands, with the zfs binary this layer runs
         (found on first use), for plans whose steps carry the commands they run."""
-        return ZfsCommands(self._paths().zfs, remote=self.remote)
+        paths = self._paths()
+        return ZfsCommands(paths.zfs, remote=self.remote, zpool=paths.zpool)
 
     def zfs_command(self, *args: str, mutates: bool = False, secret: bool = False) -> Command:
         return Command((self._paths().zfs, *args), mutates=mutates, secret_stdin=secret,
@@ -308,7 +308,7 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
     def destroy_all_snapshots(self, name: str) -> None:
         """``zfs destroy NAME@%``: every snapshot of one dataset (the whole range), in one
         command; ZFS refuses when one has a clone."""
-        self.execute(self.zfs_command("destroy", f"{DatasetName(name)}@%", mutates=True))
+        self.execute(self.commands.destroy_all_snapshots(name))
 
     def snapshot(self, names: Sequence[str], *, recursive: bool = False,
                  properties: Mapping[str, str] | None = None) -> None:
@@ -390,10 +390,7 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
             raise InvalidProperty("a key for a receive on another host goes on stdin, which "
                                   "holds the stream: receive unkeyed, then load-key",
                                   subject="key")
-        args = send_args(stream)
-        if direct:
-            args = [args[0], *PROGRESS_FLAGS, *args[1:]]
-        sender = self.zfs_command(*args)
+        sender = self.commands.send(stream, progress=direct)
         read_end = None
         if key is not None:
             read_end, write_end = os.pipe()
@@ -410,6 +407,18 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
         finally:
             if read_end is not None:
                 os.close(read_end)
+
+    def run_pipeline(self, sender: Command, receiver: Command, *,
+                     progress: Callable[[int], None] | None = None,
+                     destination: Zfs | None = None) -> Result:
+        """Run a planned ``sender | receiver`` (built with ``ZfsCommands.send`` and
+        ``receive``; the receive on ``destination``'s host when given); see ``transfer``.
+
+        Raises:
+            as ``transfer``.
+        """
+        return self._pipe(sender, receiver, progress, self if destination is None
+                          else destination)
 
     def _pipe(self, sender: Command, receiver: Command,
               progress: Callable[[int], None] | None, receiving: Zfs) -> Result:
@@ -451,7 +460,7 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
 
     def load_key_at_location(self, name: str) -> None:
         """``zfs load-key NAME``: ZFS reads the key from the dataset's ``file://`` keylocation."""
-        self.execute(self.zfs_command("load-key", DatasetName(name), mutates=True))
+        self.execute(self.commands.load_key_at_location(name))
 
     def check_key(self, name: str, key: Key) -> bool:
         """True when ``key`` is the dataset's current key (``load-key -n``)."""

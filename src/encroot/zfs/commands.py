@@ -24,6 +24,7 @@ from ..names import (
     dataset_or_snapshot,
     validate_property_value,
 )
+from .direct import PROGRESS_FLAGS
 from .holds import check_tag
 from .options import check_property_name, property_args
 from .runner import Command
@@ -53,10 +54,14 @@ class ZfsCommands:
 
     program: str = "zfs"
     remote: SshTarget | None = None  # the host the commands run on, over ssh
+    zpool: str = "zpool"  # argv[0] of the pool commands (``export_pool``, ``import_pool``)
 
     def _command(self, *args: str, secret: bool = False) -> Command:
         return Command((self.program, *args), mutates=True, secret_stdin=secret,
                        remote=self.remote)
+
+    def _pool_command(self, *args: str) -> Command:
+        return Command((self.zpool, *args), mutates=True, remote=self.remote)
 
     def receive(self, target: str, *, options: Sequence[str] = (),
                 properties: Mapping[str, str] | None = None,
@@ -93,6 +98,10 @@ class ZfsCommands:
         args = ["destroy"] + (["-r"] if recursive else [])
         return self._command(*args, dataset_or_snapshot(name))
 
+    def destroy_all_snapshots(self, name: str) -> Command:
+        """``zfs destroy NAME@%``: every snapshot of one dataset (the whole range)."""
+        return self._command("destroy", f"{DatasetName(name)}@%")
+
     def mount(self, name: str, *, options: Sequence[str] = ()) -> Command:
         """``zfs mount [-o OPTIONS] NAME``; ``options`` are temporary mount options (``ro``)."""
         for option in options:
@@ -126,6 +135,34 @@ class ZfsCommands:
         return Command((self.program, *args), mutates=not noop, secret_stdin=True,
                        remote=self.remote)
 
+    def load_key_at_location(self, name: str) -> Command:
+        """``zfs load-key NAME``: ZFS reads the key from the dataset's ``keylocation``."""
+        return self._command("load-key", DatasetName(name))
+
+    def export_pool(self, pool: str) -> Command:
+        """``zpool export POOL``."""
+        return self._pool_command("export", PoolName(pool))
+
+    def import_pool(self, pool: str, *, search_dirs: Sequence[str] = (),
+                    no_mount: bool = False, altroot: str | None = None) -> Command:
+        """``zpool import [-N] [-R ALTROOT] [-d DIR]... POOL``.
+
+        An ``altroot`` prefixes every mount point (and sets ``cachefile=none``),
+        which lets a pool be mounted beside another with the same mount points.
+
+        Raises:
+            InvalidProperty: ``altroot`` is not an absolute path.
+            InvalidName: ``pool`` is not a pool name.
+        """
+        args = ["import"] + (["-N"] if no_mount else [])
+        if altroot is not None:
+            if not altroot.startswith("/") or "\0" in altroot:
+                raise InvalidProperty(f"altroot {altroot!r}: must be an absolute path")
+            args += ["-R", altroot]
+        for directory in search_dirs:
+            args += ["-d", directory]
+        return self._pool_command(*args, PoolName(pool))
+
     def channel_program(self, pool: str, *, read_only: bool = False,
                         instructions: int | None = None, memory: int | None = None) -> Command:
         """``zfs program -j [-n] [-t N] [-m BYTES] POOL -``: a channel program read from
@@ -153,12 +190,16 @@ class ZfsCommands:
         """``zfs release TAG SNAPSHOT...``."""
         return self._command("release", check_tag(tag), *(SnapshotName(s) for s in snapshots))
 
-    def send(self, stream: SendSpec) -> Command:
+    def send(self, stream: SendSpec, *, progress: bool = False) -> Command:
         """``zfs send ...`` of ``stream``: a read (it changes nothing), the first half of
-        a pipeline whose receive is built with ``receive``.
+        a pipeline whose receive is built with ``receive``; ``progress`` adds ``-v -P``
+        (``PROGRESS_FLAGS``), with which a pipe between hosts counts the bytes.
 
         Raises:
             InvalidProperty: the resume token is not a ``receive_resume_token`` value.
             InvalidName: a snapshot name is not a legal ZFS name.
         """
-        return replace(self._command(*send_args(stream)), mutates=False)
+        args = send_args(stream)
+        if progress:
+            args = [args[0], *PROGRESS_FLAGS, *args[1:]]
+        return replace(self._command(*args), mutates=False)

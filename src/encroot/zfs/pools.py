@@ -11,6 +11,9 @@ from ..names import PoolName
 from .options import property_args
 from .runner import Command, Result
 
+if TYPE_CHECKING:
+    from .commands import ZfsCommands
+
 __all__ = ["PoolMethods"]
 
 
@@ -20,6 +23,9 @@ class PoolMethods:
     if TYPE_CHECKING:
         def zpool_command(self, *args: str, mutates: bool = False,
                           secret: bool = False) -> Command: ...
+
+        @property
+        def commands(self) -> ZfsCommands: ...
 
         def execute(self, command: Command, *, key: Key | None = None, check: bool = True,
                     stdin_fd: int | None = None, data: bytes | None = None,
@@ -59,7 +65,7 @@ class PoolMethods:
         self.execute(self.zpool_command(*args, mutates=True))
 
     def export_pool(self, name: str) -> None:
-        self.execute(self.zpool_command("export", PoolName(name), mutates=True))
+        self.execute(self.commands.export_pool(name))
 
     def import_pool(self, name: str, *, search_dirs: Sequence[str] = (),
                     no_mount: bool = False, altroot: str | None = None) -> None:
@@ -68,14 +74,8 @@ class PoolMethods:
         An ``altroot`` prefixes every mount point (and sets ``cachefile=none``),
         which lets a pool be mounted beside another with the same mount points.
         """
-        args = ["import"] + (["-N"] if no_mount else [])
-        if altroot is not None:
-            if not altroot.startswith("/") or "\0" in altroot:
-                raise InvalidProperty(f"altroot {altroot!r}: must be an absolute path")
-            args += ["-R", altroot]
-        for directory in search_dirs:
-            args += ["-d", directory]
-        self.execute(self.zpool_command(*args, PoolName(name), mutates=True))
+        self.execute(self.commands.import_pool(name, search_dirs=search_dirs,
+                                               no_mount=no_mount, altroot=altroot))
 
     def pool_device_paths(self, name: str) -> list[str]:
         """Paths of the pool's leaf devices or files (``zpool list -v -H -P``)."""

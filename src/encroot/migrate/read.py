@@ -1,0 +1,193 @@
+"""Reading both pools for a migration, and the plans of ``-n`` (reads, then pure plans).
+
+``read_state`` takes two recursive ``zfs get`` calls (SRC and DST, with all
+snapshots), one for SRC root's local properties and one ``zpool get``;
+``refresh_destination`` reads DST again (one process), which is all a running
+phase reads.  ``estimates`` asks ``zfs send -nP`` once per transfer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..errors import DatasetNotFound, ZfsError
+from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MigrateCutover, MigratePhase
+from ..zfs import SendSpec, Zfs
+from .files import child_entries
+from .model import MigrateRequest, MigrateState, Node, Side, Snap
+from .plan import assume_synced, plan_phase, with_goal
+from .steps import PhasePlan, SideCommands, Transfer
+
+__all__ = ["STATE_PROPERTIES", "estimates", "fresh_snapshot_name", "plan_migration",
+           "read_side", "read_state", "refresh_destination", "root_files", "side_commands"]
+
+STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
+                    "keylocation", "origin", "canmount", "mountpoint", "mounted", "createtxg",
+                    "receive_resume_token", "available", MIGRATE_MARKER)
+
+
+def side_commands(zfs: Zfs, dst: Zfs) -> SideCommands:
+    """The builders of SRC's ``zfs`` and DST's (the same one for a local migration)."""
+    return SideCommands(zfs.commands, dst.commands)
+
+
+def _int(text: str) -> int:
+    return int(text) if text.isdigit() else 0
+
+
+def read_side(zfs: Zfs, root: str) -> Side:
+    """Every dataset and snapshot under ``root`` in one ``zfs get``; empty if it is absent."""
+    try:
+        table = zfs.get([root], STATE_PROPERTIES, recursive=True,
+                        types=("filesystem", "volume", "snapshot"), use_json=False)
+    except DatasetNotFound:
+        return Side(root, {})
+    values = {name: {p: v.value for p, v in table[name].items()} for name in table}
+    snapshots: dict[str, list[Snap]] = {}
+    for name, props in values.items():
+        if "@" in name:
+            dataset, short = name.split("@", 1)
+            snapshots.setdefault(dataset, []).append(
+                Snap(short, props.get("guid", ""), _int(props.get("createtxg", ""))))
+    nodes = {}
+    for name, props in values.items():
+        if "@" in name:
+            continue
+        snaps = tuple(sorted(snapshots.get(name, []), key=lambda s: s.txg))
+        nodes[name] = Node(
+            name, props.get("type", ""), props.get("guid", ""), props.get("encryption", "off"),
+            props.get("encryptionroot", "-"), props.get("keystatus", "-"),
+            props.get("keyformat", "none"), props.get("keylocation", "none"),
+            props.get("origin", "-"),
+            props.get("canmount", "-"), props.get("mountpoint", "-"),
+            props.get("mounted", "-"), _int(props.get("createtxg", "")),
+            props.get("receive_resume_token", "-"), snaps)
+    return Side(root, nodes, values.get(root, {}))
+
+
+def root_files(side: Side, zfs: Zfs | None = None) -> tuple[str, ...] | None:
+    """Entries of the root's own file system (not child mount points); None if unmounted.
+
+    On a remote SRC (``zfs`` remote) the folder is listed there (``ls -A``)."""
+    root = side.root_node
+    if root is None or root.mounted != "yes" or not root.mountpoint.startswith("/"):
+        return None
+    children = child_entries(side)
+    folder = root.mountpoint.rstrip("/") or "/"
+    try:
+        if zfs is not None and zfs.remote is not None:
+            entries = sorted(zfs.list_directory(folder))
+        else:
+            entries = sorted(os.listdir(folder))
+    except (OSError, ZfsError):
+        return None
+    return tuple(e for e in entries if e not in children)
+
+
+def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None) -> MigrateState:
+    """Both sides and the pool facts a plan needs, in four or five processes.
+
+    ``zfs`` reads SRC, ``dst`` (default: the same) DST."""
+    dst = zfs if dst is None else dst
+    source = read_side(zfs, request.source)
+    destination: Side | None = None
+    pool: dict[str, str] = {}
+    available = 0
+    markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
+    if dst.pool_exists(request.destination):
+        destination = read_side(dst, request.destination)
+        pool = dst.pool_get(request.destination, ["feature@encryption"])
+        available = _int(destination.root_values.get("available", ""))
+        markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
+    local: dict[str, str] = {}
+    if source.root_node is not None:
+        table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
+        local = {p: v.value for p, v in table[request.source].items()} \
+            if request.source in table else {}
+    return MigrateState(source, destination, pool, available, local, root_files(source, zfs),
+                        *markers)
+
+
+def refresh_destination(zfs: Zfs, request: MigrateRequest,
+                        state: MigrateState) -> MigrateState:
+    """``state`` with DST read again (one ``zfs get``): what changes while a phase runs."""
+    destination = read_side(zfs, request.destination)
+    cutover, phase = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
+    return replace(state, destination=destination,
+                   destination_available=_int(destination.root_values.get("available", "")),
+                   marker=cutover, phase_marker=phase)
+
+
+def fresh_snapshot_name(state: MigrateState, now: float | None = None) -> str:
+    """``encroot-migrate-YYYYmmdd-HHMMSS`` (UTC), with a suffix if SRC has it already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    name = MIGRATE_SNAPSHOT_PREFIX + stamp
+    root = state.source.root_node
+    taken = {s.name for s in root.snapshots} if root is not None else set()
+    suffix = 1
+    while name in taken:
+        suffix += 1
+        name = f"{MIGRATE_SNAPSHOT_PREFIX}{stamp}-{suffix}"
+    return name
+
+
+def estimates(zfs: Zfs, transfers: Sequence[Transfer], state: MigrateState) -> dict[str, int]:
+    """``zfs send -nP`` of each transfer, keyed by its command.
+
+    A snapshot not taken yet is stood in for by the dataset's newest one,
+    so the estimate leaves out only what was written since.
+    """
+    found = {}
+    for transfer in transfers:
+        spec = _existing(transfer.spec, state)
+        if spec is None:
+            found[transfer.command()] = 0
+            continue
+        try:
+            found[transfer.command()] = zfs.send_size(spec)
+        except ZfsError:
+            continue
+    return found
+
+
+def _existing(spec: SendSpec, state: MigrateState) -> SendSpec | None:
+    """``spec`` with a snapshot SRC has; None when nothing would be sent yet."""
+    if spec.resume_token is not None:
+        return spec
+    dataset, short = spec.snapshot.split("@", 1)
+    node = state.source.get(dataset)
+    if node is None or node.snapshot(short) is not None:
+        return spec
+    if not node.snapshots or f"{dataset}@{node.snapshots[-1].name}" == spec.base:
+        return None
+    return replace(spec, snapshot=f"{dataset}@{node.snapshots[-1].name}")
+
+
+def plan_migration(zfs: Zfs, request: MigrateRequest,
+                   destination_zfs: Zfs | None = None) -> list[PhasePlan]:
+    """The plans of the requested phases, for ``-n``: later phases as if earlier ones ran.
+
+    Estimates come from ``zfs send -nP`` where the snapshots exist; a phase
+    that would first take its snapshot is estimated as the incremental from
+    the newest snapshot DST has (the writes since then are not known yet).
+    """
+    dst = zfs if destination_zfs is None else destination_zfs
+    state = read_state(zfs, request, dst)
+    commands = side_commands(zfs, dst)
+    plans = []
+    for phase in request.phases:
+        plan = plan_phase(request, state, phase, fresh_snapshot_name(state), commands=commands)
+        if plan.goal is not None and not plan.refusals:
+            sizes = estimates(zfs, plan.transfers, state)
+            plan = plan_phase(request, state, phase, fresh_snapshot_name(state), sizes,
+                              commands=commands)
+        plans.append(plan)
+        if plan.refusals or plan.goal is None:
+            break
+        state = assume_synced(request, with_goal(state, plan.goal.name), plan.goal.name)
+    return plans
+
+
