@@ -28,7 +28,8 @@ def add_receive_commands(commands: Subcommands[Parser]) -> None:
               "       %(prog)s --recover [--take-over HOST_ID] [--ssh-option ARG]... "
               "[--json] [[USER@]HOST:]TARGET",
         description="Receive a zfs send stream from standard input. Without "
-                    "--allow-encryption-change, --recover, --keep-old, --json or --help, "
+                    "--allow-encryption-change, --recover, --keep-old, --take-over, --json "
+                    "or --help, "
                     "encroot runs zfs receive itself (exec) with the arguments exactly as "
                     "given, so every option of the installed zfs (-F -d -e -h -M -n -s -u -v "
                     "-c -A -o -x, bundled as -Fdu or not), its messages, exit statuses and "
