@@ -70,9 +70,9 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "Expected", "Orphan", "Outcome", "ReceiveAction", "ReceivePlan", "ReceiveRefused",
         "ReceiveRequest", "ReceiveResult", "RecoveryReport", "Step", "TargetState",
         "VerificationFailed", "derived_target", "execute", "expected_datasets",
-        "next_recovery_action", "orphan_receives", "pass_options", "plan_receive", "read_state",
-        "receive_stream", "recover", "run_plain", "split_target", "temp_name", "verify",
-        "wait_for_orphans"
+        "next_recovery_action", "orphan_receives", "pass_options", "plan_receive",
+        "process_scan", "read_state", "receive_stream", "recover", "run_plain",
+        "split_target", "temp_name", "verify", "wait_for_orphans"
     },
     "encroot.rotate": {
         "STRATEGIES", "Capabilities", "ChangeKeyRequest", "ChangeKeyResult", "Marker",

@@ -40,7 +40,8 @@ from .recorded import DATA, Recording
 SPACES = "dst/my data"
 ODD = "dst/a:b.c-d_e f"  # every character ZFS allows in a name besides letters and digits
 NOTE = {"com.example:note": "it's \"quoted\" & $HOME"}
-DEAD = Owner(host="elsewhere", boot_id="an earlier boot", pid=1, start="1")
+# dead: of this host (an owner of another host holds until --take-over), an earlier boot
+DEAD = Owner(host=Owner.current().host, boot_id="an earlier boot", pid=1, start="1")
 RESUMING_BIT = 1 << 20
 
 

@@ -1,5 +1,5 @@
-"""encroot migrate over SSH on real OpenZFS and real OpenSSH: two pools of one guest, one
-reached through a private ``sshd`` on 127.0.0.1.
+"""encroot migrate and receive over SSH on real OpenZFS and real OpenSSH: two pools of one
+guest, one reached through a private ``sshd`` on 127.0.0.1.
 
 The module starts ``sshd -f CONFIG -D -e`` with a host key and user keys generated
 in a temporary folder (``PermitRootLogin prohibit-password``, ``StrictModes no``),
@@ -8,6 +8,9 @@ and writes client configurations (``Host lab-remote``) that encroot is given wit
 and one per failure (a closed port, a key the server does not know, an empty
 known_hosts, a key whose forced command hides ``/usr/sbin`` so the remote shell finds
 no ``zfs``).  Migrations reuse ``test_migrate``'s saved pools and its checks.
+``encroot receive HOST:TARGET``: a raw encrypted stream replacing an unencrypted
+target there, a plain ``-d`` receive compared with ``ssh HOST zfs receive -d``, and a
+SIGKILL of encroot mid-stream (nothing goes on there) followed by ``--recover``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,19 @@ import pytest
 from encroot import Key
 
 from .conftest import PoolFactory, PoolMaker
-from .helpers import PASSPHRASE, Run, exists, prop, sh, snapshot_guids, write_files
+from .helpers import (
+    PASSPHRASE,
+    Run,
+    create_encrypted,
+    encroot,
+    exists,
+    load_key,
+    names_under,
+    prop,
+    sh,
+    snapshot_guids,
+    write_files,
+)
 from .test_migrate import (  # noqa: F401 (fixtures used by name)
     DST_PASSPHRASE,
     Saved,
@@ -34,6 +49,7 @@ from .test_migrate import (  # noqa: F401 (fixtures used by name)
     restore,
     saved_pools,
 )
+from .test_receive_orphans import receives_into, wait_until
 from .test_secrets import scan_files
 
 pytestmark = pytest.mark.zfs
@@ -313,3 +329,109 @@ def test_a_remote_pool_without_the_encryption_feature_is_refused(
     assert done.stderr.count("\n") == 1
     assert not exists(f"{destination}/encroot-migrate")
     assert snapshot_guids(source) == {}
+
+
+# -- encroot receive into a dataset on the "remote" host --------------------------------
+
+def _encrypted_source(pool: str, size: int = 256 << 10) -> str:
+    fs = f"{pool}/fs"
+    create_encrypted(fs)
+    write_files(f"/{fs}", {"file": b"new\n", "big.bin": os.urandom(size)})
+    sh(f"zfs snapshot {fs}@A")
+    return fs
+
+
+def _old_target(pool: str) -> str:
+    target = f"{pool}/fs"
+    sh(f"zfs create '{target}'")
+    write_files(f"/{target}", {"old": b"old\n"})
+    return target
+
+
+@pytest.mark.all_versions
+def test_receive_replaces_a_remote_unencrypted_target_across_the_boundary(
+        ssh_lab: SshLab, make_pool: PoolFactory) -> None:
+    source, destination = make_pool(), make_pool()
+    fs = _encrypted_source(source)
+    target = _old_target(destination)
+    done = encroot(f"receive -F -u --allow-encryption-change {ssh_lab.options()} "
+                   f"{HOST}:{target}", stdin_from=f"zfs send -w {fs}@A")
+    assert done.returncode == 0, done.stderr
+    assert f"replaced {target}" in done.stdout and "encryption off" in done.stdout
+    assert snapshot_guids(target) == snapshot_guids(fs)
+    assert prop(target, "encryption") == "aes-256-gcm"
+    assert prop(target, "encryptionroot") == target
+    assert prop(target, "keystatus") == "unavailable"
+    assert prop(target, "encroot:recv-verified") == "-"
+    assert names_under(destination) == [destination, target, f"{target}@A"]
+    load_key(target)
+    sh(f"zfs mount '{target}'")
+    assert Path(f"/{target}/file").read_bytes() == b"new\n"
+
+
+def test_a_plain_remote_receive_is_ssh_host_zfs_receive(
+        ssh_lab: SshLab, make_pool: PoolFactory, tmp_path: Path) -> None:
+    source, theirs, ours = make_pool(), make_pool(), make_pool()
+    sh(f"zfs create -p {source}/sub/fs && zfs snapshot -r {source}/sub@A")
+    stream = tmp_path / "stream"
+    sh(f"zfs send -R {source}/sub@A > {stream}")
+    config = ssh_lab.configs["good"]
+
+    def both(below: str) -> tuple[Run, Run]:
+        zfs_side = sh(f"ssh -F {config} {HOST} zfs receive -d -u {theirs}{below} < {stream}",
+                      check=False)
+        encroot_side = sh(f"encroot receive -d -u {ssh_lab.options()} {HOST}:{ours}{below} "
+                          f"< {stream}", check=False)
+        return zfs_side, encroot_side
+
+    zfs_side, encroot_side = both("")
+    assert (encroot_side.returncode, encroot_side.stdout, encroot_side.stderr) == \
+        (zfs_side.returncode, zfs_side.stdout, zfs_side.stderr) == (0, "", "")
+    assert sorted(name[len(ours):] for name in names_under(ours)) == \
+        sorted(name[len(theirs):] for name in names_under(theirs)) == \
+        ["", "/sub", "/sub/fs", "/sub/fs@A", "/sub@A"]
+    assert snapshot_guids(ours) == snapshot_guids(theirs)
+    zfs_side, encroot_side = both("/missing")  # zfs's refusal, word for word
+    assert encroot_side.returncode == zfs_side.returncode != 0
+    assert encroot_side.stderr.replace(ours, "POOL") == zfs_side.stderr.replace(theirs, "POOL")
+    assert "does not exist" in zfs_side.stderr
+
+
+def test_sigkill_of_the_local_encroot_mid_receive_then_recover(
+        ssh_lab: SshLab, make_pool: PoolFactory, tmp_path: Path) -> None:
+    source, destination = make_pool(), make_pool()
+    fs = _encrypted_source(source, size=4 << 20)
+    target = _old_target(destination)
+    temp = f"{target}.encroot-recv"
+    stream = tmp_path / "stream"
+    sh(f"zfs send -w {fs}@A > {stream}")
+    process = subprocess.Popen(
+        ["encroot", "receive", "-F", "-u", "--allow-encryption-change",
+         *ssh_lab.options().split(), f"{HOST}:{target}"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stdin is not None
+    try:
+        process.stdin.write(stream.read_bytes()[:400_000])
+        process.stdin.flush()
+        wait_until(lambda: exists(temp) and receives_into(target), 60,
+                   "the remote receive never started")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        # this test still holds the stream's write end: only encroot's death ends the receive
+        wait_until(lambda: not receives_into(target)
+                   and not _processes(str(ssh_lab.configs["good"]), temp), 60,
+                   "the remote zfs receive or its ssh outlived the encroot that ran it")
+        assert not exists(temp), "ZFS did not undo the cut receive"
+        assert prop(target, "mounted") == "yes"
+        assert Path(f"/{target}/old").read_bytes() == b"old\n"
+        recovered = encroot_run(f"receive --recover {ssh_lab.options()} {HOST}:{target}")
+        assert recovered.returncode == 0, recovered.stderr
+        assert recovered.stdout.startswith(f"{HOST}:{target}: ")
+        assert names_under(destination) == [destination, target]
+        assert prop(target, "encryption") == "off"
+        assert Path(f"/{target}/old").read_bytes() == b"old\n"
+    finally:
+        process.stdin.close()
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -12,13 +12,22 @@ permutation, bundled flags, glued or separate option arguments, ``--`` ends
 the options) and looks for encroot's additions:
 
 - receive: ``--allow-encryption-change``, ``--keep-old``, ``--recover``,
-  ``--json``, ``--help``;
+  ``--take-over``, ``--json``, ``--help``;
 - change-key: ``-o NS:PROP=VALUE`` (a user property), ``--key-file``,
   ``--key-dir``, ``--key-stdin``, ``--current-key-file``, ``--strategy``,
   ``--json``, ``--help``, ``-n``, ``-v``, and more than one dataset (a batch).
 
 Long options may be abbreviated as argparse allows.  One addition anywhere
 hands the whole command line to encroot's own parser.
+
+A receive whose target is on another host (``[USER@]HOST:TARGET``,
+``encroot.hosts``) is handed to that host's zfs: after one ``zfs version``
+over ssh (an unusable host is one line naming it, exit 4), encroot becomes
+``ssh ... -- HOST 'PATH=... zfs receive ARGS'`` (``Zfs.exec_replacing``), the
+stream on its stdin, the target operand without its host.  ``--ssh-option
+ARG`` is taken out of the arguments for that ssh; it is no addition.  A
+target that does not parse as a location (``tank/a:b``) is zfs's to judge;
+``./NAME`` is the local NAME (the escape for names with ``:``).
 """
 
 from __future__ import annotations
@@ -29,8 +38,10 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from ..errors import InputError, ZfsError
+from ..hosts import Location, parse_location
 from ..names import DatasetName
 from ..zfs import Zfs
+from ..zfs.ssh import SshTarget
 
 __all__ = ["HandOver", "Scan", "drop_in", "hand_over", "scan"]
 
@@ -38,7 +49,9 @@ __all__ = ["HandOver", "Scan", "drop_in", "hand_over", "scan"]
 RECEIVE_OPTIONS = ":o:x:dehMnuvFsAc"
 CHANGE_KEY_OPTIONS = "lio:"
 
-RECEIVE_ADDITIONS = ("--allow-encryption-change", "--keep-old", "--recover", "--json", "--help")
+RECEIVE_ADDITIONS = ("--allow-encryption-change", "--keep-old", "--recover", "--take-over",
+                     "--json", "--help")
+SSH_OPTION = "--ssh-option"  # taken out for the ssh of a remote receive (cli.remote's)
 CHANGE_KEY_ADDITIONS = ("--key-file", "--key-dir", "--key-stdin", "--current-key-file",
                         "--strategy", "--json", "--help")
 CHANGE_KEY_SHORT_ADDITIONS = "nv"  # -n (plan) and -v (steps); zfs change-key has neither
@@ -53,10 +66,12 @@ class Scan:
             does (``--allow-encryption-change``, ``-o ns:prop=v``, ...), or
             "" when zfs alone can do everything asked.
         operands: the non-option arguments, in order (datasets, snapshots).
+        positions: where each operand is in the arguments (an index each).
     """
 
     addition: str
     operands: tuple[str, ...]
+    positions: tuple[int, ...] = ()
 
 
 def _long_addition(arg: str, additions: Sequence[str]) -> bool:
@@ -74,30 +89,37 @@ def scan(args: Sequence[str], optstring: str, *, additions: Sequence[str] = (),
     ``POSIXLY_CORRECT`` in the environment stops option parsing at the first
     operand, as it does in glibc's getopt.
     """
-    takes_argument = {char for char, after in zip(optstring, optstring[1:] + " ", strict=True)
-                      if char != ":" and after == ":"}
+    takes_argument = _taking_argument(optstring)
     stop_at_operand = "POSIXLY_CORRECT" in os.environ or optstring.startswith("+")
     operands: list[str] = []
+    positions: list[int] = []
+
+    def found(addition: str = "") -> Scan:
+        return Scan(addition, tuple(operands), tuple(positions))
+
     index = 0
     while index < len(args):
         arg = args[index]
         index += 1
         if arg == "--":
             operands += args[index:]
+            positions += range(index, len(args))
             break
         if not arg.startswith("-") or arg == "-":
             operands.append(arg)
+            positions.append(index - 1)
             if stop_at_operand:
                 operands += args[index:]
+                positions += range(index, len(args))
                 break
             continue
         if arg.startswith("--"):
             if _long_addition(arg, additions):
-                return Scan(arg, tuple(operands))
+                return found(arg)
             continue  # zfs's getopt takes it for '-' and refuses it
         for position, char in enumerate(arg[1:], start=2):
             if char in short_additions:
-                return Scan(arg, tuple(operands))
+                return found(arg)
             if char not in takes_argument:
                 continue
             value = arg[position:]
@@ -105,18 +127,64 @@ def scan(args: Sequence[str], optstring: str, *, additions: Sequence[str] = (),
                 value = args[index]
                 index += 1
             if user_properties and char == "o" and ":" in value.partition("=")[0]:
-                return Scan(f"-o {value}", tuple(operands))
+                return found(f"-o {value}")
             break
-    return Scan("", tuple(operands))
+    return found()
+
+
+def _taking_argument(optstring: str) -> set[str]:
+    return {char for char, after in zip(optstring, optstring[1:] + " ", strict=True)
+            if char != ":" and after == ":"}
+
+
+def take_ssh_options(args: Sequence[str], optstring: str = RECEIVE_OPTIONS
+                     ) -> tuple[list[str], list[str]]:
+    """``args`` without ``--ssh-option ARG`` / ``--ssh-option=ARG`` (abbreviated as
+    argparse allows), and those ARGs in order; read as getopt reads ``args``, so an
+    option's value or an operand after ``--`` is never taken."""
+    takes_argument = _taking_argument(optstring)
+    stop_at_operand = "POSIXLY_CORRECT" in os.environ
+    kept: list[str] = []
+    options: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        name, equals, value = arg.partition("=")
+        if arg == "--" or (stop_at_operand and not arg.startswith("-")):
+            kept += args[index - 1:]
+            break
+        if len(name) > 3 and SSH_OPTION.startswith(name):
+            if equals:
+                options.append(value)
+            elif index < len(args):
+                options.append(args[index])
+                index += 1
+            continue
+        kept.append(arg)
+        if arg.startswith("-") and not arg.startswith("--"):
+            for position, char in enumerate(arg[1:], start=2):
+                if char in takes_argument:
+                    if position == len(arg) and index < len(args):
+                        kept.append(args[index])
+                        index += 1
+                    break
+    return kept, options
 
 
 @dataclass(frozen=True)
 class HandOver:
-    """A command line that goes to zfs whole: ``zfs SUBCOMMAND ARGS...``."""
+    """A command line that goes to zfs whole: ``zfs SUBCOMMAND ARGS...``.
+
+    ``remote``: the host whose zfs it goes to (``args`` then name the target
+    without its host), reached with ``ssh_options``; None for this host.
+    """
 
     subcommand: str
     args: tuple[str, ...]
     operands: tuple[str, ...]
+    remote: Location | None = None
+    ssh_options: tuple[str, ...] = ()
 
 
 def drop_in(argv: Sequence[str]) -> HandOver | None:
@@ -134,10 +202,30 @@ def drop_in(argv: Sequence[str]) -> HandOver | None:
         if found.addition or len(found.operands) > 1:  # several datasets: encroot's batch
             return None
     else:
+        args, ssh_options = take_ssh_options(args)
         found = scan(args, RECEIVE_OPTIONS, additions=RECEIVE_ADDITIONS)
         if found.addition:
             return None
+        location = _operand_location(found.operands)
+        if ssh_options and (location is None or not location.remote):
+            return None  # encroot's parser says that the target is on this host
+        if location is not None:
+            args[found.positions[0]] = location.dataset
+            if location.remote:
+                return HandOver(subcommand, tuple(args), found.operands, location,
+                                tuple(ssh_options))
     return HandOver(subcommand, tuple(args), found.operands)
+
+
+def _operand_location(operands: Sequence[str]) -> Location | None:
+    """The target's location when it is ``HOST:TARGET`` or ``./NAME:...``; None when it
+    is a plain local name, or no location at all (``tank/a:b``: zfs judges it)."""
+    if len(operands) != 1 or ":" not in operands[0]:
+        return None
+    try:
+        return parse_location(operands[0])
+    except InputError:
+        return None
 
 
 def hand_over(zfs: Zfs, handover: HandOver) -> NoReturn:
@@ -148,11 +236,20 @@ def hand_over(zfs: Zfs, handover: HandOver) -> NoReturn:
     ``zfs get`` of ``encroot:rotation`` before the exec, and recovery only
     when the marker is set.
 
+    A remote receive first runs ``zfs version`` there (``Zfs.connect``), with
+    ``zfs``'s runner, then becomes ssh running that host's ``zfs receive``.
+
     Raises:
         PendingRotation, RotationRefused: a pending rotation could not be
             finished (nothing was handed over).
-        ZfsUnavailable: zfs cannot be executed.
+        RemoteError: the remote host cannot be used (nothing was handed over).
+        ZfsUnavailable: zfs (or ssh) cannot be executed.
     """
+    if handover.remote is not None:
+        where = handover.remote
+        zfs = Zfs(runner=zfs.runner, remote=SshTarget(where.destination, where.host_label,
+                                                      handover.ssh_options))
+        zfs.connect()
     if handover.subcommand == "change-key" and len(handover.operands) == 1:
         _finish_pending_rotation(zfs, handover.operands[0])
     zfs.exec_replacing(handover.subcommand, handover.args)

@@ -7,9 +7,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from .common import Exit, Parser, Subcommands, emit, quiet, say_to_stderr
+from .remote import LOCATION_HELP, add_ssh_options
 
 if TYPE_CHECKING:
+    from ..hosts import Location
     from ..receive import ReceivePlan, ReceiveResult
+    from ..zfs import Zfs
 
 __all__ = ["add_receive_commands"]
 
@@ -18,12 +21,15 @@ def add_receive_commands(commands: Subcommands[Parser]) -> None:
     receive = commands.add_parser(
         "receive", aliases=["recv"], add_help=False,
         help="zfs receive, plus replacing a dataset across the encryption boundary",
-        usage="%(prog)s [zfs receive options] TARGET\n"
+        usage="%(prog)s [zfs receive options] [--ssh-option ARG]... [[USER@]HOST:]TARGET\n"
               "       %(prog)s -F [-unsv] [-o PROP=VALUE]... [-x PROP]... [-d|-e] "
-              "--allow-encryption-change [--keep-old NAME] [--json] TARGET\n"
-              "       %(prog)s --recover [--json] TARGET",
+              "--allow-encryption-change [--keep-old NAME] [--take-over HOST_ID] "
+              "[--ssh-option ARG]... [--json] [[USER@]HOST:]TARGET\n"
+              "       %(prog)s --recover [--take-over HOST_ID] [--ssh-option ARG]... "
+              "[--json] [[USER@]HOST:]TARGET",
         description="Receive a zfs send stream from standard input. Without "
-                    "--allow-encryption-change, --recover, --keep-old, --json or --help, "
+                    "--allow-encryption-change, --recover, --keep-old, --take-over, --json "
+                    "or --help, "
                     "encroot runs zfs receive itself (exec) with the arguments exactly as "
                     "given, so every option of the installed zfs (-F -d -e -h -M -n -s -u -v "
                     "-c -A -o -x, bundled as -Fdu or not), its messages, exit statuses and "
@@ -36,7 +42,14 @@ def add_receive_commands(commands: Subcommands[Parser]) -> None:
                     "the zfs receive it started ends too. That mode takes only the options "
                     "below (zfs's -h -M -c -A are not among them); TARGET may be "
                     "FILESYSTEM@SNAPSHOT (the received snapshot is named SNAPSHOT), and with "
-                    "-d or -e the target is named from the stream as zfs names it.")
+                    "-d or -e the target is named from the stream as zfs names it. "
+                    "TARGET may be on another host, the stream still on encroot's stdin: "
+                    "without encroot's options encroot checks that host's zfs, then becomes "
+                    "ssh HOST zfs receive ARGS (that zfs's options, messages and exit "
+                    "statuses, ssh's 255 for its own failures); with "
+                    "--allow-encryption-change or --recover every step runs there over ssh "
+                    "and encroot relays the stream into ssh HOST zfs receive (if encroot "
+                    "dies, that receive sees its stream end). " + LOCATION_HELP)
     receive.add_argument("--help", action="help", help="show this help and exit")
     receive.add_argument("-F", dest="force", action="store_true", help="replace TARGET")
     receive.add_argument("-u", dest="no_mount", action="store_true",
@@ -70,29 +83,49 @@ def add_receive_commands(commands: Subcommands[Parser]) -> None:
                          help="keep the replaced tree under NAME instead of destroying it")
     receive.add_argument("--recover", action="store_true",
                          help="finish or undo an interrupted replacement of TARGET and exit")
+    receive.add_argument("--take-over", metavar="HOST_ID",
+                         help="TARGET's state carries a marker of an encroot on another host, "
+                              "whose liveness cannot be checked from here: go on, that run is "
+                              "gone (the refusal names the host id to give)")
+    add_ssh_options(receive)
     receive.add_argument("--json", action="store_true", help="print one JSON object")
-    receive.add_argument("target", metavar="TARGET")
+    receive.add_argument("target", metavar="[[USER@]HOST:]TARGET")
     receive.set_defaults(handler=_receive)
 
 
 def _receive(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..hosts import parse_location
+    from ..zfs.masters import SshMasters
+    from .remote import zfs_for
+
+    location = parse_location(args.target)
+    if args.ssh_options and not location.remote:
+        raise InputError(f"--ssh-option: {location.dataset} is on this host (a remote target "
+                         "is [USER@]HOST:TARGET)", subject="--ssh-option")
+    # Plain receives print only what zfs prints; -v there is zfs's own verbose mode.
+    ours = args.allow_encryption_change or args.recover
+    with SshMasters(tuple(args.ssh_options)) as masters:
+        zfs = zfs_for(location, masters, log=say_to_stderr if args.verbose and ours else None)
+        return _run(args, zfs, location)
+
+
+def _run(args: argparse.Namespace, zfs: Zfs, location: Location) -> int:
     from .. import receive as rx
     from ..errors import StreamError
     from ..names import DatasetName
-    from ..zfs import Zfs
 
     if args.recover:
-        target, snapshot = DatasetName(args.target), None
+        target, snapshot = DatasetName(location.dataset), None
     else:
-        target, snapshot = rx.split_target(args.target, args.name_from_stream)
-    # Plain receives print only what zfs prints; -v there is zfs's own verbose mode.
-    ours = args.allow_encryption_change or args.recover
-    zfs = Zfs(log=say_to_stderr if args.verbose and ours else None)
+        target, snapshot = rx.split_target(location.dataset, args.name_from_stream)
     say = say_to_stderr if args.verbose else quiet
+    host = {"host": location.host_label} if location.remote else {}
     if args.recover:
-        report = rx.recover(zfs, target, say=say)
-        emit(args.json, {"target": str(target), "recovery": report.actions},
-               [f"{target}: " + ("; ".join(report.actions) or "nothing to recover")])
+        report = rx.recover(zfs, target, take_over=args.take_over, say=say)
+        emit(args.json, {"target": str(target), "recovery": report.actions, **host},
+             [f"{location.host_label + ':' if location.remote else ''}{target}: "
+              + ("; ".join(report.actions) or "nothing to recover")])
         return Exit.OK
     request = rx.ReceiveRequest(
         target=target, force=args.force, no_mount=args.no_mount, verbose=args.verbose,
@@ -102,7 +135,8 @@ def _receive(args: argparse.Namespace) -> int:
         keep_old=DatasetName(args.keep_old) if args.keep_old else None,
         snapshot=snapshot, name_from_stream=args.name_from_stream)
     try:
-        outcome = rx.receive_stream(zfs, request, sys.stdin.fileno(), say=say)
+        outcome = rx.receive_stream(zfs, request, sys.stdin.fileno(), say=say,
+                                    take_over=args.take_over)
     except StreamError as exc:
         raise StreamError(f"stream on stdin: {exc}", subject="stdin") from exc
     if outcome.plain is not None:
@@ -110,16 +144,18 @@ def _receive(args: argparse.Namespace) -> int:
         sys.stderr.write(outcome.plain.stderr)
         return outcome.plain.returncode
     if outcome.plan is not None:
-        emit(args.json, {"dry_run": True, **outcome.plan.to_json()}, _plan_lines(outcome.plan))
+        emit(args.json, {"dry_run": True, **outcome.plan.to_json(), **host},
+             _plan_lines(outcome.plan, location))
         return Exit.OK
     assert outcome.result is not None
     sys.stderr.write(outcome.result.zfs_output)
-    emit(args.json, outcome.result.to_json(), _result_lines(outcome.result))
+    emit(args.json, {**outcome.result.to_json(), **host}, _result_lines(outcome.result))
     return Exit.OK
 
 
-def _plan_lines(plan: ReceivePlan) -> list[str]:
-    lines = [f"plan: {plan.mode} {plan.target} (receive into {plan.receive_into})",
+def _plan_lines(plan: ReceivePlan, location: Location | None = None) -> list[str]:
+    where = f" on {location.host_label}" if location is not None and location.remote else ""
+    lines = [f"plan: {plan.mode} {plan.target}{where} (receive into {plan.receive_into})",
              "checks:"] + [f"  ok  {check}" for check in plan.checks]
     lines += [f"  note {note}" for note in plan.notes]
     lines.append("steps:")

@@ -29,6 +29,7 @@ from .recover import (
     RecoveryReport,
     next_recovery_action,
     orphan_receives,
+    process_scan,
     recover,
     wait_for_orphans,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "orphan_receives",
     "pass_options",
     "plan_receive",
+    "process_scan",
     "read_state",
     "receive_stream",
     "recover",
@@ -111,15 +113,21 @@ class Outcome:
 
 
 def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
-                   say: Callable[[str], None] = lambda line: None) -> Outcome:
+                   say: Callable[[str], None] = lambda line: None,
+                   take_over: str | None = None) -> Outcome:
     """``encroot receive``: plain ``zfs receive``, or the safe cross-boundary replacement.
 
     A dry run (``request.dry_run``) ends with the plan: nothing runs that ZFS
-    would have to fake.
+    would have to fake.  ``zfs`` may run on another host (``Zfs(remote=...)``):
+    every read and step runs there, the stream is relayed from ``stream_fd``
+    into ``ssh HOST zfs receive``, and the markers name this process.
+    ``take_over``: the host id of a marker's owner on another host that the
+    caller says is gone.
 
     Raises:
         StreamError: the stream's header is unreadable (nothing was changed).
-        ReceiveRefused: a precondition failed (nothing was changed).
+        ReceiveRefused: a precondition failed, or an encroot of another host holds the
+            target's state and ``take_over`` does not name it (nothing was changed).
         OwnerAlive: another encroot still works on this target, or a zfs receive that a
             dead encroot started still runs after a minute (nothing was changed).
         VerificationFailed, ZfsError: the receive failed; the old target is intact.
@@ -132,13 +140,13 @@ def receive_stream(zfs: Zfs, request: ReceiveRequest, stream_fd: int, *,
     try:
         say(f"stream: {_describe_stream(peeked.info)} (header read by {peeked.method})")
         request = _resolve_target(zfs, request, peeked.info, say)
-        wait_for_orphans(request.target, say=say)
+        wait_for_orphans(request.target, say=say, scan=process_scan(zfs), take_over=take_over)
         state = read_state(zfs, request.target)
-        state.refuse_live_owner()
+        state.refuse_live_owner(take_over)
         recovery = None
         if state.needs_recovery(resuming=peeked.info.resuming) and not request.dry_run:
             recovery = recover(zfs, request.target, keep_resumable=peeked.info.resuming,
-                               unmount_old=request.no_mount, say=say)
+                               unmount_old=request.no_mount, take_over=take_over, say=say)
             state = read_state(zfs, request.target)
         keep_old_exists = request.keep_old is not None and zfs.exists(request.keep_old)
         plan = plan_receive(request, state, peeked.info, keep_old_exists=keep_old_exists,

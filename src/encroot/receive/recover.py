@@ -27,11 +27,12 @@ from ..owned import (
     parse_marker,
     processes_with_argument,
 )
+from ..owned.owner import host_id
 from ..zfs import Zfs
 from .state import ReceiveRefused, TargetState, get_tree, read_state, temp_name
 from .steps import mounted_deepest_first
 
-__all__ = ["Orphan", "RecoveryReport", "orphan_receives", "recover", "rename",
+__all__ = ["Orphan", "RecoveryReport", "orphan_receives", "process_scan", "recover", "rename",
            "unmount_for_swap", "wait_for_orphans"]
 
 # How long recovery waits for a zfs receive whose encroot died to see its stream end.
@@ -47,7 +48,7 @@ class RecoveryReport:
 
 
 def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
-            unmount_old: bool = True,
+            unmount_old: bool = True, take_over: str | None = None,
             say: Callable[[str], None] = lambda line: None) -> RecoveryReport:
     """Bring an interrupted replacement of ``target`` to a clean end (see docs/design.md).
 
@@ -55,21 +56,25 @@ def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
     the only copy of anything.  Idempotent: a second call finds nothing to do.
     A verified replacement beside a mounted old tree is swapped in after
     unmounting it, unless ``unmount_old`` is False (then ``ReceiveRefused``).
+    ``zfs`` may run on another host (``Zfs(remote=...)``): every step, the wait
+    for an orphan receive included, runs there.  ``take_over`` is the host id
+    of a marker's owner on another host that the caller says is gone.
 
     Raises:
         OwnerAlive: a running encroot process holds the state, or a zfs receive
             that a dead encroot started still runs after a minute (nothing was changed).
-        ReceiveRefused: a temporary without encroot's marker is in the way, or
-            the old tree is mounted and ``unmount_old`` is False.
+        ReceiveRefused: a temporary without encroot's marker is in the way, the
+            old tree is mounted and ``unmount_old`` is False, or an encroot of
+            another host holds the state and ``take_over`` does not name it.
         SwapPending: the old tree is busy; the verified new tree waits (nothing
             was destroyed).
         ZfsError: a step failed; the next call continues from what ZFS shows.
     """
     report = RecoveryReport(str(target))
-    wait_for_orphans(target, say=say)
+    wait_for_orphans(target, say=say, scan=process_scan(zfs), take_over=take_over)
     for _ in range(6):  # each pass moves one state forward; six is more than the table has
         state = read_state(zfs, target)
-        state.refuse_live_owner()
+        state.refuse_live_owner(take_over)
         action = next_recovery_action(state, keep_resumable, unmount_old=unmount_old)
         if action is None:
             return report
@@ -89,23 +94,32 @@ class Orphan:
     owner: Owner
 
 
-def orphan_receives(target: str, found: Sequence[tuple[int, str]]) -> list[Orphan]:
+def orphan_receives(target: str, found: Sequence[tuple[int, str]], *,
+                    take_over: str | None = None) -> list[Orphan]:
     """The orphans among ``found`` (pid, argument) for ``target``.
 
     encroot starts every receive into a temporary with ``-o
     encroot:recv-verified=<receiving marker>``, so the marker in a running
     process's arguments names the target and the encroot that started it.
     A receive whose encroot lives is that encroot's (``OwnerAlive`` covers it).
+    One started by an encroot of another host is an orphan only when
+    ``take_over`` names that host: its liveness cannot be checked here, and
+    the marker it wrote is refused until then (``TargetState.refuse_live_owner``).
     """
+    here = host_id()
     prefix = f"{RECV_VERIFIED}="
     orphans = []
     for pid, argument in found:
         if not argument.startswith(prefix):
             continue
         marker = parse_marker(RECV_VERIFIED, argument[len(prefix):])
-        if (isinstance(marker, ReceiveInProgress) and marker.target == target
-                and marker.owner is not None and not marker.owner.alive()):
-            orphans.append(Orphan(pid, marker.owner))
+        if not (isinstance(marker, ReceiveInProgress) and marker.target == target
+                and marker.owner is not None):
+            continue
+        owner = marker.owner
+        gone = not owner.alive() if owner.host == here else owner.host == take_over
+        if gone:
+            orphans.append(Orphan(pid, owner))
     return orphans
 
 
@@ -113,13 +127,15 @@ def wait_for_orphans(target: str, *, say: Callable[[str], None] = lambda line: N
                      timeout: float = ORPHAN_WAIT_SECONDS,
                      scan: Callable[[str], Sequence[tuple[int, str]]] = processes_with_argument,
                      clock: Callable[[], float] = time.monotonic,
-                     sleep: Callable[[float], None] = time.sleep) -> None:
+                     sleep: Callable[[float], None] = time.sleep,
+                     take_over: str | None = None) -> None:
     """Wait until no ``zfs receive`` started by a dead encroot writes into ``target``'s state.
 
     Such a receive reads a pipe whose only writer was the dead encroot, so it
     sees its stream end and ZFS undoes it (or keeps a resumable ``-s`` state);
     until it has exited, ZFS refuses to destroy its dataset and the state
-    recovery reads may still change.
+    recovery reads may still change.  ``scan`` lists the processes of the
+    host the receive runs on (``process_scan``).
 
     Raises:
         OwnerAlive: one still runs after ``timeout`` seconds (nothing was changed).
@@ -127,7 +143,7 @@ def wait_for_orphans(target: str, *, say: Callable[[str], None] = lambda line: N
     deadline = clock() + timeout
     announced: set[int] = set()
     while True:
-        orphans = orphan_receives(target, scan(f"{RECV_VERIFIED}="))
+        orphans = orphan_receives(target, scan(f"{RECV_VERIFIED}="), take_over=take_over)
         if not orphans:
             return
         for orphan in orphans:
@@ -142,6 +158,12 @@ def wait_for_orphans(target: str, *, say: Callable[[str], None] = lambda line: N
                                     f"{orphan.owner.describe()}, which is gone; it still "
                                     f"runs after {timeout:.0f} s")
         sleep(0.2)
+
+
+def process_scan(zfs: Zfs) -> Callable[[str], Sequence[tuple[int, str]]]:
+    """How to list the processes of the host ``zfs`` runs on: this host's ``/proc``, or
+    the remote host's through one ssh command (``Zfs.processes_with_argument``)."""
+    return processes_with_argument if zfs.remote is None else zfs.processes_with_argument
 
 
 Action = tuple[str, Callable[[Zfs], None]]

@@ -25,6 +25,7 @@ from ..owned import (
     ReceiveInProgress,
     ReceiveReplaced,
     ReceiveVerified,
+    foreign_owner,
     parse_marker,
     refuse_live,
 )
@@ -233,19 +234,33 @@ class TargetState:
             return True
         return bool(self.old_tops()) or bool(self.target_markers())
 
-    def refuse_live_owner(self) -> None:
-        """Raise OwnerAlive when a running encroot holds any of this target's state.
+    def refuse_live_owner(self, take_over: str | None = None) -> None:
+        """Refuse while an encroot that may still run holds any of this target's state.
+
+        A marker whose owner ran on another host (an ``encroot receive`` there that
+        reached this pool over ssh, or ran on the pool's own host) cannot be checked
+        for liveness from here: it holds until ``take_over`` names that host
+        (``--take-over HOST_ID``), as in ``encroot migrate``.
 
         Raises:
-            OwnerAlive: names the dataset and the process.
+            OwnerAlive: a live encroot process of this host holds it (names the dataset
+                and the process).
+            ReceiveRefused: an encroot of another host holds it, and ``take_over`` does
+                not name that host (the message names the host id to give).
         """
-        temp = temp_name(self.target)
-        if self.temp:
-            refuse_live(temp, self.temp_marker)
-        for name, marker in self.old_tops():
-            refuse_live(name, marker)
-        for _prop, own in self.target_markers():
-            refuse_live(self.target, own)
+        held: list[tuple[str, Marker | NotOurs | None]] = (
+            [(temp_name(self.target), self.temp_marker)] if self.temp else [])
+        held += [(name, marker) for name, marker in self.old_tops()]
+        held += [(self.target, own) for _prop, own in self.target_markers()]
+        for subject, marker in held:
+            refuse_live(subject, marker)
+        for subject, marker in held:
+            owner = foreign_owner(marker)
+            if owner is not None and owner.host != take_over:
+                raise ReceiveRefused(
+                    f"{subject} is held by {owner.describe()}, whose liveness cannot be "
+                    "checked from this host; wait for it, or once it is gone pass "
+                    f"--take-over {owner.host} (nothing was changed)")
 
 
 def _values(table: PropertyTable) -> dict[str, Props]:

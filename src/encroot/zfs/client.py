@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..errors import DatasetNotFound, IncorrectKey, InputError, InvalidProperty, ZfsError
+from ..errors import (
+    DatasetNotFound,
+    IncorrectKey,
+    InputError,
+    InvalidProperty,
+    ZfsError,
+    ZfsUnavailable,
+)
 from ..keys import Key
 from ..names import (
     DatasetName,
@@ -35,7 +43,7 @@ from .pools import PoolMethods
 from .remote import RemoteMethods
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 from .send import SendSpec, send_args
-from .ssh import SshTarget
+from .ssh import SshTarget, handover_argv
 from .translate import translate
 
 __all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importers
@@ -142,14 +150,25 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
 
         ``args`` are the user's, unchecked and unchanged: zfs parses them, reads keys,
         prints and exits as when called itself, with the caller's stdio and locale.
+        On a remote host this process becomes ``ssh ... -- HOST 'PATH=... zfs
+        SUBCOMMAND ARGS...'`` (``ssh.handover_argv``): its own connection, stdin
+        carried to the remote zfs, the remote zfs's output and exit status (ssh's
+        255 for its own failures), as ``ssh HOST zfs ...`` gives them.
 
         Raises:
             InvalidProperty: ``subcommand`` is not handed over.
-            ZfsUnavailable: zfs cannot be found or executed.
+            ZfsUnavailable: zfs (ssh for a remote host) cannot be found or executed.
         """
         if subcommand not in DROP_IN_SUBCOMMANDS:
             raise InvalidProperty(f"zfs {subcommand}: not handed over")
         command = self.zfs_command(subcommand, *args, mutates=True)
+        if command.remote is not None:
+            ssh = shutil.which("ssh")
+            if ssh is None:
+                raise ZfsUnavailable("ssh: not found in $PATH (the OpenSSH client runs "
+                                     f"zfs on {command.remote.name})")
+            command = Command(handover_argv(command.remote, command.argv, ssh=ssh),
+                              mutates=True)
         if self.log is not None:
             self.log(command.shell_line())
         self.runner.replace(command)

@@ -3,6 +3,8 @@ over ssh and turning ssh's failures into ``RemoteError``s before ``translate`` s
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, RemoteError, RemoteZfsTooOld, ZfsError
@@ -19,6 +21,22 @@ __all__ = ["OLDEST_SUPPORTED", "RemoteMethods"]
 
 # The oldest OpenZFS encroot supports, on this host or a remote one.
 OLDEST_SUPPORTED = (2, 1)
+
+_CMDLINE = re.compile(r"/proc/(\d+)/cmdline")
+
+
+def parse_cmdline_matches(output: str, prefix: str) -> list[tuple[int, str]]:
+    """``grep -a -H`` lines of ``/proc/PID/cmdline`` files -> (pid, argument) for each
+    argument that starts with ``prefix`` (the arguments are NUL-separated)."""
+    found = []
+    for line in output.split("\n"):
+        path, sep, arguments = line.partition(":")
+        match = _CMDLINE.fullmatch(path)
+        if not sep or match is None:
+            continue
+        found += [(int(match.group(1)), argument) for argument in arguments.split("\0")
+                  if argument.startswith(prefix)]
+    return found
 
 
 class RemoteMethods:
@@ -46,6 +64,24 @@ class RemoteMethods:
             raise InputError(f"{path!r}: not an absolute path")
         result = self.execute(Command(("ls", "-A", "--", path), remote=self.remote))
         return [line for line in result.stdout.splitlines() if line]
+
+    def processes_with_argument(self, prefix: str) -> list[tuple[int, str]]:
+        """The remote host's processes with an argument starting with ``prefix``: (pid,
+        argument), read from its ``/proc/PID/cmdline`` with one ``grep -a`` (Linux; a host
+        without ``/proc`` lists none).  The remote twin of
+        ``encroot.owned.processes_with_argument``, for recovery's wait for a ``zfs
+        receive`` whose encroot died.
+
+        Raises:
+            InputError: this layer runs on this host (read ``/proc`` directly).
+            RemoteError: ssh failed.
+        """
+        if self.remote is None:
+            raise InputError("processes_with_argument runs over ssh; read /proc here")
+        script = (f"grep -a -H -s -F -e {shlex.quote(prefix)} /proc/[0-9]*/cmdline "
+                  "2>/dev/null || :")
+        result = self.execute(Command(("sh", "-c", script), remote=self.remote))
+        return parse_cmdline_matches(result.stdout, prefix)
 
     @property
     def host(self) -> str | None:

@@ -39,13 +39,14 @@ from ..errors import (
     RemoteZfsMissing,
 )
 
-__all__ = ["REMOTE_PREFIX", "SSH_EXIT", "SshTarget", "classify_ssh_failure", "remote_line",
-           "ssh_argv"]
+__all__ = ["REMOTE_PATH", "REMOTE_PREFIX", "SSH_EXIT", "SshTarget", "classify_ssh_failure",
+           "handover_argv", "remote_line", "ssh_argv"]
 
 SSH = "ssh"
 SSH_EXIT = 255  # ssh's own failures; a remote command's status is passed through otherwise
 SHELL_NOT_FOUND = 127
-REMOTE_PREFIX = 'LC_ALL=C PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"'
+REMOTE_PATH = 'PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"'
+REMOTE_PREFIX = f"LC_ALL=C {REMOTE_PATH}"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,14 @@ def remote_line(argv: tuple[str, ...] | list[str]) -> str:
 def ssh_argv(target: SshTarget, argv: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The local argv that runs ``argv`` on ``target``."""
     return (*target.base_argv(), remote_line(argv))
+
+
+def handover_argv(target: SshTarget, argv: tuple[str, ...] | list[str], *,
+                  ssh: str = SSH) -> tuple[str, ...]:
+    """The local argv a drop-in becomes to run ``argv`` on ``target``: ``ssh`` (``ssh``
+    is its path, for ``execve``) without a control master, and without ``LC_ALL=C``:
+    zfs speaks to the user there, as through ``ssh HOST zfs ...``."""
+    return (ssh, *target.base_argv()[1:], f"{REMOTE_PATH} {shlex.join(argv)}")
 
 
 # ssh's messages (OpenSSH 8.4 to 9.x, ssh.c, sshconnect.c, sshconnect2.c), last line first.
