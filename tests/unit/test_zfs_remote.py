@@ -4,6 +4,7 @@ between hosts (the argv, the key path) and the plan's shell lines."""
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,6 +17,17 @@ from encroot.zfs.testing import RecordingRunner, Responder
 from .fakes import BINARIES
 
 VERSION = "zfs-2.3.2-2~bpo12+2\nzfs-kmod-2.3.2-2~bpo12+2\n"
+
+
+_OPENED: list[SshMasters] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_masters() -> Iterator[None]:
+    """Every test's masters are closed, their socket folder removed, even on failure."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 def _remote(respond: Responder | None = None, *, master: tuple[int, str] = (0, "")
@@ -33,6 +45,7 @@ def _remote(respond: Responder | None = None, *, master: tuple[int, str] = (0, "
 
     runner = RecordingRunner(answer)
     masters = SshMasters(spawn=spawn)
+    _OPENED.append(masters)
     zfs = Zfs(runner=runner, remote=masters.target("backup@newhost", "backup@newhost"),
               masters=masters)
     return zfs, runner, opened, masters
