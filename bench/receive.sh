@@ -3,9 +3,11 @@
 # of the same raw stream, in the same guest run; and the online replacement's
 # swap window: the seconds from unmounting the old, mounted target to the new
 # tree standing at its name (it must not grow with the stream).  Run in the lab:
-#   encroot lab run --out bench-out bench/receive.sh [SIZE_MIB] [ROUNDS] [swap]
-# With "swap" only the swap window is measured.  Prints a table and writes
-# $OUT/bench-receive-SIZE_MIB.json.  Not part of CI (heavy).
+#   encroot lab run --out bench-out bench/receive.sh [SIZE_MIB] [ROUNDS] [swap|pass]
+# With "swap" only the swap window is measured; with "pass" the swap window and the
+# pass-through (`encroot receive` with zfs's own options only, which hands over to zfs
+# receive) against plain `zfs receive`, interleaved round by round.  Prints a table and
+# writes $OUT/bench-receive-SIZE_MIB.json.  Not part of CI (heavy).
 set -euo pipefail
 size_mib=${1:-1024}
 rounds=${2:-3}
@@ -33,6 +35,7 @@ plain() { zfs send -w bsrc/fs@A | zfs receive -u bdst/plain; }
 create() {
     zfs send -w bsrc/fs@A | encroot receive -F -u --allow-encryption-change bdst/new > /dev/null
 }
+pass_through() { zfs send -w bsrc/fs@A | encroot receive -u bdst/pass; }
 replace() {
     zfs send -w bsrc/fs@A | encroot receive -F -u --allow-encryption-change bdst/old > /dev/null
 }
@@ -60,7 +63,7 @@ print(f"{window:.3f} {mounted}")'
     zfs destroy -r bdst/live
 }
 
-declare -a t_plain t_create t_replace t_swap m_swap
+declare -a t_plain t_create t_replace t_swap m_swap t_pass
 for round in $(seq "$rounds"); do
     # synchronously: a process substitution would let the next round start before this
     # round's bdst/live is destroyed
@@ -71,12 +74,30 @@ for round in $(seq "$rounds"); do
         echo "round $round: swap window $window s (old tree mounted until then: $mounted)" >&2
         continue
     fi
+    if [ "$only" = pass ]; then
+        t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
+        t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
+        echo "round $round: plain ${t_plain[-1]} s, pass-through ${t_pass[-1]} s (ratio" \
+             "$(python3 -c "print(round(${t_plain[-1]} / ${t_pass[-1]}, 3))")), swap window" \
+             "$window s (old tree mounted until then: $mounted)" >&2
+        continue
+    fi
     t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
     t_create+=("$(timed create)"); zfs destroy -r bdst/new
     zfs create bdst/old; echo old > /bdst/old/file; zfs unmount bdst/old
     t_replace+=("$(timed replace)"); zfs destroy -r bdst/old
     echo "round $round: plain ${t_plain[-1]} s, create ${t_create[-1]} s, replace ${t_replace[-1]} s, swap window $window s (old tree mounted until then: $mounted)" >&2
 done
+pass_processes=""
+if [ "$only" = pass ]; then  # zfs/zpool processes a pass-through starts, its receive included
+    printf '#!/bin/bash\necho "$1" >> %s\nexec zfs "$@"\n' "$work/calls.log" > "$work/zfs-count"
+    printf '#!/bin/bash\necho zpool >> %s\nexec zpool "$@"\n' "$work/calls.log" \
+        > "$work/zpool-count"
+    chmod +x "$work/zfs-count" "$work/zpool-count"
+    zfs send -w bsrc/fs@A | ENCROOT_ZFS="$work/zfs-count" ENCROOT_ZPOOL="$work/zpool-count" \
+        encroot receive -u bdst/pass
+    pass_processes=$(wc -l < "$work/calls.log"); zfs destroy -r bdst/pass
+fi
 peek_ms=$(zfs send -w bsrc/fs@A | python3 -c '
 import sys, time
 from encroot.stream import peek_stream
@@ -86,11 +107,12 @@ print(f"{(time.perf_counter() - start) * 1000:.2f}")
 ' 2>/dev/null || true)
 
 python3 - "$stream_bytes" "$peek_ms" "${t_plain[*]:-}" "${t_create[*]:-}" "${t_replace[*]:-}" \
-    "${t_swap[*]}" "${m_swap[*]}" <<'PY' | tee "$OUT/bench-receive-$size_mib.json"
+    "${t_swap[*]}" "${m_swap[*]}" "${t_pass[*]:-}" "$pass_processes" <<'PY' | tee "$OUT/bench-receive-$size_mib.json"
 import json, statistics, subprocess, sys
 stream_bytes, peek_ms = int(sys.argv[1]), float(sys.argv[2] or "nan")
 runs = {name: [float(x) for x in sys.argv[i].split()] for i, name in
-        ((3, "zfs_receive"), (4, "encroot_receive_new_target"), (5, "encroot_receive_replace"))
+        ((3, "zfs_receive"), (4, "encroot_receive_new_target"), (5, "encroot_receive_replace"),
+         (8, "encroot_receive_pass_through"))
         if sys.argv[i].strip()}
 median = {name: statistics.median(times) for name, times in runs.items()}
 base = median.get("zfs_receive")
@@ -103,6 +125,13 @@ result = {
     "throughput_MBps": {k: round(stream_bytes / v / 1e6, 1) for k, v in median.items()},
     "throughput_ratio_vs_zfs_receive": {k: round(base / v, 3) for k, v in median.items()}
     if base else {},
+    "throughput_ratio_per_round": {
+        name: [round(b / t, 3) for b, t in zip(runs["zfs_receive"], times)]
+        for name, times in runs.items() if name != "zfs_receive"} if base else {},
+    "pass_through_fixed_cost": {
+        "seconds": round(median["encroot_receive_pass_through"] - base, 3),
+        "zfs_processes_including_the_receive": int(sys.argv[9])}
+    if "encroot_receive_pass_through" in median and base else {},
     "header_peek_ms": peek_ms,
     "swap_window_seconds": swap,
     "swap_window_median_seconds": statistics.median(swap),
