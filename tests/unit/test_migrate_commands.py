@@ -69,12 +69,14 @@ def request(phase: str = "all", **extra: object) -> MigrateRequest:
                           **options)  # type: ignore[arg-type]
 
 
-def sides(fake: MigratingWorld, wanted: MigrateRequest, kill_before: int | None = None
-          ) -> tuple[Zfs, Zfs, RecordingRunner]:
-    """SRC's and DST's ``Zfs`` (over ssh for a remote side), both answered by ``fake``."""
+def sides(fake: MigratingWorld, wanted: MigrateRequest, kill_before: int | None = None,
+          fail: dict[int, str] | None = None) -> tuple[Zfs, Zfs, RecordingRunner]:
+    """SRC's and DST's ``Zfs`` (over ssh for a remote side), both answered by ``fake``;
+    through a ``FaultInjector`` when a kill or a failure is asked for."""
     runner = RecordingRunner(fake)
     fake.runner = runner
-    inner = runner if kill_before is None else FaultInjector(runner, kill_before=kill_before)
+    inner = runner if kill_before is None and not fail else \
+        FaultInjector(runner, kill_before=kill_before, fail=fail or {})
 
     def side(host: str | None) -> Zfs:
         if host is None:
@@ -88,8 +90,9 @@ def sides(fake: MigratingWorld, wanted: MigrateRequest, kill_before: int | None 
 
 
 def run_migrate(fake: MigratingWorld, wanted: MigrateRequest, *,
-                kill_before: int | None = None, take_over: str | None = None) -> RecordingRunner:
-    source, destination, runner = sides(fake, wanted, kill_before)
+                kill_before: int | None = None, take_over: str | None = None,
+                fail: dict[int, str] | None = None) -> RecordingRunner:
+    source, destination, runner = sides(fake, wanted, kill_before, fail)
     with Key.hex(HEX) as key:
         migrate(source, wanted, source_key=key if "cutover" in wanted.phases else None,
                 destination_zfs=destination, take_over=take_over)
