@@ -21,9 +21,23 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from encroot.errors import MigrateRefused
+from encroot.errors import (
+    DatasetBusy,
+    MigrateRefused,
+    OutOfSpace,
+    OwnerAlive,
+    PermissionDenied,
+    ZfsError,
+)
 from encroot.migrate import MigrateRequest
-from encroot.owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MIGRATE_STAGING
+from encroot.owned import (
+    MIGRATE_MARKER,
+    MIGRATE_SNAPSHOT_PREFIX,
+    MIGRATE_STAGING,
+    MigratePhase,
+    Owner,
+    dumps,
+)
 from encroot.owned import owner as owner_module
 from encroot.zfs.testing import Killed
 
@@ -218,3 +232,148 @@ def test_killed_before_any_change_the_next_run_ends_as_one_uninterrupted(
                or f"inherit {MIGRATE_MARKER} dst" in line for line, _ in needed_fixes), \
         needed_fixes
     assert bool(needed_fixes) == phase.cutover
+
+
+# -- a command failing with ZFS's message -------------------------------------------------
+
+@dataclass(frozen=True)
+class Failure:
+    """The first state-changing command containing ``command`` fails with ``message``."""
+
+    phase: str
+    command: str
+    message: str
+    raised: type[ZfsError]
+
+
+FAILURES = {
+    "initial-receive-out-of-space": Failure(
+        "initial", " receive ", "cannot receive new filesystem stream: out of space",
+        OutOfSpace),
+    "catch-up-receive-out-of-space": Failure(
+        "catch-up-remote", " receive ", "cannot receive incremental stream: out of space",
+        OutOfSpace),
+    "cutover-receive-out-of-space": Failure(
+        "cutover", " receive ", "cannot receive incremental stream: out of space", OutOfSpace),
+    "cutover-change-key-refused": Failure(
+        "cutover-remote", "change-key -i", "Key change error: Permission denied.",
+        PermissionDenied),
+    "cutover-move-busy": Failure(
+        "cutover", "rename -u", "cannot rename 'dst/encroot-migrate/data': dataset is busy",
+        DatasetBusy),
+    "all-export-busy": Failure("all", "zpool export", "cannot export 'dst': pool is busy",
+                               DatasetBusy),
+}
+
+
+@pytest.mark.parametrize("name", FAILURES)
+def test_a_failing_command_leaves_what_the_next_run_completes(
+        name: str, processes: Processes) -> None:
+    failure = FAILURES[name]
+    phase = PHASES[failure.phase]
+    lines = mutations(phase)
+    number = next(i for i, line in enumerate(lines, 1) if failure.command in line)
+    reference = phase.before()
+    run_migrate(reference, phase.wanted)
+    fake = phase.before()
+    processes.become(2)
+    with pytest.raises(failure.raised) as caught:
+        run_migrate(fake, phase.wanted, fail={number: failure.message})
+    assert failure.message in str(caught.value)
+    marker = fake.datasets.get("dst", {}).get(MIGRATE_MARKER)
+    began = any(f"{MIGRATE_MARKER}={{" in line for line in lines[:number - 1])
+    # the phase marker goes with the run that failed; cutover's stays, saying it began
+    if began:
+        assert marker is not None and '"role":"cutover"' in marker
+    else:
+        assert marker is None
+    processes.running.discard(2)
+    processes.become(3)
+    carry_on(fake, phase.wanted)
+    assert_migrated(fake, phase)
+    state = final(fake)
+    if new_goal_allowed(lines, number):
+        state = without_new_goals(state, final(reference))
+    assert state == final(reference)
+
+
+# -- a second encroot while the first one lives ---------------------------------------------
+
+def _copy(fake: MigratingWorld) -> object:
+    return repr((fake.datasets, fake.local, fake.exported))
+
+
+@pytest.mark.parametrize("name", PHASES)
+def test_while_a_killed_run_lives_a_second_run_is_refused_and_changes_nothing(
+        name: str, processes: Processes) -> None:
+    """The first run stopped before each change in turn, its process still alive (stopped,
+    or slow): a second run changes nothing; once the first is gone, it completes."""
+    phase = PHASES[name]
+    lines = mutations(phase)
+    reference = phase.before()
+    run_migrate(reference, phase.wanted)
+    refused = []
+    for kill_before in range(2, len(lines) + 1):
+        fake = phase.before()
+        killed(fake, phase.wanted, kill_before, processes, pid=2)  # pid 2 lives on
+        held = MIGRATE_MARKER in fake.datasets.get("dst", {}) or "dst" in fake.exported
+        before, changes = _copy(fake), len(fake.changes)
+        processes.become(3)
+        if held:
+            with pytest.raises((OwnerAlive, MigrateRefused)) as caught:
+                run_migrate(fake, phase.wanted)
+            assert _copy(fake) == before and len(fake.changes) == changes
+            if "dst" in fake.exported:  # its marker cannot be read: DST is not imported
+                assert "is not imported" in str(caught.value)
+            else:
+                assert isinstance(caught.value, OwnerAlive) and "pid 2" in str(caught.value)
+            refused.append(kill_before)
+        processes.running.discard(2)
+        carry_on(fake, phase.wanted)
+        state = final(fake)
+        if new_goal_allowed(lines, kill_before):
+            state = without_new_goals(state, final(reference))
+        assert state == final(reference), (kill_before, lines[kill_before - 1])
+    assert refused
+
+
+@dataclass
+class RacedWorld(MigratingWorld):
+    """Another encroot (``rival``'s marker) claims DST between this run's read and its claim."""
+
+    rival: str = ""
+
+    def _claim(self) -> tuple[int, str, str]:
+        if self.rival:
+            self.datasets["dst"][MIGRATE_MARKER] = self.rival
+            self.local["dst"].add(MIGRATE_MARKER)
+            self.rival = ""
+        return super()._claim()
+
+
+def test_a_second_run_claiming_dst_at_the_same_time_is_refused_before_its_snapshot(
+        processes: Processes) -> None:
+    base = fresh_world()
+    processes.become(7)
+    rival = dumps(MigratePhase(source="src", phase="initial", owner=Owner.current()))
+    fake = RacedWorld(base.datasets, base.local, rival=rival)
+    processes.become(3)
+    with pytest.raises(OwnerAlive, match="pid 7"):
+        run_migrate(fake, request("initial"))
+    assert not [n for n in fake.datasets if "@encroot-migrate" in n]
+    assert fake.datasets["dst"][MIGRATE_MARKER] == rival  # the winner's, untouched
+
+
+def test_an_explicit_catch_up_after_re_parenting_began_says_to_finish_the_cutover(
+        processes: Processes) -> None:
+    fake = after_initial()
+    lines = mutations(PHASES["cutover"])
+    change_key = next(i for i, line in enumerate(lines, 1) if "change-key -i" in line)
+    killed(fake, request("cutover"), change_key + 1, processes, pid=2)
+    processes.running.discard(2)
+    processes.become(3)
+    with pytest.raises(MigrateRefused) as caught:
+        run_migrate(fake, request("catch-up"))
+    assert "12614" in str(caught.value)
+    assert "fix: finish that cutover: encroot migrate --phase cutover src dst" in str(
+        caught.value)
