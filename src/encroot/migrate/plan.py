@@ -251,7 +251,9 @@ def _destination_refusals(request: MigrateRequest, state: MigrateState) -> list[
               f"-O keylocation=prompt {request.destination} <vdevs>")
     if state.destination is None or state.destination.root_node is None:
         return [Refusal(f"DST pool {request.destination} is not imported{request.on_destination}",
-                        f"zpool import {request.destination}, or create it: {create}")]
+                        f"zpool import -N {request.destination} (not mounting: once cutover "
+                        f"moved them, DST's file systems have SRC's mount points), or create "
+                        f"it: {create}")]
     refusals = []
     if state.destination_pool.get("feature@encryption") not in ("enabled", "active"):
         refusals.append(Refusal(f"feature@encryption is not enabled on {request.destination}"
