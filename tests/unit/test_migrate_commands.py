@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import pytest
 
-from encroot.errors import EncrootError
 from encroot.keys import Key
 from encroot.migrate import MigrateRequest, migrate
 from encroot.names import DatasetName, PoolName
@@ -30,7 +29,7 @@ from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
 
 from .fakes import BINARIES
 from .migrating import MigratingWorld, dataset, snapshot
-from .recorded import Recording, with_stdin
+from .recorded import Recording, command_lines, outcome
 
 HEX = "cd" * 32
 FIXED = Owner(host="host", boot_id="boot", pid=1, start="1")  # this process, in the tests
@@ -180,14 +179,9 @@ def _fixed_owner_clock_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def run(name: str) -> tuple[MigratingWorld, list[str]]:
     before, operation = SCENARIOS[name]
     fake = before()
-    outcome = "done"
-    runner = RecordingRunner()
-    try:
-        runner = operation(fake)
-    except EncrootError as exc:
-        outcome = type(exc).__name__
-    lines = [with_stdin(c.shell_line(), stdin, c.secret_stdin) for c, stdin in runner.calls]
-    return fake, [*lines, outcome]
+    done = outcome(lambda: operation(fake))
+    assert fake.runner is not None  # the operation's (``sides``), even when it raised
+    return fake, [*command_lines(fake.runner), done]
 
 
 RECORDED = Recording("migrate-commands.json", SCENARIOS, lambda name: run(name)[1], _fixed)
