@@ -29,7 +29,7 @@ from encroot.errors import (
     PermissionDenied,
     ZfsError,
 )
-from encroot.migrate import MigrateRequest
+from encroot.migrate import MigrateRequest, plan_migration
 from encroot.owned import (
     MIGRATE_MARKER,
     MIGRATE_SNAPSHOT_PREFIX,
@@ -364,7 +364,7 @@ def test_a_second_run_claiming_dst_at_the_same_time_is_refused_before_its_snapsh
     assert fake.datasets["dst"][MIGRATE_MARKER] == rival  # the winner's, untouched
 
 
-def test_an_explicit_catch_up_after_re_parenting_began_says_to_finish_the_cutover(
+def test_after_re_parenting_began_catch_up_names_the_cutover_and_n_plans_it_alone(
         processes: Processes) -> None:
     fake = after_initial()
     lines = mutations(PHASES["cutover"])
@@ -377,3 +377,6 @@ def test_an_explicit_catch_up_after_re_parenting_began_says_to_finish_the_cutove
     assert "12614" in str(caught.value)
     assert "fix: finish that cutover: encroot migrate --phase cutover src dst" in str(
         caught.value)
+    source, destination, _ = sides(fake, request())
+    plans = plan_migration(source, request(), destination)  # -n without --phase
+    assert [(p.phase, p.refusals, p.transfers_done) for p in plans] == [("cutover", [], True)]
