@@ -7,8 +7,10 @@ dataset, ``-t`` resuming a partial receive named in ``resumes``), where every
 received dataset whose encryption root is outside the stream inherits the
 stream's top, which is its own root with the key unloaded; ``load-key``,
 ``change-key -i``, ``destroy NAME@%``, ``zpool export`` (unmounts, unloads
-keys), ``import``, ``list -v`` and ``zfs version`` (for a remote side).  One
-world holds both pools, however many ``Zfs`` (local or over ssh) talk to it.
+keys, and the pool's datasets vanish from every read until ``zpool import``
+brings them back; ``exported`` holds them meanwhile), ``list -v`` and ``zfs
+version`` (for a remote side).  One world holds both pools, however many
+``Zfs`` (local or over ssh) talk to it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class MigratingWorld(FakeZfs):
 
     resumes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     guids: itertools.count = field(default_factory=lambda: itertools.count(5000))  # type: ignore[type-arg]
+    # pool -> its datasets (and local properties) while it is exported
+    exported: dict[str, tuple[dict[str, dict[str, str]], dict[str, set[str]]]] = field(
+        default_factory=dict)
 
     def __call__(self, command: Command) -> tuple[int, str, str]:
         argv = command.argv[1:]
@@ -96,15 +101,31 @@ class MigratingWorld(FakeZfs):
             return 1, "", f"cannot open '{pool}': no such pool\n"
         if not command.mutates:
             return super().__call__(command)
-        self.changes.append(argv)
         if argv[0] == "export":
-            for found, props in self.datasets.items():
-                if "@" in found or not (found == pool or found.startswith(pool + "/")):
-                    continue
+            self.changes.append(argv)
+            self._export(pool)
+        elif argv[0] == "import":
+            if pool not in self.exported:
+                return 1, "", f"cannot import '{pool}': no such pool available\n"
+            self.changes.append(argv)
+            datasets, local = self.exported.pop(pool)
+            self.datasets.update(datasets)
+            self.local.update(local)
+        else:
+            self.changes.append(argv)
+        return 0, "", ""
+
+    def _export(self, pool: str) -> None:
+        """Unmount, unload keys; the pool's datasets leave every read."""
+        names = [n for n in self.datasets if n == pool or n.startswith((pool + "/", pool + "@"))]
+        for found in names:
+            props = self.datasets[found]
+            if "@" not in found:
                 props["mounted"] = "no" if props.get("type") == "filesystem" else "-"
                 if props.get("encryption", "off") != "off":
                     props["keystatus"] = "unavailable"
-        return 0, "", ""
+        self.exported[pool] = ({n: self.datasets.pop(n) for n in names},
+                               {n: self.local.pop(n) for n in names if n in self.local})
 
     def _snapshot_all(self, name: str) -> None:
         """A recursive snapshot: one transaction group, a GUID per dataset."""

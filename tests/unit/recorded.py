@@ -2,7 +2,8 @@
 receive, rotate and convert.
 
 Each file maps a scenario's name to the lines its operation produced: every
-command it ran, as a comparable shell line, then its outcome.  A test
+command it ran, as a comparable shell line (``command_lines``), then its
+outcome (``outcome``).  A test
 compares one scenario with its recording (``Recording.check``); running the
 test module as a program rewrites the file (``Recording.write``), which is
 done only from a reviewed executor whose commands are meant to change.  Both
@@ -20,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["DATA", "Recording", "with_stdin"]
+from encroot.errors import EncrootError
+from encroot.zfs.testing import RecordingRunner
+
+__all__ = ["DATA", "Recording", "command_lines", "outcome", "with_stdin"]
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -73,3 +77,20 @@ def with_stdin(line: str, stdin: bytes | None, secret: bool,
         return line
     digest = hashlib.sha256(text(stdin.decode()).encode()).hexdigest()[:16]
     return f"{line} < program {digest}"
+
+
+def command_lines(runner: RecordingRunner,
+                  line: Callable[[str, bytes | None, bool], str] = with_stdin) -> list[str]:
+    """Every command ``runner`` saw, as ``line`` writes it (shell line, stdin, secret)."""
+    return [line(command.shell_line(), stdin, command.secret_stdin)
+            for command, stdin in runner.calls]
+
+
+def outcome(operation: Callable[[], object]) -> str:
+    """Run ``operation``: a recording's last line, ``done`` or the class name of the
+    ``EncrootError`` it raised (any other exception fails the test)."""
+    try:
+        operation()
+    except EncrootError as exc:
+        return type(exc).__name__
+    return "done"

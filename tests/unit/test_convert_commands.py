@@ -25,7 +25,7 @@ from encroot.zfs import Zfs
 from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
 
 from .fakes import BINARIES
-from .recorded import Recording, with_stdin
+from .recorded import Recording, command_lines, outcome, with_stdin
 from .test_convert_run import HEX, TOP, FakeZfs, tree
 
 FIXED = Owner(host="host", boot_id="boot", pid=1, start="1")  # dead: nobody holds it
@@ -107,13 +107,8 @@ def run(name: str) -> tuple[FakeZfs, list[str]]:
     before, operation = SCENARIOS[name]
     fake = before()
     zfs, runner = _zfs(fake)
-    outcome = "done"
-    try:
-        operation(zfs)
-    except EncrootError as exc:
-        outcome = type(exc).__name__
-    lines = [_line(c.shell_line(), stdin, c.secret_stdin) for c, stdin in runner.calls]
-    return fake, [*lines, outcome]
+    done = outcome(lambda: operation(zfs))
+    return fake, [*command_lines(runner, _line), done]
 
 
 RECORDED = Recording("convert-commands.json", SCENARIOS, lambda name: run(name)[1], _fixed)

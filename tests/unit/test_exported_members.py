@@ -40,7 +40,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "KEY_FORMATS", "Key", "KeyFormat"
     },
     "encroot.migrate": {
-        "PHASES", "MigrateRefused", "MigrateRequest", "MigrateResult", "MigrateState",
+        "PHASES", "MigrateAction", "MigrateRefused", "MigrateRequest", "MigrateResult",
+        "MigrateState",
         "PhasePlan", "PhaseResult", "Progress", "Refusal", "Step", "Transfer",
         "VerificationFailed", "migrate", "plan_migration", "plan_phase", "read_state"
     },

@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import pytest
 
-from encroot.errors import EncrootError
 from encroot.keys import Key
 from encroot.migrate import MigrateRequest, migrate
 from encroot.names import DatasetName, PoolName
@@ -30,7 +29,7 @@ from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
 
 from .fakes import BINARIES
 from .migrating import MigratingWorld, dataset, snapshot
-from .recorded import Recording, with_stdin
+from .recorded import Recording, command_lines, outcome
 
 HEX = "cd" * 32
 FIXED = Owner(host="host", boot_id="boot", pid=1, start="1")  # this process, in the tests
@@ -69,12 +68,14 @@ def request(phase: str = "all", **extra: object) -> MigrateRequest:
                           **options)  # type: ignore[arg-type]
 
 
-def sides(fake: MigratingWorld, wanted: MigrateRequest, kill_before: int | None = None
-          ) -> tuple[Zfs, Zfs, RecordingRunner]:
-    """SRC's and DST's ``Zfs`` (over ssh for a remote side), both answered by ``fake``."""
+def sides(fake: MigratingWorld, wanted: MigrateRequest, kill_before: int | None = None,
+          fail: dict[int, str] | None = None) -> tuple[Zfs, Zfs, RecordingRunner]:
+    """SRC's and DST's ``Zfs`` (over ssh for a remote side), both answered by ``fake``;
+    through a ``FaultInjector`` when a kill or a failure is asked for."""
     runner = RecordingRunner(fake)
     fake.runner = runner
-    inner = runner if kill_before is None else FaultInjector(runner, kill_before=kill_before)
+    inner = runner if kill_before is None and not fail else \
+        FaultInjector(runner, kill_before=kill_before, fail=fail or {})
 
     def side(host: str | None) -> Zfs:
         if host is None:
@@ -88,8 +89,9 @@ def sides(fake: MigratingWorld, wanted: MigrateRequest, kill_before: int | None 
 
 
 def run_migrate(fake: MigratingWorld, wanted: MigrateRequest, *,
-                kill_before: int | None = None, take_over: str | None = None) -> RecordingRunner:
-    source, destination, runner = sides(fake, wanted, kill_before)
+                kill_before: int | None = None, take_over: str | None = None,
+                fail: dict[int, str] | None = None) -> RecordingRunner:
+    source, destination, runner = sides(fake, wanted, kill_before, fail)
     with Key.hex(HEX) as key:
         migrate(source, wanted, source_key=key if "cutover" in wanted.phases else None,
                 destination_zfs=destination, take_over=take_over)
@@ -177,14 +179,9 @@ def _fixed_owner_clock_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def run(name: str) -> tuple[MigratingWorld, list[str]]:
     before, operation = SCENARIOS[name]
     fake = before()
-    outcome = "done"
-    runner = RecordingRunner()
-    try:
-        runner = operation(fake)
-    except EncrootError as exc:
-        outcome = type(exc).__name__
-    lines = [with_stdin(c.shell_line(), stdin, c.secret_stdin) for c, stdin in runner.calls]
-    return fake, [*lines, outcome]
+    done = outcome(lambda: operation(fake))
+    assert fake.runner is not None  # the operation's (``sides``), even when it raised
+    return fake, [*command_lines(fake.runner), done]
 
 
 RECORDED = Recording("migrate-commands.json", SCENARIOS, lambda name: run(name)[1], _fixed)

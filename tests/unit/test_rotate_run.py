@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from encroot.errors import (
-    EncrootError,
     InputError,
     PendingRotation,
     RotationFailed,
@@ -49,7 +48,7 @@ from encroot.zfs import Runner, Zfs
 from encroot.zfs.testing import FaultInjector, Killed, RecordingRunner
 
 from .fakes import BINARIES
-from .recorded import Recording, with_stdin
+from .recorded import Recording, command_lines, outcome, with_stdin
 from .rotating import RotatingWorld, encrypted
 
 SPACES, OTHER, CHILD = "tank/my data", "pool2/a:b.c-d_e f", "tank/p/c"
@@ -159,18 +158,13 @@ def perform(name: str, zfs: Zfs) -> str:
     case = SCENARIOS[name]
     requests = case.requests()
     try:
-        if case.recover is not None:
-            recover(zfs, case.recover)
-        else:
-            rotate_keys(zfs, requests)
-    except EncrootError as exc:
-        return type(exc).__name__
+        return outcome(lambda: recover(zfs, case.recover) if case.recover is not None
+                       else rotate_keys(zfs, requests))
     finally:
         for request in requests:
             for key in (request.key, request.load_key):
                 if key is not None:
                     key.close()
-    return "done"
 
 
 def _line(command_line: str, stdin: bytes | None, secret: bool) -> str:
@@ -180,10 +174,8 @@ def _line(command_line: str, stdin: bytes | None, secret: bool) -> str:
 
 def run(name: str) -> tuple[RotatingWorld, RecordingRunner, list[str]]:
     world, runner = world_for(name)
-    outcome = perform(name, zfs_on(runner))
-    lines = [_line(command.shell_line(), stdin, command.secret_stdin)
-             for command, stdin in runner.calls]
-    return world, runner, [*lines, outcome]
+    done = perform(name, zfs_on(runner))
+    return world, runner, [*command_lines(runner, _line), done]
 
 
 RECORDED = Recording("rotate-commands.json", SCENARIOS, lambda name: run(name)[2], _fixed)

@@ -19,10 +19,11 @@ from .run import (
     plan_migration,
     read_state,
 )
-from .steps import PhasePlan, Refusal, Step, Transfer
+from .steps import MigrateAction, PhasePlan, Refusal, Step, Transfer
 
 __all__ = [
     "PHASES",
+    "MigrateAction",
     "MigrateRefused",
     "MigrateRequest",
     "MigrateResult",

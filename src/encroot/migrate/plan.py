@@ -42,7 +42,8 @@ from .steps import (
     human_bytes,
 )
 
-__all__ = ["assume_synced", "choose_goal", "plan_phase", "plan_sync", "trees", "with_goal"]
+__all__ = ["assume_synced", "choose_goal", "phases_to_run", "plan_phase", "plan_sync", "trees",
+           "with_goal"]
 
 OPENZFS_12614 = (
     "a raw incremental received into a dataset whose key was changed (re-parented with "
@@ -250,7 +251,9 @@ def _destination_refusals(request: MigrateRequest, state: MigrateState) -> list[
               f"-O keylocation=prompt {request.destination} <vdevs>")
     if state.destination is None or state.destination.root_node is None:
         return [Refusal(f"DST pool {request.destination} is not imported{request.on_destination}",
-                        f"zpool import {request.destination}, or create it: {create}")]
+                        f"zpool import -N {request.destination} (not mounting: once cutover "
+                        f"moved them, DST's file systems have SRC's mount points), or create "
+                        f"it: {create}")]
     refusals = []
     if state.destination_pool.get("feature@encryption") not in ("enabled", "active"):
         refusals.append(Refusal(f"feature@encryption is not enabled on {request.destination}"
@@ -353,6 +356,28 @@ def _reparented(request: MigrateRequest, state: MigrateState) -> list[str]:
     return found
 
 
+def _cutover_begun(request: MigrateRequest, state: MigrateState) -> bool:
+    """DST's cutover marker names this SRC: re-parenting began, no raw incremental may follow."""
+    return state.marker is not None and state.marker.source == request.source
+
+
+def phases_to_run(request: MigrateRequest, state: MigrateState) -> tuple[str, ...]:
+    """The request's phases, but without ``--phase`` (all) only cutover once a cutover of
+    SRC began re-parenting: its transfers are complete and it goes on, where the initial
+    phase would be refused (a raw incremental after re-parenting)."""
+    if request.phase == "all" and _cutover_begun(request, state):
+        return ("cutover",)
+    return request.phases
+
+
+def _cutover_begun_refusal(request: MigrateRequest, phase: str) -> Refusal:
+    return Refusal(f"refusing {phase}: a cutover of {request.source} began re-parenting on "
+                   f"{request.destination}{request.on_destination} (its encroot:migrate "
+                   f"marker says so), and {OPENZFS_12614}",
+                   f"finish that cutover: encroot migrate --phase cutover {request.source} "
+                   f"{request.destination}")
+
+
 def _incremental_refusal(request: MigrateRequest, names: Sequence[str]) -> Refusal:
     shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     return Refusal(f"refusing a raw incremental into {shown}: already re-parented to "
@@ -386,10 +411,9 @@ def plan_phase(request: MigrateRequest, state: MigrateState, phase: str, fresh_n
     if refusals:
         return PhasePlan(phase, None, refusals=refusals)
     data_refusals, notes = _root_data_refusals(request, state, phase)
-    if state.marker is not None and state.marker.source == request.source:
+    if state.marker is not None and state.marker.source == request.source:  # _cutover_begun
         if phase != "cutover":
-            return PhasePlan(phase, None, refusals=[_incremental_refusal(
-                request, [str(request.destination), *_reparented(request, state)])])
+            return PhasePlan(phase, None, refusals=[_cutover_begun_refusal(request, phase)])
         goal = Goal(state.marker.snapshot, False)
         plan = PhasePlan(phase, goal, refusals=data_refusals, notes=notes, transfers_done=True)
         plan.notes.append("an interrupted cutover's transfers are complete; it goes on "

@@ -18,7 +18,7 @@ from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MigrateCutover, Mig
 from ..zfs import SendSpec, Zfs
 from .files import child_entries
 from .model import MigrateRequest, MigrateState, Node, Side, Snap
-from .plan import assume_synced, plan_phase, with_goal
+from .plan import assume_synced, phases_to_run, plan_phase, with_goal
 from .steps import PhasePlan, SideCommands, Transfer
 
 __all__ = ["STATE_PROPERTIES", "estimates", "fresh_snapshot_name", "plan_migration",
@@ -178,7 +178,7 @@ def plan_migration(zfs: Zfs, request: MigrateRequest,
     state = read_state(zfs, request, dst)
     commands = side_commands(zfs, dst)
     plans = []
-    for phase in request.phases:
+    for phase in phases_to_run(request, state):
         plan = plan_phase(request, state, phase, fresh_snapshot_name(state), commands=commands)
         if plan.goal is not None and not plan.refusals:
             sizes = estimates(zfs, plan.transfers, state)

@@ -38,7 +38,7 @@ from .cutover import cold_start, load_source_key, mark, reimport, run_commands, 
 from .files import VerificationFailed, copy_root_data, fail_on, verify_files
 from .finish import plan_finish, snapshot_problems
 from .model import MigrateRefused, MigrateRequest, MigrateState
-from .plan import plan_phase, plan_sync
+from .plan import phases_to_run, plan_phase, plan_sync
 from .read import (
     estimates,
     fresh_snapshot_name,
@@ -139,8 +139,12 @@ def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
     result = MigrateResult()
     dst = zfs if destination_zfs is None else destination_zfs
     for phase in request.phases:
+        state = read_state(zfs, request, dst)
+        if phase not in phases_to_run(request, state):
+            say(f"{phase}: skipped, an interrupted cutover goes on")
+            continue
         run = _Run(zfs, dst, request, say, progress, source_key, destination_key,
-                   PhaseResult(PhasePlan(phase, None)), read_state(zfs, request, dst))
+                   PhaseResult(PhasePlan(phase, None)), state)
         result.phases.append(_run_phase(run, phase, take_over))
     return result
 
