@@ -3,8 +3,10 @@
 ``tests/data/migrate-commands.json`` holds, for each scenario below, every command the
 last operation of the scenario ran (reads included, a remote one as its ssh line; ``<
 program HASH`` where a claim program was stdin, keys as ``< <secret>``), and its
-outcome, as recorded with the executor from before migrate's steps carried their
-commands (issue 12, item 4).  The world is ``migrating.MigratingWorld``: decisions
+outcome, first recorded with the executor from before migrate's steps carried their
+commands (issue 12, item 4); re-recorded only on purpose since, each time by the commit
+that cuts processes (issue 12, performance), whose message gives the counts before and
+after.  The world is ``migrating.MigratingWorld``: decisions
 only, never proof that ZFS works (the lab's tests are).
 """
 

@@ -236,7 +236,8 @@ class MigrateState:
             not an imported pool.
         destination_pool: DST's pool properties (``feature@encryption``...).
         destination_available: bytes DST's root can still take.
-        source_root_local: SRC root's locally set properties.
+        source_root_local: SRC root's locally set properties (read for cutover only:
+            its steps alone use them).
         root_files: entries found in SRC root's own file system, or None when
             it is not mounted (so encroot cannot tell).
         marker: DST root's ``encroot:migrate`` marker when it says that a cutover

@@ -1,7 +1,8 @@
 """Reading both pools for a migration, and the plans of ``-n`` (reads, then pure plans).
 
 ``read_state`` takes two recursive ``zfs get`` calls (SRC and DST, with all
-snapshots), one for SRC root's local properties and one ``zpool get``;
+snapshots), one ``zpool get`` and, for cutover only, one for SRC root's local
+properties;
 ``refresh_destination`` reads DST again (one process), which is all a running
 phase reads.  ``estimates`` asks ``zfs send -nP`` once per transfer.
 """
@@ -87,10 +88,16 @@ def root_files(side: Side, zfs: Zfs | None = None) -> tuple[str, ...] | None:
     return tuple(e for e in entries if e not in children)
 
 
-def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None) -> MigrateState:
-    """Both sides and the pool facts a plan needs, in four or five processes.
+def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
+               root_local: bool | None = None) -> MigrateState:
+    """Both sides and the pool facts a plan needs, in three to five processes.
 
-    ``zfs`` reads SRC, ``dst`` (default: the same) DST."""
+    ``zfs`` reads SRC, ``dst`` (default: the same) DST.  ``root_local``: read SRC
+    root's local properties (one ``zfs get -s local all``), which only cutover's
+    steps use (``finish.root_properties``); by default when the request runs cutover.
+    Left out, ``source_root_local`` is empty."""
+    if root_local is None:
+        root_local = "cutover" in request.phases
     dst = zfs if dst is None else dst
     source = read_side(zfs, request.source)
     destination: Side | None = None
@@ -103,7 +110,7 @@ def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None) -> Mig
         available = _int(destination.root_values.get("available", ""))
         markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     local: dict[str, str] = {}
-    if source.root_node is not None:
+    if root_local and source.root_node is not None:
         table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
         local = {p: v.value for p, v in table[request.source].items()} \
             if request.source in table else {}

@@ -140,7 +140,8 @@ def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
     dst = zfs if destination_zfs is None else destination_zfs
     for phase in request.phases:
         run = _Run(zfs, dst, request, say, progress, source_key, destination_key,
-                   PhaseResult(PhasePlan(phase, None)), read_state(zfs, request, dst))
+                   PhaseResult(PhasePlan(phase, None)),
+                   read_state(zfs, request, dst, root_local=phase == "cutover"))
         result.phases.append(_run_phase(run, phase, take_over))
     return result
 
