@@ -65,11 +65,9 @@ def mark(run: _Run, goal: str) -> None:
 
 
 def _device_dirs(run: _Run) -> list[str]:
-    """Folders of DST's devices (for ``zpool import -d``), read once while it is imported."""
-    if not run.device_dirs:
-        run.device_dirs = sorted({os.path.dirname(p) for p in
-                                  run.dst.pool_device_paths(run.request.destination)})
-    return run.device_dirs
+    """Folders of DST's devices (for ``zpool import -d``), as read when the phase began
+    (``read_state``: the same ``zpool list`` that found DST imported)."""
+    return sorted({os.path.dirname(p) for p in run.state.destination_devices})
 
 
 def cold_start(run: _Run) -> None:

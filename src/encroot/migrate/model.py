@@ -243,6 +243,8 @@ class MigrateState:
         marker: DST root's ``encroot:migrate`` marker when it says that a cutover
             of some source began re-parenting (role ``cutover``), else None.
         phase_marker: the same property when it says that a phase runs.
+        destination_devices: paths of DST's leaf devices or files, read with its pool
+            properties when the phase began (their folders go to ``zpool import -d``).
     """
 
     source: Side
@@ -253,6 +255,7 @@ class MigrateState:
     root_files: tuple[str, ...] | None = ()
     marker: MigrateCutover | None = None
     phase_marker: MigratePhase | None = None
+    destination_devices: tuple[str, ...] = ()
 
     @staticmethod
     def markers(value: str | None) -> tuple[MigrateCutover | None, MigratePhase | None]:

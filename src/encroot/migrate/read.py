@@ -1,8 +1,8 @@
 """Reading both pools for a migration, and the plans of ``-n`` (reads, then pure plans).
 
 ``read_state`` takes two recursive ``zfs get`` calls (SRC and DST, with all
-snapshots), one ``zpool get`` and, for cutover only, one for SRC root's local
-properties;
+snapshots), one ``zpool list -v`` (DST imported, its features, its devices) and,
+for cutover only, one for SRC root's local properties;
 ``refresh_destination`` reads DST again (one process), which is all a running
 phase reads.  ``estimates`` asks ``zfs send -nP`` once per transfer.
 """
@@ -22,12 +22,15 @@ from .model import MigrateRequest, MigrateState, Node, Side, Snap
 from .plan import assume_synced, plan_phase, with_goal
 from .steps import PhasePlan, SideCommands, Transfer
 
-__all__ = ["STATE_PROPERTIES", "estimates", "fresh_snapshot_name", "plan_migration",
-           "read_side", "read_state", "refresh_destination", "root_files", "side_commands"]
+__all__ = ["POOL_PROPERTIES", "STATE_PROPERTIES", "estimates", "fresh_snapshot_name",
+           "plan_migration", "read_side", "read_state", "refresh_destination", "root_files",
+           "side_commands"]
 
 STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
                     "keylocation", "origin", "canmount", "mountpoint", "mounted", "createtxg",
                     "receive_resume_token", "available", MIGRATE_MARKER)
+# DST's pool properties, read with its devices in one zpool list (Zfs.pool_listing).
+POOL_PROPERTIES = ("feature@encryption",)
 
 
 def side_commands(zfs: Zfs, dst: Zfs) -> SideCommands:
@@ -104,9 +107,11 @@ def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
     pool: dict[str, str] = {}
     available = 0
     markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
-    if dst.pool_exists(request.destination):
+    devices: tuple[str, ...] = ()
+    listing = dst.pool_listing(request.destination, POOL_PROPERTIES)
+    if listing is not None:
         destination = read_side(dst, request.destination)
-        pool = dst.pool_get(request.destination, ["feature@encryption"])
+        pool, devices = dict(listing.properties), listing.devices
         available = _int(destination.root_values.get("available", ""))
         markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     local: dict[str, str] = {}
@@ -115,7 +120,7 @@ def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
         local = {p: v.value for p, v in table[request.source].items()} \
             if request.source in table else {}
     return MigrateState(source, destination, pool, available, local, root_files(source, zfs),
-                        *markers)
+                        *markers, destination_devices=devices)
 
 
 def refresh_destination(zfs: Zfs, request: MigrateRequest,

@@ -102,7 +102,6 @@ class _Run:
     result: PhaseResult
     state: MigrateState
     altroot: str | None = None
-    device_dirs: list[str] = field(default_factory=list)
     owner: Owner = field(default_factory=Owner.current)
     phase_marked: bool = False  # our phase marker is on DST's root (removed at the end)
     sizes: dict[str, int] = field(default_factory=dict)  # zfs send -nP, by transfer command

@@ -116,7 +116,7 @@ class Step(CommandStep[MigrateAction]):
     as the step was planned), SET_ROOT_PROPERTIES, INHERIT_KEY, MOVE, INHERIT,
     DROP_STAGING and UNMARK.  Three hold what the run completes from what it
     reads then, with the same builders (``finish``): MARK's marker names DST's
-    device folders, read once DST is about to be exported (the plan shows none);
+    device folders, from the ``zpool list`` that began the phase (the plan shows none);
     COLD_START's import takes a fresh temporary altroot and those folders, and
     mounts what ZFS shows mountable after the key is loaded (the plan shows the
     export, the import and the key); REIMPORT's import those folders.
