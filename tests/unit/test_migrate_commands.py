@@ -105,11 +105,13 @@ def after_initial(**extra: object) -> MigratingWorld:
 
 
 def killed_cutover() -> MigratingWorld:
-    """Killed before its first move: the cutover marker is on, one key re-parented."""
+    """Killed before its first move (its 7th state-changing command): the cutover marker
+    is on, one key re-parented."""
     fake = after_initial()
     with pytest.raises(Killed):
-        run_migrate(fake, request("cutover"), kill_before=8)
+        run_migrate(fake, request("cutover"), kill_before=7)
     assert MIGRATE_MARKER in fake.datasets["dst"]
+    assert "dst/encroot-migrate/data" in fake.datasets  # the kill came before the first move
     return fake
 
 

@@ -239,10 +239,6 @@ def execute(run: _Run, step: Step, phase: str, goal: Goal) -> None:
             verify_snapshots(run, goal.name)
         case MigrateAction.LOAD_KEY:
             load_source_key(run, step)
-        case MigrateAction.SET_ROOT_PROPERTIES:
-            run_commands(run, step.commands)
-            run.result.verified.append(f"SRC root's local properties set on "
-                                       f"{run.request.destination}")
         case MigrateAction.MARK:
             mark(run, goal.name)
         case (MigrateAction.INHERIT_KEY | MigrateAction.MOVE | MigrateAction.INHERIT
