@@ -93,6 +93,8 @@ class MigratingWorld(FakeZfs):
 
     def _zpool(self, command: Command, argv: tuple[str, ...]) -> tuple[int, str, str]:
         pool = argv[-1]
+        if argv[0] == "list" and "-v" in argv and "-o" in argv:
+            return self._list_columns(pool, argv[argv.index("-o") + 1].split(","))
         if argv[0] == "list" and "-v" in argv:
             return 0, f"{pool}\t1G\n\t/var/lib/pools/{pool}.img\t1G\n", ""
         if argv[0] == "list":
@@ -126,6 +128,14 @@ class MigratingWorld(FakeZfs):
                     props["keystatus"] = "unavailable"
         self.exported[pool] = ({n: self.datasets.pop(n) for n in names},
                                {n: self.local.pop(n) for n in names if n in self.local})
+
+    def _list_columns(self, pool: str, columns: list[str]) -> tuple[int, str, str]:
+        """``zpool list -v -H -P -o name,PROPS POOL``: the pool's row (features enabled),
+        then its one file's row, which ignores ``-o``."""
+        if pool not in self.datasets:
+            return 1, "", f"cannot open '{pool}': no such pool\n"
+        row = "\t".join(pool if column == "name" else "enabled" for column in columns)
+        return 0, f"{row}\n\t/var/lib/pools/{pool}.img\t1G\t-\n", ""
 
     def _snapshot_all(self, name: str) -> None:
         """A recursive snapshot: one transaction group, a GUID per dataset."""

@@ -3,8 +3,10 @@
 ``tests/data/migrate-commands.json`` holds, for each scenario below, every command the
 last operation of the scenario ran (reads included, a remote one as its ssh line; ``<
 program HASH`` where a claim program was stdin, keys as ``< <secret>``), and its
-outcome, as recorded with the executor from before migrate's steps carried their
-commands (issue 12, item 4).  The world is ``migrating.MigratingWorld``: decisions
+outcome, first recorded with the executor from before migrate's steps carried their
+commands (issue 12, item 4); re-recorded only on purpose since, each time by the commit
+that cuts processes (issue 12, performance), whose message gives the counts before and
+after.  The world is ``migrating.MigratingWorld``: decisions
 only, never proof that ZFS works (the lab's tests are).
 """
 
@@ -105,11 +107,13 @@ def after_initial(**extra: object) -> MigratingWorld:
 
 
 def killed_cutover() -> MigratingWorld:
-    """Killed before its first move: the cutover marker is on, one key re-parented."""
+    """Killed before its first move (its 7th state-changing command): the cutover marker
+    is on, one key re-parented."""
     fake = after_initial()
     with pytest.raises(Killed):
-        run_migrate(fake, request("cutover"), kill_before=8)
+        run_migrate(fake, request("cutover"), kill_before=7)
     assert MIGRATE_MARKER in fake.datasets["dst"]
+    assert "dst/encroot-migrate/data" in fake.datasets  # the kill came before the first move
     return fake
 
 

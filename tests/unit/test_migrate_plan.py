@@ -454,7 +454,8 @@ def test_a_run_that_ends_in_cutover_checks_its_keys_before_the_first_byte(
     from .fakes import make_zfs
 
     monkeypatch.setattr(migrate_run, "read_state",
-                        lambda zfs, request, dst=None: state(source_side("s1"), destination_side()))
+                        lambda zfs, request, dst=None, **_: state(source_side("s1"),
+                                                                  destination_side()))
     zfs, runner = make_zfs()
     whole = MigrateRequest(DatasetName("src"), PoolName("dst"))
     assert whole.phases == ("initial", "cutover")

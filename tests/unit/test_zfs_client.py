@@ -134,6 +134,16 @@ def test_exists_and_pool_exists_translate_not_found() -> None:
         zfs.destroy("tank/nope")
     with pytest.raises(PoolNotFound):
         zfs.pool_get("nope")
+    assert zfs.pool_listing("nope", ["feature@encryption"]) is None
+
+
+def test_pool_listing_is_one_zpool_list_with_the_pool_columns() -> None:
+    zfs, runner = make_zfs(lambda command: (0, "dst\tenabled\n\t/p/dst.img\t1G\n", ""))
+    listing = zfs.pool_listing("dst", ["feature@encryption"])
+    assert runner.argvs == [("/sbin/zpool", "list", "-v", "-H", "-P", "-o",
+                             "name,feature@encryption", "dst")]
+    assert listing is not None and listing.properties == {"feature@encryption": "enabled"}
+    assert listing.devices == ("/p/dst.img",)
 
 
 def test_pool_get_parses_pairs() -> None:

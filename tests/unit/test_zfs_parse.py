@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from encroot.errors import ZfsError
-from encroot.zfs.parse import parse_get_json, parse_get_table, parse_version
+from encroot.zfs.parse import parse_get_json, parse_get_table, parse_pool_listing, parse_version
 
 
 def test_table_rows_and_sources() -> None:
@@ -146,3 +146,26 @@ def _looks_like_row(line: str) -> bool:
     import re
 
     return re.match(r"^[A-Za-z0-9_.: /@#%-]+\t[a-z0-9_.:@-]+\t", line) is not None
+
+
+# zpool list -v -H -P -o name,feature@encryption dst (print_pool, then print_list_stats,
+# whose vdev columns ignore -o): a mirror, a log and a cache device.
+POOL_LISTING = (
+    "dst\tactive\n"
+    "\tmirror-0\t960M\t1.2M\t959M\t-\t-\t0%\t0%\t-\tONLINE\n"
+    "\t/var/lib/pools/a.img\t-\t-\t-\t-\t-\t-\t-\t-\tONLINE\n"
+    "\t/var/lib/pools/b.img\t-\t-\t-\t-\t-\t-\t-\t-\tONLINE\n"
+    "logs      -      -      -        -         -      -      -      -         -\n"
+    "\t/dev/disk/by-id/log-part1\t-\t-\t-\t-\t-\t-\t-\t-\tONLINE\n"
+    "cache      -      -      -        -         -      -      -      -         -\n"
+    "\t/dev/sdc\t-\t-\t-\t-\t-\t-\t-\t-\tONLINE\n")
+
+
+def test_pool_listing_gives_the_pool_row_and_every_leaf_device() -> None:
+    listing = parse_pool_listing(POOL_LISTING, ["feature@encryption"])
+    assert listing is not None
+    assert listing.name == "dst"
+    assert listing.properties == {"feature@encryption": "active"}
+    assert listing.devices == ("/var/lib/pools/a.img", "/var/lib/pools/b.img",
+                               "/dev/disk/by-id/log-part1", "/dev/sdc")
+    assert parse_pool_listing("", ["feature@encryption"]) is None

@@ -23,6 +23,7 @@ from .finish import (
     encryption_problems,
     mark_command,
     reimport_commands,
+    root_properties,
     snapshot_problems,
 )
 from .model import MigrateRefused, Node, Side
@@ -58,18 +59,20 @@ def load_source_key(run: _Run, step: Step) -> None:
 
 
 def mark(run: _Run, goal: str) -> None:
-    """Say on DST's root that re-parenting began: catch-up refuses from now on."""
+    """Say on DST's root that re-parenting began (catch-up refuses from now on), and set
+    SRC root's local properties there in the same ``zfs set``."""
+    props = root_properties(run.request, run.state)
     run_commands(run, (mark_command(run.request, goal, _device_dirs(run), run.owner,
-                                    run.dst.commands),))
+                                    run.dst.commands, properties=props),))
     run.phase_marked = False  # the cutover marker replaced it; unmark removes it
+    if props:
+        run.result.verified.append(f"SRC root's local properties set on {run.request.destination}")
 
 
 def _device_dirs(run: _Run) -> list[str]:
-    """Folders of DST's devices (for ``zpool import -d``), read once while it is imported."""
-    if not run.device_dirs:
-        run.device_dirs = sorted({os.path.dirname(p) for p in
-                                  run.dst.pool_device_paths(run.request.destination)})
-    return run.device_dirs
+    """Folders of DST's devices (for ``zpool import -d``), as read when the phase began
+    (``read_state``: the same ``zpool list`` that found DST imported)."""
+    return sorted({os.path.dirname(p) for p in run.state.destination_devices})
 
 
 def cold_start(run: _Run) -> None:

@@ -7,7 +7,7 @@ what DST must show after the transfers and after the cold start.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..owned import MIGRATE_MARKER, MigrateCutover, Owner, dumps
 from ..zfs import Command, ZfsCommands
@@ -80,13 +80,12 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str, *,
                    () if target.keystatus == "available" else (zfs.load_key(target.name),))
               for target in roots]
     props = root_properties(request, state)
-    if props:
-        pairs = " ".join(f"{k}={v}" for k, v in props.items())
-        steps.append(Step(MigrateAction.SET_ROOT_PROPERTIES, dst, pairs,
-                          (zfs.set(dst, props),)))
-    steps.append(Step(MigrateAction.MARK, dst, "cutover re-parents now; no raw incremental "
-                      "after this", (mark_command(request, goal, (), owner or Owner.current(),
-                                                  zfs),)))
+    pairs = " ".join(f"{k}={v}" for k, v in props.items())
+    steps.append(Step(MigrateAction.MARK, dst, (f"with SRC root's local properties {pairs}, in "
+                      "one zfs set: " if props else "") + "cutover re-parents now; no raw "
+                      "incremental after this",
+                      (mark_command(request, goal, (), owner or Owner.current(), zfs,
+                                    properties=props),)))
     dst_encrypted = state.destination.root_node.encrypted
     for target in roots:
         parent = target.name.rsplit("/", 1)[0]
@@ -115,12 +114,19 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str, *,
 
 
 def mark_command(request: MigrateRequest, goal: str, devices: Sequence[str], owner: Owner,
-                 zfs: ZfsCommands) -> Command:
+                 zfs: ZfsCommands, *, properties: Mapping[str, str] | None = None) -> Command:
     """The cutover marker on DST's root: re-parenting began (catch-up refuses from then on);
-    ``devices`` are DST's device folders, for ``zpool import -d`` after an interruption."""
+    ``devices`` are DST's device folders, for ``zpool import -d`` after an interruption.
+
+    ``properties`` (SRC root's local ones, ``root_properties``) go in the same ``zfs
+    set``: one process and one transaction group for both.  ZFS sets the generic
+    properties of one ``zfs set`` together (``zfs_set_prop_nvlist``); a special one
+    that fails (a ``quota`` below what DST uses) fails the command, possibly with the
+    marker set: the cutover stops, and run again it goes on (the marker says so)."""
     marker = MigrateCutover(source=str(request.source), snapshot=goal, stage="reparent",
                             devices=tuple(devices), owner=owner)
-    return zfs.set(str(request.destination), {MIGRATE_MARKER: dumps(marker)})
+    return zfs.set(str(request.destination), {**(properties or {}),
+                                              MIGRATE_MARKER: dumps(marker)})
 
 
 def cold_start_commands(request: MigrateRequest, state: MigrateState, zfs: ZfsCommands,

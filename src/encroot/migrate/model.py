@@ -236,12 +236,15 @@ class MigrateState:
             not an imported pool.
         destination_pool: DST's pool properties (``feature@encryption``...).
         destination_available: bytes DST's root can still take.
-        source_root_local: SRC root's locally set properties.
+        source_root_local: SRC root's locally set properties (read for cutover only:
+            its steps alone use them).
         root_files: entries found in SRC root's own file system, or None when
             it is not mounted (so encroot cannot tell).
         marker: DST root's ``encroot:migrate`` marker when it says that a cutover
             of some source began re-parenting (role ``cutover``), else None.
         phase_marker: the same property when it says that a phase runs.
+        destination_devices: paths of DST's leaf devices or files, read with its pool
+            properties when the phase began (their folders go to ``zpool import -d``).
     """
 
     source: Side
@@ -252,6 +255,7 @@ class MigrateState:
     root_files: tuple[str, ...] | None = ()
     marker: MigrateCutover | None = None
     phase_marker: MigratePhase | None = None
+    destination_devices: tuple[str, ...] = ()
 
     @staticmethod
     def markers(value: str | None) -> tuple[MigrateCutover | None, MigratePhase | None]:

@@ -497,14 +497,16 @@ def _checks(request: MigrateRequest, phase: str) -> list[str]:
 
 
 def with_goal(state: MigrateState, goal: str) -> MigrateState:
-    """SRC as it will be once the recursive goal snapshot is taken (for planning)."""
+    """SRC as it will be once the recursive goal snapshot is taken: each dataset's goal
+    with a stand-in GUID (``new:NAME``), which no DST snapshot has.  For ``-n``, and for
+    the transfers a phase plans between taking the goal and reading SRC again."""
     nodes = {}
     for name, node in state.source.nodes.items():
         if node.snapshot(goal) is None:
             txg = max([s.txg for s in node.snapshots] + [node.createtxg]) + 1
             node = replace(node, snapshots=(*node.snapshots, Snap(goal, f"new:{name}", txg)))
         nodes[name] = node
-    return replace(state, source=Side(state.source.root, nodes))
+    return replace(state, source=replace(state.source, nodes=nodes))
 
 
 def assume_synced(request: MigrateRequest, state: MigrateState, goal: str) -> MigrateState:

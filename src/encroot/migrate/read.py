@@ -1,9 +1,11 @@
 """Reading both pools for a migration, and the plans of ``-n`` (reads, then pure plans).
 
 ``read_state`` takes two recursive ``zfs get`` calls (SRC and DST, with all
-snapshots), one for SRC root's local properties and one ``zpool get``;
-``refresh_destination`` reads DST again (one process), which is all a running
-phase reads.  ``estimates`` asks ``zfs send -nP`` once per transfer.
+snapshots), one ``zpool list -v`` (DST imported, its features, its devices) and,
+for cutover only, one for SRC root's local properties;
+``refresh_destination`` reads DST again (one process; on one host SRC with it,
+after the goal snapshot), which is all a running phase reads.  ``estimates`` asks
+``zfs send -nP`` once per transfer.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from .model import MigrateRequest, MigrateState, Node, Side, Snap
 from .plan import assume_synced, phases_to_run, plan_phase, with_goal
 from .steps import PhasePlan, SideCommands, Transfer
 
-__all__ = ["STATE_PROPERTIES", "estimates", "fresh_snapshot_name", "plan_migration",
-           "read_side", "read_state", "refresh_destination", "root_files", "side_commands"]
+__all__ = ["POOL_PROPERTIES", "STATE_PROPERTIES", "estimates", "fresh_snapshot_name",
+           "plan_migration", "read_side", "read_sides", "read_state", "refresh_destination",
+           "root_files", "side_commands"]
 
 STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
                     "keylocation", "origin", "canmount", "mountpoint", "mounted", "createtxg",
                     "receive_resume_token", "available", MIGRATE_MARKER)
+# DST's pool properties, read with its devices in one zpool list (Zfs.pool_listing).
+POOL_PROPERTIES = ("feature@encryption",)
 
 
 def side_commands(zfs: Zfs, dst: Zfs) -> SideCommands:
@@ -40,12 +45,27 @@ def _int(text: str) -> int:
 
 def read_side(zfs: Zfs, root: str) -> Side:
     """Every dataset and snapshot under ``root`` in one ``zfs get``; empty if it is absent."""
+    return read_sides(zfs, [root])[0]
+
+
+def read_sides(zfs: Zfs, roots: Sequence[str]) -> list[Side]:
+    """Every dataset and snapshot under each of ``roots`` (disjoint trees on ``zfs``'s
+    host) in one ``zfs get``; when one is absent, each is read alone (empty if absent)."""
     try:
-        table = zfs.get([root], STATE_PROPERTIES, recursive=True,
+        table = zfs.get(list(roots), STATE_PROPERTIES, recursive=True,
                         types=("filesystem", "volume", "snapshot"), use_json=False)
     except DatasetNotFound:
-        return Side(root, {})
+        if len(roots) == 1:
+            return [Side(roots[0], {})]
+        return [read_side(zfs, root) for root in roots]
     values = {name: {p: v.value for p, v in table[name].items()} for name in table}
+    return [_side(root, {name: props for name, props in values.items()
+                         if name == root or name.startswith((root + "/", root + "@"))})
+            for root in roots]
+
+
+def _side(root: str, values: dict[str, dict[str, str]]) -> Side:
+    """The ``Side`` of ``root`` from its datasets' and snapshots' values."""
     snapshots: dict[str, list[Snap]] = {}
     for name, props in values.items():
         if "@" in name:
@@ -87,34 +107,49 @@ def root_files(side: Side, zfs: Zfs | None = None) -> tuple[str, ...] | None:
     return tuple(e for e in entries if e not in children)
 
 
-def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None) -> MigrateState:
-    """Both sides and the pool facts a plan needs, in four or five processes.
+def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
+               root_local: bool | None = None) -> MigrateState:
+    """Both sides and the pool facts a plan needs, in three to five processes.
 
-    ``zfs`` reads SRC, ``dst`` (default: the same) DST."""
+    ``zfs`` reads SRC, ``dst`` (default: the same) DST.  ``root_local``: read SRC
+    root's local properties (one ``zfs get -s local all``), which only cutover's
+    steps use (``finish.root_properties``); by default when the request runs cutover.
+    Left out, ``source_root_local`` is empty."""
+    if root_local is None:
+        root_local = "cutover" in request.phases
     dst = zfs if dst is None else dst
     source = read_side(zfs, request.source)
     destination: Side | None = None
     pool: dict[str, str] = {}
     available = 0
     markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
-    if dst.pool_exists(request.destination):
+    devices: tuple[str, ...] = ()
+    listing = dst.pool_listing(request.destination, POOL_PROPERTIES)
+    if listing is not None:
         destination = read_side(dst, request.destination)
-        pool = dst.pool_get(request.destination, ["feature@encryption"])
+        pool, devices = dict(listing.properties), listing.devices
         available = _int(destination.root_values.get("available", ""))
         markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     local: dict[str, str] = {}
-    if source.root_node is not None:
+    if root_local and source.root_node is not None:
         table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
         local = {p: v.value for p, v in table[request.source].items()} \
             if request.source in table else {}
     return MigrateState(source, destination, pool, available, local, root_files(source, zfs),
-                        *markers)
+                        *markers, destination_devices=devices)
 
 
-def refresh_destination(zfs: Zfs, request: MigrateRequest,
-                        state: MigrateState) -> MigrateState:
-    """``state`` with DST read again (one ``zfs get``): what changes while a phase runs."""
-    destination = read_side(zfs, request.destination)
+def refresh_destination(zfs: Zfs, request: MigrateRequest, state: MigrateState, *,
+                        source: bool = False) -> MigrateState:
+    """``state`` with DST read again (one ``zfs get``): what changes while a phase runs.
+
+    With ``source`` (``zfs`` reads both sides: one host), SRC is read in the same
+    ``zfs get`` (``read_sides``)."""
+    if source:
+        source_side, destination = read_sides(zfs, [request.source, request.destination])
+        state = replace(state, source=source_side)
+    else:
+        destination = read_side(zfs, request.destination)
     cutover, phase = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     return replace(state, destination=destination,
                    destination_available=_int(destination.root_values.get("available", "")),

@@ -38,7 +38,7 @@ from .cutover import cold_start, load_source_key, mark, reimport, run_commands, 
 from .files import VerificationFailed, copy_root_data, fail_on, verify_files
 from .finish import plan_finish, snapshot_problems
 from .model import MigrateRefused, MigrateRequest, MigrateState
-from .plan import phases_to_run, plan_phase, plan_sync
+from .plan import phases_to_run, plan_phase, plan_sync, with_goal
 from .read import (
     estimates,
     fresh_snapshot_name,
@@ -102,13 +102,18 @@ class _Run:
     result: PhaseResult
     state: MigrateState
     altroot: str | None = None
-    device_dirs: list[str] = field(default_factory=list)
     owner: Owner = field(default_factory=Owner.current)
     phase_marked: bool = False  # our phase marker is on DST's root (removed at the end)
     sizes: dict[str, int] = field(default_factory=dict)  # zfs send -nP, by transfer command
 
+    # SRC's goal snapshot was taken and SRC not read since (its GUIDs are stand-ins):
+    # the next refresh reads SRC with DST, in one zfs get (one host only).
+    source_pending: bool = False
+
     def refresh(self) -> MigrateState:
-        self.state = refresh_destination(self.dst, self.request, self.state)
+        self.state = refresh_destination(self.dst, self.request, self.state,
+                                         source=self.source_pending)
+        self.source_pending = False
         return self.state
 
     @property
@@ -139,7 +144,7 @@ def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
     result = MigrateResult()
     dst = zfs if destination_zfs is None else destination_zfs
     for phase in request.phases:
-        state = read_state(zfs, request, dst)
+        state = read_state(zfs, request, dst, root_local=phase == "cutover")
         if phase not in phases_to_run(request, state):
             say(f"{phase}: skipped, an interrupted cutover goes on")
             continue
@@ -229,13 +234,19 @@ def execute(run: _Run, step: Step, phase: str, goal: Goal) -> None:
             run.say(f"snapshot: {request.source}@{goal.name} (recursive)")
             for command in step.commands:
                 run.zfs.execute(command)
-            run.state = replace(run.state, source=read_side(run.zfs, request.source))
+            if run.dst is run.zfs:  # SRC is read with DST once the transfers ran
+                run.state = with_goal(run.state, goal.name)
+                run.source_pending = True
+            else:
+                run.state = replace(run.state, source=read_side(run.zfs, request.source))
         case MigrateAction.TRANSFER:
             plan = run.plan(phase, goal.name, run.sizes)
             plan.goal = goal
             plan.refuse_if_needed()
             run.result.plan = plan
             _sync(run, goal.name, plan.transfers)
+            if run.source_pending:  # no transfer ran: SRC's GUIDs are still stand-ins
+                run.refresh()
             fail_on(snapshot_problems(run.request, run.state, goal.name), "after the transfers")
             run.result.verified.append(f"every SRC snapshot up to @{goal.name} is on DST "
                                        "with its GUID")
@@ -243,10 +254,6 @@ def execute(run: _Run, step: Step, phase: str, goal: Goal) -> None:
             verify_snapshots(run, goal.name)
         case MigrateAction.LOAD_KEY:
             load_source_key(run, step)
-        case MigrateAction.SET_ROOT_PROPERTIES:
-            run_commands(run, step.commands)
-            run.result.verified.append(f"SRC root's local properties set on "
-                                       f"{run.request.destination}")
         case MigrateAction.MARK:
             mark(run, goal.name)
         case (MigrateAction.INHERIT_KEY | MigrateAction.MOVE | MigrateAction.INHERIT

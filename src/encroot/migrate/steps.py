@@ -93,7 +93,6 @@ class MigrateAction(StrEnum):
     TRANSFER = "transfer"
     VERIFY_SNAPSHOTS = "verify-snapshots"
     LOAD_KEY = "load-key"
-    SET_ROOT_PROPERTIES = "set-root-properties"
     MARK = "mark"
     INHERIT_KEY = "inherit-key"
     MOVE = "move"
@@ -113,10 +112,11 @@ class Step(CommandStep[MigrateAction]):
     ``argument`` is the action's second operand: a move's new name, or the
     property an ``inherit`` step resets.  The commands are exact (the executor
     runs them as they are) for SNAPSHOT, LOAD_KEY (none when the key was loaded
-    as the step was planned), SET_ROOT_PROPERTIES, INHERIT_KEY, MOVE, INHERIT,
+    as the step was planned), INHERIT_KEY, MOVE, INHERIT,
     DROP_STAGING and UNMARK.  Three hold what the run completes from what it
-    reads then, with the same builders (``finish``): MARK's marker names DST's
-    device folders, read once DST is about to be exported (the plan shows none);
+    reads then, with the same builders (``finish``): MARK's marker (set with SRC
+    root's local properties in one ``zfs set``) names DST's device folders, from the
+    ``zpool list`` that began the phase (the plan shows none);
     COLD_START's import takes a fresh temporary altroot and those folders, and
     mounts what ZFS shows mountable after the key is loaded (the plan shows the
     export, the import and the key); REIMPORT's import those folders.

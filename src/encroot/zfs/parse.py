@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ZfsError
 
 __all__ = [
+    "PoolListing",
     "PropertyTable",
     "PropertyValue",
     "ZfsVersion",
     "parse_get_json",
     "parse_get_table",
+    "parse_pool_listing",
     "parse_version",
 ]
 
@@ -104,6 +106,47 @@ def parse_get_table(text: str) -> PropertyTable:
         value, _, source = rest.rpartition("\t")
         table.add(name, prop, PropertyValue(value, source))
     return table
+
+
+@dataclass(frozen=True)
+class PoolListing:
+    """One imported pool as ``zpool list -v -H -P -o name,PROPS NAME`` shows it.
+
+    Attributes:
+        name: the pool.
+        properties: each asked property (features too: ``feature@encryption``) and its
+            value as ``zpool list`` prints it.
+        devices: the full paths of its leaf devices or files, in listing order.
+    """
+
+    name: str
+    properties: Mapping[str, str]
+    devices: tuple[str, ...]
+
+
+def parse_pool_listing(text: str, properties: Sequence[str]) -> PoolListing | None:
+    """Parse ``zpool list -v -H -P -o name,PROPS POOL`` (one pool); None if no pool row.
+
+    The pool's row starts with its name, then the values of ``properties`` in
+    order, tab-separated (``print_pool`` in ``cmd/zpool/zpool_main.c``, 2.1 to
+    2.4). The vdev rows start with a tab and the vdev's name, a full path for a
+    device or file with ``-P``, then fixed statistics columns whatever ``-o`` says
+    (``print_list_stats``); class headers (``logs``, ``cache``...) and vdev types
+    (``mirror-0``) are not paths.
+    """
+    pool: PoolListing | None = None
+    devices = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith("\t") and pool is None:
+            name, *values = line.split("\t")
+            pool = PoolListing(name, dict(zip(properties, values, strict=False)), ())
+            continue
+        first = line.strip().split("\t")[0]
+        if first.startswith("/"):
+            devices.append(first)
+    return None if pool is None else PoolListing(pool.name, pool.properties, tuple(devices))
 
 
 _JSON_SOURCES = {

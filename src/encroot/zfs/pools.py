@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidProperty, PoolNotFound
 from ..keys import Key
 from ..names import PoolName
-from .options import property_args
+from .options import check_property_name, property_args
+from .parse import PoolListing, parse_pool_listing
 from .runner import Command, Result
 
 if TYPE_CHECKING:
@@ -86,6 +87,18 @@ class PoolMethods:
             if first.startswith("/"):
                 paths.append(first)
         return paths
+
+    def pool_listing(self, name: str, properties: Sequence[str] = ()) -> PoolListing | None:
+        """Whether the pool is imported, ``properties`` of it (features too) and its
+        devices' paths, in one ``zpool list -v -H -P -o name,PROPS NAME``; None when
+        there is no such pool (``parse.parse_pool_listing``)."""
+        columns = ",".join(["name", *(check_property_name(p) for p in properties)])
+        command = self.zpool_command("list", "-v", "-H", "-P", "-o", columns, PoolName(name))
+        try:
+            out = self.execute(command).stdout
+        except PoolNotFound:
+            return None
+        return parse_pool_listing(out, properties)
 
     def pool_exists(self, name: str) -> bool:
         try:
