@@ -58,7 +58,7 @@ b)
     zfs list -H -p -r -t snapshot -o name,guid dst/x > "$OUT/guids.txt"
     diff -u "$LAB_FROM_PEER/guids.txt" "$OUT/guids.txt"
     say "snapshot GUIDs equal: $(wc -l < "$OUT/guids.txt") snapshots"
-    zfs get -H -o name,property,value -r encryptionroot,keystatus,encryption dst/x \
+    zfs get -H -r -t filesystem -o name,property,value encryptionroot,keystatus,encryption dst/x \
         | tee "$OUT/encryption.txt"
     for fs in dst/x dst/x/y; do
         [ "$(zfs get -H -o value keystatus "$fs")" = unavailable ]
