@@ -217,3 +217,14 @@ def test_an_unreadable_script_is_refused_before_any_boot(tmp_path: Path) -> None
     with pytest.raises(LabError, match="cannot read it"):
         run_pair(PairGuest(image, tmp_path / "nope.sh"), PairGuest(image, tmp_path / "no.sh"),
                  say=lambda line: None, run=FakeGuests(tmp_path))
+
+
+def test_the_cli_refuses_an_unknown_version_before_any_boot(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from encroot.cli import main
+
+    script = tmp_path / "s.sh"
+    script.write_text("true\n")
+    assert main(["lab", "pair", "--zfs-a", "2.1", "--zfs-b", "9.9", str(script)]) == 2
+    assert capsys.readouterr().err == ("encroot: --zfs '9.9': the lab offers OpenZFS 2.1, "
+                                       "2.3, 2.4\n")

@@ -68,8 +68,9 @@ def pair(script_a: Path, script_b: Path | None = None, *, version_a: str | None 
     Each guest boots from its own version's image; ``$OUT`` files go to
     ``out_dir/a`` and ``out_dir/b``.  See :func:`encroot.lab.pair.run_pair`.
     """
-    image_a = build(version_a, say=say)
-    image_b = build(version_b, say=say)
+    recipe_a, recipe_b = recipe_for(version_a), recipe_for(version_b)  # both valid first
+    image_a = build_image(recipe_a, say=say)
+    image_b = build_image(recipe_b, say=say)
     result = run_pair(
         PairGuest(image_a, script_a, out_dir / "a" if out_dir else None),
         PairGuest(image_b, script_b or script_a, out_dir / "b" if out_dir else None),
