@@ -71,7 +71,7 @@ a)
     mkdir -p /root/shim
     cat > /root/shim/ssh <<SHIM
 #!/bin/bash
-if [[ "\$*" == *"zfs receive"* ]] && mkdir /run/lab-cut 2>/dev/null; then
+if [[ "\$*" == *"zfs receive "*"newtank/encroot-migrate"* ]] && mkdir /run/lab-cut 2>/dev/null; then
     { head -c $CUT; exec sleep 600 < /dev/null; } | /usr/bin/ssh "\$@" &
     sleep 10
     pkill -9 -P \$\$

@@ -153,6 +153,8 @@ class GuestOutcome:
 
 @dataclass(frozen=True)
 class PairResult:
+    """Both guests' outcomes; ``returncode`` is what ``encroot lab pair`` exits with."""
+
     a: GuestOutcome
     b: GuestOutcome
 
