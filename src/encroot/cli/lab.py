@@ -63,6 +63,32 @@ def add_lab_commands(commands: Subcommands[Parser]) -> None:
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST ARGS")
     test.set_defaults(handler=_lab_test)
 
+    pair = sub.add_parser(
+        "pair", help="run two scripts in two guests linked only to each other",
+        description="Boot guest a (--zfs-a) and guest b (--zfs-b) side by side, linked by one "
+                    "network device each over the host's loopback and nothing else, and run "
+                    "SCRIPT_A in a and SCRIPT_B (default: SCRIPT_A again) in b, with bash as "
+                    "root. In each guest LAB_ROLE is a or b, LAB_IFACE the link, LAB_SELF_ADDR "
+                    "and LAB_PEER_ADDR the IPv6 link-local addresses with %IFACE; "
+                    "'lab-barrier NAME' waits for the other guest, and 'lab-ssh-setup' starts "
+                    "sshd and makes 'ssh peer' work both ways. Output lines start with [a] or "
+                    "[b]; $OUT files come back to --out DIR/a and DIR/b. The exit status is 0 "
+                    "only when both scripts exited 0.")
+    pair.add_argument("--zfs-a", metavar="VERSION", default=DEFAULT_VERSION,
+                      help=f"guest a's OpenZFS version: {versions} (default {DEFAULT_VERSION})")
+    pair.add_argument("--zfs-b", metavar="VERSION", default=DEFAULT_VERSION,
+                      help=f"guest b's OpenZFS version (default {DEFAULT_VERSION})")
+    pair.add_argument("--out", metavar="DIR", type=Path,
+                      help="where $OUT's files go (DIR/a and DIR/b)")
+    pair.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                      help="kill a guest after this long (default 3600)")
+    pair.add_argument("--grace", type=float, default=60.0, metavar="SECONDS",
+                      help="when one script failed, kill the other guest this long after "
+                           "(default 60)")
+    pair.add_argument("script_a", type=Path, metavar="SCRIPT_A")
+    pair.add_argument("script_b", type=Path, metavar="SCRIPT_B", nargs="?")
+    pair.set_defaults(handler=_lab_pair)
+
     shell = with_version(sub.add_parser("shell", help="an interactive root shell in a guest"))
     shell.set_defaults(handler=_lab_shell)
 
@@ -102,6 +128,16 @@ def _lab_test(args: argparse.Namespace) -> int:
     config = lab.GuestConfig(timeout=args.timeout)
     result = lab.test(pytest_arguments(args.pytest_args), version=args.zfs, out_dir=args.out,
                       config=config, workers=args.workers)
+    return result.returncode
+
+
+def _lab_pair(args: argparse.Namespace) -> int:
+    from .. import lab
+    from ..lab.pair import PAIR_MEMORY_MIB
+
+    config = lab.GuestConfig(memory_mib=PAIR_MEMORY_MIB, timeout=args.timeout)
+    result = lab.pair(args.script_a, args.script_b, version_a=args.zfs_a,
+                      version_b=args.zfs_b, out_dir=args.out, config=config, grace=args.grace)
     return result.returncode
 
 

@@ -3,7 +3,8 @@
 ``build`` makes (once, then cached) a small Debian guest with OpenZFS from
 Debian's packages; ``run`` boots a fresh guest and runs a host script in it
 as root with this checkout's encroot on PATH; ``test`` runs the project's
-ZFS tests there.  See ``docs/lab.md``.
+ZFS tests there; ``pair`` boots two guests linked only to each other, one
+script each (``encroot.lab.pair``).  See ``docs/lab.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .image import Image, build_image, cache_root, find_image
+from .pair import GuestOutcome, PairGuest, PairResult, run_pair
 from .recipes import DEFAULT_VERSION, RECIPES, recipe_for
 from .vm import GuestConfig, JobResult, run_job
 
@@ -23,9 +25,11 @@ __all__ = [
     "GuestConfig",
     "Image",
     "JobResult",
+    "PairResult",
     "build",
     "cache_root",
     "find_image",
+    "pair",
     "run",
     "shell",
     "test",
@@ -53,6 +57,33 @@ def run(script: Path, args: Sequence[str] = (), *, version: str | None = None,
     say(f"lab: {result.zfs_version.splitlines()[0] if result.zfs_version else 'zfs ?'}; "
         f"script exited with status {result.returncode} after {result.seconds:.0f} s")
     return result
+
+
+def pair(script_a: Path, script_b: Path | None = None, *, version_a: str | None = None,
+         version_b: str | None = None, out_dir: Path | None = None,
+         config: GuestConfig | None = None, grace: float = 60.0,
+         say: Callable[[str], None] = _say) -> PairResult:
+    """Run ``script_a`` in guest a and ``script_b`` (default: the same) in guest b, linked.
+
+    Each guest boots from its own version's image; ``$OUT`` files go to
+    ``out_dir/a`` and ``out_dir/b``.  See :func:`encroot.lab.pair.run_pair`.
+    """
+    recipe_a, recipe_b = recipe_for(version_a), recipe_for(version_b)  # both valid first
+    image_a = build_image(recipe_a, say=say)
+    image_b = build_image(recipe_b, say=say)
+    result = run_pair(
+        PairGuest(image_a, script_a, out_dir / "a" if out_dir else None),
+        PairGuest(image_b, script_b or script_a, out_dir / "b" if out_dir else None),
+        config=config, grace=grace, say=say)
+    say(f"lab pair: {'both scripts succeeded' if result.ok else 'FAILED'} "
+        f"(a: {_outcome(result.a)}; b: {_outcome(result.b)})")
+    return result
+
+
+def _outcome(outcome: GuestOutcome) -> str:
+    if outcome.error is not None:
+        return "no status, " + outcome.error.splitlines()[0]
+    return f"status {outcome.returncode}, {outcome.zfs_version.splitlines()[0]}"
 
 
 WEIGHTS = "tests/zfs/module-seconds.txt"  # seconds per test of each module

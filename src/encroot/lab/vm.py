@@ -19,18 +19,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from ..errors import LabError
 from .host import ensure_host_tools
 from .image import STUB_INIT, Image
 
-__all__ = ["GuestConfig", "JobResult", "qemu_argv", "run_job", "source_share"]
+__all__ = ["GuestConfig", "JobHooks", "JobResult", "Sink", "qemu_argv", "run_job", "source_share"]
 
 SETUP_FAILED = 125
 
@@ -54,6 +55,31 @@ class JobResult:
     seconds: float
 
 
+class Sink(Protocol):
+    """Where a guest's stdout or stderr goes: a binary stream, or anything that writes bytes."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class JobHooks:
+    """What a caller adds to one job, for guests that work together (``encroot.lab.pair``).
+
+    ``qemu_args`` go on the QEMU command line (a ``-netdev``/``-device`` pair);
+    ``files`` are written into the job folder (name -> text) before the boot;
+    ``started`` is called with the job folder once the guest runs; setting
+    ``stop`` kills the guest (the job then fails with ``stop_reason()``).
+    """
+
+    qemu_args: tuple[str, ...] = ()
+    files: Mapping[str, str] = field(default_factory=dict)
+    started: Callable[[Path], None] | None = None
+    stop: threading.Event | None = None
+    stop_reason: Callable[[], str] = lambda: "stopped by the caller"
+
+
 def source_share() -> tuple[Path, str]:
     """The folder to share read-only with the guest, and where ``encroot`` sits inside it.
 
@@ -70,8 +96,12 @@ def source_share() -> tuple[Path, str]:
 
 
 def qemu_argv(image: Image, job_dir: Path, share: Path, config: GuestConfig, *,
-              interactive: bool = False) -> list[str]:
-    """The QEMU command line for one guest (pure: no side effects)."""
+              interactive: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """The QEMU command line for one guest (pure: no side effects).
+
+    ``-nic none`` only drops QEMU's default network card: a device in
+    ``extra`` (``-netdev`` and ``-device``) is then the guest's only one.
+    """
     accel = "tcg,thread=multi" if config.accel == "tcg" else config.accel
     cmdline = f"console=ttyS0 root=/dev/vda rw init={STUB_INIT} panic=-1"
     if not interactive:
@@ -86,7 +116,7 @@ def qemu_argv(image: Image, job_dir: Path, share: Path, config: GuestConfig, *,
         "-virtfs", f"local,path={job_dir},mount_tag=job,security_model=none,id=job",
         "-virtfs", f"local,path={share},mount_tag=src,security_model=none,readonly=on,id=src",
         "-device", "virtio-rng-pci",
-        "-nic", "none", "-no-reboot", "-display", "none",
+        "-nic", "none", *extra, "-no-reboot", "-display", "none",
     ]
     if interactive:
         argv += ["-serial", "mon:stdio"]
@@ -118,7 +148,7 @@ def _prepare_job(job_dir: Path, script: Path, args: Sequence[str], env: Mapping[
 class _Tail:
     """Copies what a growing file gained since the last call to a stream."""
 
-    def __init__(self, path: Path, stream: BinaryIO) -> None:
+    def __init__(self, path: Path, stream: Sink) -> None:
         self.path, self.stream, self.offset = path, stream, 0
 
     def pump(self) -> None:
@@ -145,16 +175,19 @@ def _console_tail(path: Path, lines: int = 15) -> str:
 def run_job(image: Image, script: Path, args: Sequence[str] = (), *,
             out_dir: Path | None = None, env: Mapping[str, str] | None = None,
             config: GuestConfig | None = None, interactive: bool = False,
-            stdout: BinaryIO | None = None, stderr: BinaryIO | None = None) -> JobResult:
+            stdout: Sink | None = None, stderr: Sink | None = None,
+            hooks: JobHooks | None = None) -> JobResult:
     """Boot a fresh guest, run ``script`` with bash as root, and return its exit status.
 
     Files the script writes under ``$OUT`` are copied to ``out_dir``.
 
     Raises:
-        LabError: QEMU missing, the guest could not set up, or it hung
-            past ``config.timeout`` (then it is killed).
+        LabError: QEMU missing, the guest could not set up, it hung past
+            ``config.timeout`` or was stopped through ``hooks.stop`` (then it
+            is killed).
     """
     config = config or GuestConfig()
+    hooks = hooks or JobHooks()
     ensure_host_tools(["qemu-system-x86_64"], lambda line: print(line, file=sys.stderr))
     share, share_rel = source_share()
     started = time.monotonic()
@@ -164,16 +197,19 @@ def run_job(image: Image, script: Path, args: Sequence[str] = (), *,
         if interactive:
             job_env["ENCROOT_LAB_SHELL"] = "1"
         _prepare_job(job_dir, script, args, job_env, share_rel)
-        argv = qemu_argv(image, job_dir, share, config, interactive=interactive)
+        for name, text in hooks.files.items():
+            (job_dir / name).write_text(text)
+        argv = qemu_argv(image, job_dir, share, config, interactive=interactive,
+                         extra=hooks.qemu_args)
         tails = [_Tail(job_dir / "stdout", stdout or sys.stdout.buffer),
                  _Tail(job_dir / "stderr", stderr or sys.stderr.buffer)]
-        _boot_and_wait(argv, job_dir, tails, config, interactive)
+        _boot_and_wait(argv, job_dir, tails, config, interactive, hooks)
         result = _collect(job_dir, out_dir, started)
     return result
 
 
 def _boot_and_wait(argv: list[str], job_dir: Path, tails: list[_Tail], config: GuestConfig,
-                   interactive: bool) -> None:
+                   interactive: bool, hooks: JobHooks) -> None:
     qemu_log = open(job_dir / "qemu.log", "wb")
     try:
         process = subprocess.Popen(
@@ -182,10 +218,19 @@ def _boot_and_wait(argv: list[str], job_dir: Path, tails: list[_Tail], config: G
             stdout=None if interactive else qemu_log,
             stderr=qemu_log,
         )
+        if hooks.started is not None:
+            hooks.started(job_dir)
         deadline = time.monotonic() + config.timeout
         while process.poll() is None:
             for tail in tails:
                 tail.pump()
+            if hooks.stop is not None and hooks.stop.is_set():
+                process.kill()
+                process.wait()
+                for tail in tails:
+                    tail.pump()
+                raise LabError(f"the guest was killed: {hooks.stop_reason()}; last console "
+                               "lines:\n" + _console_tail(job_dir / "console.log"))
             if time.monotonic() > deadline:
                 process.kill()
                 process.wait()
