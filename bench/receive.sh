@@ -75,8 +75,14 @@ for round in $(seq "$rounds"); do
         continue
     fi
     if [ "$only" = pass ]; then
-        t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
-        t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
+        # alternate which goes first: each follows a destroy whose freeing runs on
+        if [ $((round % 2)) = 1 ]; then
+            t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
+            t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
+        else
+            t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
+            t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
+        fi
         echo "round $round: plain ${t_plain[-1]} s, pass-through ${t_pass[-1]} s (ratio" \
              "$(python3 -c "print(round(${t_plain[-1]} / ${t_pass[-1]}, 3))")), swap window" \
              "$window s (old tree mounted until then: $mounted)" >&2
