@@ -62,6 +62,12 @@ def test_send_size_reads_the_size_line_of_a_dry_run_send() -> None:
     assert runner.argvs[0] == ("/sbin/zfs", "send", "-n", "-P", "-w", "-R", "src/a@s1")
 
 
+def test_a_resumed_send_whose_estimate_wrapped_below_zero_has_nothing_left() -> None:
+    wrapped = 2**64 - 4096  # what 2.3.2 printed after a cut raw initial stream
+    zfs, _ = make_zfs(lambda c: (0, f"resume token contents:\nsize\t{wrapped}\n", ""))
+    assert zfs.send_size(SendSpec(resume_token="1-abc123-d0-789c")) == 0
+
+
 def test_the_relay_moves_every_byte_and_counts_them() -> None:
     counted: list[int] = []
     sent, received = SubprocessRunner().pipe(
