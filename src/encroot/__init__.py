@@ -8,7 +8,6 @@ The public API is what ``__all__`` lists; everything else may change.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .errors import (
@@ -39,6 +38,7 @@ from .errors import (
     ZfsUnavailable,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
 if TYPE_CHECKING:
     from .dataset import ChangeKey, Dataset, change_keys, change_keys_async
     from .keys import Key

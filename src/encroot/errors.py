@@ -51,8 +51,8 @@ keys, and encroot passes keys only through stdin, never argv.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
 if TYPE_CHECKING:
     from .rotate.run import ChangeKeyResult
 

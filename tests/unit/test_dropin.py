@@ -166,6 +166,28 @@ def test_the_cli_becomes_zfs_with_argv_stdin_locale_and_exit_status(
     assert lines[3] == "5000"                           # the stream, unread by encroot
 
 
+# The pass-through's whole cost beside zfs is encroot's start-up: it may load these alone.
+PASS_THROUGH_MODULES = {"encroot", "encroot._version", "encroot.errors", "encroot.cli",
+                        "encroot.cli.dropin", "encroot.zfs", "encroot.zfs.become"}
+
+
+def test_a_local_pass_through_loads_only_the_exec_path() -> None:
+    probe = ("import os, sys\n"
+             "def execve(path, argv, env):\n"
+             "    print(' '.join(argv[1:]))\n"
+             "    print(' '.join(sorted(m for m in sys.modules if m.startswith('encroot'))))\n"
+             "    os._exit(0)\n"
+             "os.execve = execve\n"
+             "from encroot.cli import main\n"
+             "main(['receive', '-F', '-u', 'pool/a'])\n")
+    env = {**os.environ, "ENCROOT_ZFS": "/bin/true", "ENCROOT_ZPOOL": "/bin/true"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, check=False)
+    argv, loaded = done.stdout.splitlines()
+    assert argv == "receive -F -u pool/a", done.stderr
+    assert set(loaded.split()) == PASS_THROUGH_MODULES
+
+
 def test_replace_reports_a_missing_program_and_goes_on() -> None:
     from encroot.errors import ZfsUnavailable
 

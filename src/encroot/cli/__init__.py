@@ -15,14 +15,16 @@ An error is one line on stderr that names the input or the ZFS message.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from .. import __version__
 from ..errors import EncrootError, InputError, LabError, RemoteError, ZfsError, ZfsUnavailable
-from .common import Exit, Parser, fail
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+    from .common import Exit
 
 __all__ = ["Exit", "build_parser", "main"]
 
@@ -51,6 +53,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     An unknown word, or none, gets every command, so that usage errors and
     ``--help`` list them all.
     """
+    import importlib
+
+    from .. import __version__
+    from .common import Parser
+
     parser = Parser(
         prog="encroot",
         description="Life-cycle tooling for OpenZFS native encryption.",
@@ -76,16 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ``encroot receive`` and ``encroot change-key`` asking for nothing encroot
     adds become ``zfs receive`` / ``zfs change-key`` with the same arguments
-    (``dropin``): this process is replaced and never returns here.
+    (``dropin``): this process is replaced and never returns here.  That path
+    imports as little as it can: its start-up is its whole cost beside zfs.
     """
     from .dropin import drop_in, hand_over
 
     arguments = list(sys.argv[1:] if argv is None else argv)
     handover = drop_in(arguments)
     if handover is not None:
-        from ..zfs import Zfs
-
-        return _guarded(lambda: hand_over(Zfs(), handover))
+        return _guarded(lambda: hand_over(None, handover))
     from .remote import join_ssh_options
 
     arguments = join_ssh_options(arguments)
@@ -98,13 +104,28 @@ def _guarded(run: Callable[[], int]) -> int:
     """Run one command; map encroot's errors to one line on stderr and an exit status."""
     try:
         return int(run())
-    except InputError as exc:
-        return fail(str(exc), Exit.USAGE)
-    except LabError as exc:
-        return fail(str(exc), Exit.LAB)
-    except RemoteError as exc:
-        return fail(str(exc), Exit.REMOTE)
-    except (ZfsError, ZfsUnavailable, EncrootError) as exc:
-        return fail(str(exc), Exit.FAILED)
-    except KeyboardInterrupt:
+    except (ZfsError, ZfsUnavailable, EncrootError, KeyboardInterrupt) as exc:
+        return _report(exc)
+
+
+def _report(exc: BaseException) -> int:
+    """The one line on stderr for ``exc``; its exit status."""
+    from .common import Exit, fail
+
+    if isinstance(exc, KeyboardInterrupt):
         return fail("interrupted", Exit.INTERRUPTED)
+    if isinstance(exc, InputError):
+        return fail(str(exc), Exit.USAGE)
+    if isinstance(exc, LabError):
+        return fail(str(exc), Exit.LAB)
+    if isinstance(exc, RemoteError):
+        return fail(str(exc), Exit.REMOTE)
+    return fail(str(exc), Exit.FAILED)
+
+
+def __getattr__(name: str) -> object:
+    if name == "Exit":  # imported on first use: the pass-through path never needs it
+        from .common import Exit
+
+        return Exit
+    raise AttributeError(f"module 'encroot.cli' has no attribute {name!r}")

@@ -35,13 +35,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
 
 from ..errors import InputError, ZfsError
-from ..hosts import Location, parse_location
-from ..names import DatasetName
-from ..zfs import Zfs
-from ..zfs.ssh import SshTarget
+
+# A local pass-through imports nothing more of encroot than errors and
+# ``encroot.zfs.become``: its start-up is all it costs beside zfs itself.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from ..hosts import Location
+    from ..zfs import Zfs
 
 __all__ = ["HandOver", "Scan", "drop_in", "hand_over", "scan"]
 
@@ -222,14 +226,20 @@ def _operand_location(operands: Sequence[str]) -> Location | None:
     is a plain local name, or no location at all (``tank/a:b``: zfs judges it)."""
     if len(operands) != 1 or ":" not in operands[0]:
         return None
+    from ..hosts import parse_location
+
     try:
         return parse_location(operands[0])
     except InputError:
         return None
 
 
-def hand_over(zfs: Zfs, handover: HandOver) -> NoReturn:
+def hand_over(zfs: Zfs | None, handover: HandOver) -> NoReturn:
     """Become zfs for ``handover``; a change-key first finishes a pending rotation.
+
+    With ``zfs`` None (the CLI) a local receive becomes zfs straight away
+    (``encroot.zfs.become``), loading nothing else; anything else uses a
+    default ``Zfs``.
 
     ``encroot change-key`` promises that the next change-key on a dataset
     finishes an interrupted rotation (docs/design.md); that costs one
@@ -245,7 +255,18 @@ def hand_over(zfs: Zfs, handover: HandOver) -> NoReturn:
         RemoteError: the remote host cannot be used (nothing was handed over).
         ZfsUnavailable: zfs (or ssh) cannot be executed.
     """
+    if zfs is None:
+        if handover.subcommand != "change-key" and handover.remote is None:
+            from ..zfs.become import become, find_binaries
+
+            become([find_binaries().zfs, handover.subcommand, *handover.args])
+        from ..zfs import Zfs
+
+        zfs = Zfs()
     if handover.remote is not None:
+        from ..zfs import Zfs
+        from ..zfs.ssh import SshTarget
+
         where = handover.remote
         zfs = Zfs(runner=zfs.runner, remote=SshTarget(where.destination, where.host_label,
                                                       handover.ssh_options))
@@ -256,6 +277,7 @@ def hand_over(zfs: Zfs, handover: HandOver) -> NoReturn:
 
 
 def _finish_pending_rotation(zfs: Zfs, operand: str) -> None:
+    from ..names import DatasetName
     from ..owned import ROTATION_MARKER
     from ..rotate import RotationRefused, recover
 

@@ -1,15 +1,33 @@
 """The ZFS command layer: the only code in encroot that starts ``zfs`` or ``zpool``.
 
 ``Zfs`` offers typed methods; ``Command``/``Runner`` are the seam tests use
-to observe or replace process execution; ``parse`` and ``translate`` hold
-the pure text-to-record and stderr-to-exception logic.
+to observe or replace process execution; ``parse`` and ``messages`` (``translate``) hold
+the pure text-to-record and stderr-to-exception logic; ``become`` finds zfs
+and execs it (the drop-in's path).
+
+The names below are imported on first use (PEP 562): a pass-through
+``encroot receive`` imports ``encroot.zfs.become`` alone, and its start-up is
+all it costs beside plain ``zfs receive``.
 """
 
-from .client import SendSpec, Zfs
-from .commands import ZfsCommands
-from .parse import PropertyTable, PropertyValue, ZfsVersion, parse_get_json, parse_get_table
-from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
-from .translate import translate
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .become import Binaries, find_binaries
+    from .client import SendSpec, Zfs
+    from .commands import ZfsCommands
+    from .messages import translate
+    from .parse import (
+        PropertyTable,
+        PropertyValue,
+        ZfsVersion,
+        parse_get_json,
+        parse_get_table,
+    )
+    from .runner import Command, Result, Runner, SubprocessRunner
 
 __all__ = [
     "Binaries",
@@ -28,3 +46,22 @@ __all__ = [
     "parse_get_table",
     "translate",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("Binaries", "find_binaries"), ".become"),
+    **dict.fromkeys(("SendSpec", "Zfs"), ".client"),
+    "ZfsCommands": ".commands",
+    **dict.fromkeys(("PropertyTable", "PropertyValue", "ZfsVersion", "parse_get_json",
+                     "parse_get_table"), ".parse"),
+    **dict.fromkeys(("Command", "Result", "Runner", "SubprocessRunner"), ".runner"),
+    "translate": ".messages",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'encroot.zfs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -17,16 +17,14 @@ from __future__ import annotations
 import os
 import select
 import shlex
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, NoReturn, Protocol
 
 from ..errors import InputError, ZfsUnavailable
+from .become import Binaries, become, find_binaries
 from .ssh import SshTarget, ssh_argv
 
 __all__ = [
@@ -37,10 +35,6 @@ __all__ = [
     "SubprocessRunner",
     "find_binaries",
 ]
-
-# Where distributions install zfs/zpool; searched after $PATH because
-# sudo and cron often run with a PATH that lacks the sbin directories.
-SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
 
 @dataclass(frozen=True)
@@ -125,40 +119,6 @@ class Runner(Protocol):
     def replace(self, command: Command) -> NoReturn:
         """Replace this process with ``command`` (a drop-in: ``exec``, never returns)."""
         ...
-
-
-@dataclass(frozen=True)
-class Binaries:
-    """Absolute paths of the zfs and zpool programs."""
-
-    zfs: str
-    zpool: str
-
-
-def find_binaries(env: Mapping[str, str] | None = None) -> Binaries:
-    """Locate zfs and zpool: ``$ENCROOT_ZFS``/``$ENCROOT_ZPOOL``, then $PATH, then sbin dirs.
-
-    Raises:
-        ZfsUnavailable: a program cannot be found or is not executable.
-    """
-    env = os.environ if env is None else env
-    search = os.pathsep.join([env.get("PATH", ""), *SBIN_DIRS])
-    found: dict[str, str] = {}
-    for program in ("zfs", "zpool"):
-        override = env.get(f"ENCROOT_{program.upper()}")
-        if override:
-            if not (os.path.isfile(override) and os.access(override, os.X_OK)):
-                raise ZfsUnavailable(f"ENCROOT_{program.upper()}={override!r}: "
-                                     "not an executable file")
-            found[program] = override
-            continue
-        path = shutil.which(program, path=search)
-        if path is None:
-            raise ZfsUnavailable(f"{program}: not found in $PATH or {', '.join(SBIN_DIRS)} "
-                                 "(is OpenZFS installed? set ENCROOT_" + program.upper()
-                                 + " to its path)")
-        found[program] = path
-    return Binaries(zfs=found["zfs"], zpool=found["zpool"])
 
 
 @dataclass
@@ -332,27 +292,12 @@ class SubprocessRunner:
         Raises:
             ZfsUnavailable: the program cannot be executed (this process goes on).
         """
-        sys.stdout.flush()
-        sys.stderr.flush()
-        env = dict(os.environ)
-        env.update(self.extra_env)
-        saved = {number: signal.signal(number, signal.SIG_DFL) for number in _IGNORED_BY_PYTHON}
-        try:
-            os.execve(command.argv[0], list(command.argv), env)  # noqa: S606 (argv, no shell)
-        except OSError as exc:
-            for number, handler in saved.items():
-                signal.signal(number, handler)
-            raise ZfsUnavailable(f"{command.argv[0]}: cannot start it ({exc.strerror})") from exc
+        become(command.argv, self.extra_env)
 
 
 def _passed(command: Command) -> tuple[int, ...]:
     """The descriptors a child inherits beyond stdio: the key pipe, if any."""
     return () if command.key_fd is None else (command.key_fd,)
-
-
-# Signals the Python runtime sets to SIG_IGN at start-up (see subprocess's restore_signals).
-_IGNORED_BY_PYTHON = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")
-                           if hasattr(signal, name))
 
 
 class _Reader(threading.Thread):
