@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ..errors import InputError, ZfsError
 
@@ -61,8 +60,31 @@ CHANGE_KEY_ADDITIONS = ("--key-file", "--key-dir", "--key-stdin", "--current-key
 CHANGE_KEY_SHORT_ADDITIONS = "nv"  # -n (plan) and -v (steps); zfs change-key has neither
 
 
-@dataclass(frozen=True)
-class Scan:
+class _Record:
+    """A value record without ``dataclasses``: equal by its slots, printed with them.
+
+    ``dataclasses`` imports ``inspect`` and ``re``, 0.2 s of a pass-through's
+    start-up in the lab's emulated guest, where plain zfs starts in 0.1 s.
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Record) and type(other) is type(self) \
+            and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({shown})"
+
+
+class Scan(_Record):
     """What a command line asks for, read as zfs's getopt reads it.
 
     Attributes:
@@ -73,9 +95,13 @@ class Scan:
         positions: where each operand is in the arguments (an index each).
     """
 
-    addition: str
-    operands: tuple[str, ...]
-    positions: tuple[int, ...] = ()
+    __slots__ = ("addition", "operands", "positions")
+
+    def __init__(self, addition: str, operands: tuple[str, ...],
+                 positions: tuple[int, ...] = ()) -> None:
+        self.addition = addition
+        self.operands = operands
+        self.positions = positions
 
 
 def _long_addition(arg: str, additions: Sequence[str]) -> bool:
@@ -176,19 +202,22 @@ def take_ssh_options(args: Sequence[str], optstring: str = RECEIVE_OPTIONS
     return kept, options
 
 
-@dataclass(frozen=True)
-class HandOver:
+class HandOver(_Record):
     """A command line that goes to zfs whole: ``zfs SUBCOMMAND ARGS...``.
 
     ``remote``: the host whose zfs it goes to (``args`` then name the target
     without its host), reached with ``ssh_options``; None for this host.
     """
 
-    subcommand: str
-    args: tuple[str, ...]
-    operands: tuple[str, ...]
-    remote: Location | None = None
-    ssh_options: tuple[str, ...] = ()
+    __slots__ = ("args", "operands", "remote", "ssh_options", "subcommand")
+
+    def __init__(self, subcommand: str, args: tuple[str, ...], operands: tuple[str, ...],
+                 remote: Location | None = None, ssh_options: tuple[str, ...] = ()) -> None:
+        self.subcommand = subcommand
+        self.args = args
+        self.operands = operands
+        self.remote = remote
+        self.ssh_options = ssh_options
 
 
 def drop_in(argv: Sequence[str]) -> HandOver | None:
@@ -257,9 +286,9 @@ def hand_over(zfs: Zfs | None, handover: HandOver) -> NoReturn:
     """
     if zfs is None:
         if handover.subcommand != "change-key" and handover.remote is None:
-            from ..zfs.become import become, find_binaries
+            from ..zfs.become import become, find_program
 
-            become([find_binaries().zfs, handover.subcommand, *handover.args])
+            become([find_program("zfs"), handover.subcommand, *handover.args])
         from ..zfs import Zfs
 
         zfs = Zfs()

@@ -16,7 +16,6 @@ import importlib
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .become import Binaries, find_binaries
     from .client import SendSpec, Zfs
     from .commands import ZfsCommands
     from .messages import translate
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
         parse_get_json,
         parse_get_table,
     )
-    from .runner import Command, Result, Runner, SubprocessRunner
+    from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 
 __all__ = [
     "Binaries",
@@ -48,12 +47,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    **dict.fromkeys(("Binaries", "find_binaries"), ".become"),
     **dict.fromkeys(("SendSpec", "Zfs"), ".client"),
     "ZfsCommands": ".commands",
     **dict.fromkeys(("PropertyTable", "PropertyValue", "ZfsVersion", "parse_get_json",
                      "parse_get_table"), ".parse"),
-    **dict.fromkeys(("Command", "Result", "Runner", "SubprocessRunner"), ".runner"),
+    **dict.fromkeys(("Binaries", "Command", "Result", "Runner", "SubprocessRunner",
+                     "find_binaries"), ".runner"),
     "translate": ".messages",
 }
 

@@ -3,7 +3,7 @@
 A pass-through ``encroot receive`` does nothing but find ``zfs`` and
 ``execve`` it, so its cost beside plain ``zfs receive`` is this process's
 start-up alone.  This module is what that path imports of the ZFS layer: the
-standard library's ``os``, ``shutil`` and ``signal``, and encroot's errors.
+standard library's ``os`` and ``signal``, and encroot's errors.
 ``SubprocessRunner.replace`` and ``Zfs.exec_replacing`` go through
 ``become`` too, so there is one exec in encroot.
 """
@@ -11,11 +11,9 @@ standard library's ``os``, ``shutil`` and ``signal``, and encroot's errors.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from ..errors import ZfsUnavailable
 
@@ -23,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import NoReturn
 
-__all__ = ["SBIN_DIRS", "Binaries", "become", "find_binaries"]
+__all__ = ["SBIN_DIRS", "become", "find_program"]
 
 # Where distributions install zfs/zpool; searched after $PATH because
 # sudo and cron often run with a PATH that lacks the sbin directories.
@@ -34,38 +32,33 @@ _IGNORED_BY_PYTHON = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFS
                            if hasattr(signal, name))
 
 
-@dataclass(frozen=True)
-class Binaries:
-    """Absolute paths of the zfs and zpool programs."""
+def find_program(program: str, env: Mapping[str, str] | None = None) -> str:
+    """The path of ``zfs`` or ``zpool``: ``$ENCROOT_ZFS``/``$ENCROOT_ZPOOL``, then
+    $PATH, then the sbin directories.
 
-    zfs: str
-    zpool: str
-
-
-def find_binaries(env: Mapping[str, str] | None = None) -> Binaries:
-    """Locate zfs and zpool: ``$ENCROOT_ZFS``/``$ENCROOT_ZPOOL``, then $PATH, then sbin dirs.
+    The search is ``shutil.which``'s, written out: ``shutil`` imports the
+    compression modules, 40 ms of a pass-through's start-up under emulation.
 
     Raises:
-        ZfsUnavailable: a program cannot be found or is not executable.
+        ZfsUnavailable: the program cannot be found or is not executable.
     """
     env = os.environ if env is None else env
-    search = os.pathsep.join([env.get("PATH", ""), *SBIN_DIRS])
-    found: dict[str, str] = {}
-    for program in ("zfs", "zpool"):
-        override = env.get(f"ENCROOT_{program.upper()}")
-        if override:
-            if not (os.path.isfile(override) and os.access(override, os.X_OK)):
-                raise ZfsUnavailable(f"ENCROOT_{program.upper()}={override!r}: "
-                                     "not an executable file")
-            found[program] = override
-            continue
-        path = shutil.which(program, path=search)
-        if path is None:
-            raise ZfsUnavailable(f"{program}: not found in $PATH or {', '.join(SBIN_DIRS)} "
-                                 "(is OpenZFS installed? set ENCROOT_" + program.upper()
-                                 + " to its path)")
-        found[program] = path
-    return Binaries(zfs=found["zfs"], zpool=found["zpool"])
+    variable = f"ENCROOT_{program.upper()}"
+    override = env.get(variable)
+    if override:
+        if not _executable(override):
+            raise ZfsUnavailable(f"{variable}={override!r}: not an executable file")
+        return override
+    for folder in [*env.get("PATH", "").split(os.pathsep), *SBIN_DIRS]:
+        path = os.path.join(folder or os.curdir, program)
+        if _executable(path):
+            return path
+    raise ZfsUnavailable(f"{program}: not found in $PATH or {', '.join(SBIN_DIRS)} "
+                         f"(is OpenZFS installed? set {variable} to its path)")
+
+
+def _executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 def become(argv: Sequence[str], extra_env: Mapping[str, str] | None = None) -> NoReturn:

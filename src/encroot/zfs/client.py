@@ -33,7 +33,6 @@ from ..names import (
     SnapshotName,
     dataset_or_snapshot,
 )
-from .become import Binaries, find_binaries
 from .commands import ZfsCommands, check_receive_flags
 from .holds import HoldMethods
 from .masters import SshMasters
@@ -43,7 +42,7 @@ from .options import property_args as _property_args
 from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, parse_version
 from .pools import PoolMethods
 from .remote import RemoteMethods
-from .runner import Command, Result, Runner, SubprocessRunner
+from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
 from .send import SendSpec, send_args
 from .ssh import SshTarget, handover_argv
 

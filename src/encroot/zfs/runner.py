@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import IO, NoReturn, Protocol
 
 from ..errors import InputError, ZfsUnavailable
-from .become import Binaries, become, find_binaries
+from .become import become, find_program
 from .ssh import SshTarget, ssh_argv
 
 __all__ = [
@@ -35,6 +35,24 @@ __all__ = [
     "SubprocessRunner",
     "find_binaries",
 ]
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Absolute paths of the zfs and zpool programs."""
+
+    zfs: str
+    zpool: str
+
+
+def find_binaries(env: Mapping[str, str] | None = None) -> Binaries:
+    """Locate zfs and zpool (``become.find_program``: ``$ENCROOT_ZFS``/``$ENCROOT_ZPOOL``,
+    then $PATH, then the sbin directories).
+
+    Raises:
+        ZfsUnavailable: a program cannot be found or is not executable.
+    """
+    return Binaries(zfs=find_program("zfs", env), zpool=find_program("zpool", env))
 
 
 @dataclass(frozen=True)
