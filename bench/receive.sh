@@ -4,10 +4,13 @@
 # swap window: the seconds from unmounting the old, mounted target to the new
 # tree standing at its name (it must not grow with the stream).  Run in the lab:
 #   encroot lab run --out bench-out bench/receive.sh [SIZE_MIB] [ROUNDS] [swap|pass]
-# With "swap" only the swap window is measured; with "pass" the swap window and the
-# pass-through (`encroot receive` with zfs's own options only, which hands over to zfs
-# receive) against plain `zfs receive`, interleaved round by round.  Prints a table and
-# writes $OUT/bench-receive-SIZE_MIB.json.  Not part of CI (heavy).
+# With "swap" only the swap window is measured; with "pass" only the pass-through
+# (`encroot receive` with zfs's own options only, which hands over to zfs receive)
+# against plain `zfs receive`, interleaved round by round with the order alternating,
+# each after the pool finished freeing the previous copy (zpool wait -t free), and its
+# fixed cost measured on its own: 20 alternating starts of each on an empty stream
+# (both fail at once, "cannot receive: failed to read from stream").  Prints a table
+# and writes $OUT/bench-receive-SIZE_MIB.json.  Not part of CI (heavy).
 set -euo pipefail
 size_mib=${1:-1024}
 rounds=${2:-3}
@@ -25,11 +28,10 @@ head -c "$((size_mib << 20))" /dev/urandom > /bsrc/fs/data
 zfs snapshot bsrc/fs@A
 stream_bytes=$(zfs send -w -nP bsrc/fs@A | awk '/^size/ {print $2}')
 
-seconds() { python3 -c 'import sys,time; print(time.monotonic())'; }
-timed() {  # timed LABEL COMMAND... -> prints elapsed seconds
+timed() {  # timed COMMAND... -> prints elapsed seconds (bash's own clock: no process)
     local start end
-    start=$(seconds); "$@"; end=$(seconds)
-    python3 -c "print(f'{$end - $start:.3f}')"
+    start=$EPOCHREALTIME; "$@"; end=$EPOCHREALTIME
+    awk "BEGIN { printf \"%.3f\\n\", $end - $start }"
 }
 plain() { zfs send -w bsrc/fs@A | zfs receive -u bdst/plain; }
 create() {
@@ -63,8 +65,31 @@ print(f"{window:.3f} {mounted}")'
     zfs destroy -r bdst/live
 }
 
-declare -a t_plain t_create t_replace t_swap m_swap t_pass
+settled() {  # the pool is done freeing what was destroyed, and synced
+    zpool wait -t free bdst; zpool sync bdst
+}
+
+declare -a t_plain t_create t_replace t_swap m_swap t_pass s_plain s_pass
+if [ "$only" = pass ]; then
+    for start in $(seq 20); do
+        s_plain+=("$(timed eval 'zfs receive -u bdst/none < /dev/null 2>/dev/null || true')")
+        s_pass+=("$(timed eval 'encroot receive -u bdst/none < /dev/null 2>/dev/null || true')")
+    done
+fi
 for round in $(seq "$rounds"); do
+    if [ "$only" = pass ]; then
+        # alternate which goes first
+        if [ $((round % 2)) = 1 ]; then
+            settled; t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
+            settled; t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
+        else
+            settled; t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
+            settled; t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
+        fi
+        echo "round $round: plain ${t_plain[-1]} s, pass-through ${t_pass[-1]} s (ratio" \
+             "$(python3 -c "print(round(${t_plain[-1]} / ${t_pass[-1]}, 3))"))" >&2
+        continue
+    fi
     # synchronously: a process substitution would let the next round start before this
     # round's bdst/live is destroyed
     swap > "$work/swap.out" || { echo "round $round: the online replacement failed" >&2; exit 1; }
@@ -72,20 +97,6 @@ for round in $(seq "$rounds"); do
     t_swap+=("$window"); m_swap+=("$mounted")
     if [ "$only" = swap ]; then
         echo "round $round: swap window $window s (old tree mounted until then: $mounted)" >&2
-        continue
-    fi
-    if [ "$only" = pass ]; then
-        # alternate which goes first: each follows a destroy whose freeing runs on
-        if [ $((round % 2)) = 1 ]; then
-            t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
-            t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
-        else
-            t_pass+=("$(timed pass_through)"); zfs destroy -r bdst/pass
-            t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
-        fi
-        echo "round $round: plain ${t_plain[-1]} s, pass-through ${t_pass[-1]} s (ratio" \
-             "$(python3 -c "print(round(${t_plain[-1]} / ${t_pass[-1]}, 3))")), swap window" \
-             "$window s (old tree mounted until then: $mounted)" >&2
         continue
     fi
     t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
@@ -113,7 +124,8 @@ print(f"{(time.perf_counter() - start) * 1000:.2f}")
 ' 2>/dev/null || true)
 
 python3 - "$stream_bytes" "$peek_ms" "${t_plain[*]:-}" "${t_create[*]:-}" "${t_replace[*]:-}" \
-    "${t_swap[*]}" "${m_swap[*]}" "${t_pass[*]:-}" "$pass_processes" <<'PY' | tee "$OUT/bench-receive-$size_mib.json"
+    "${t_swap[*]:-}" "${m_swap[*]:-}" "${t_pass[*]:-}" "$pass_processes" "${s_plain[*]:-}" \
+    "${s_pass[*]:-}" <<'PY' | tee "$OUT/bench-receive-$size_mib.json"
 import json, statistics, subprocess, sys
 stream_bytes, peek_ms = int(sys.argv[1]), float(sys.argv[2] or "nan")
 runs = {name: [float(x) for x in sys.argv[i].split()] for i, name in
@@ -123,6 +135,9 @@ runs = {name: [float(x) for x in sys.argv[i].split()] for i, name in
 median = {name: statistics.median(times) for name, times in runs.items()}
 base = median.get("zfs_receive")
 swap = [float(x) for x in sys.argv[6].split()]
+starts = {name: [float(x) for x in sys.argv[i].split()] for i, name in
+          ((10, "zfs_receive"), (11, "encroot_receive_pass_through")) if sys.argv[i].strip()}
+start_median = {name: statistics.median(times) for name, times in starts.items()}
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
     "stream_bytes": stream_bytes,
@@ -134,13 +149,16 @@ result = {
     "throughput_ratio_per_round": {
         name: [round(b / t, 3) for b, t in zip(runs["zfs_receive"], times)]
         for name, times in runs.items() if name != "zfs_receive"} if base else {},
+    "start_up_seconds_empty_stream": starts,
+    "start_up_median_seconds": start_median,
     "pass_through_fixed_cost": {
-        "seconds": round(median["encroot_receive_pass_through"] - base, 3),
+        "seconds": round(start_median["encroot_receive_pass_through"]
+                         - start_median["zfs_receive"], 3),
         "zfs_processes_including_the_receive": int(sys.argv[9])}
-    if "encroot_receive_pass_through" in median and base else {},
+    if len(start_median) == 2 else {},
     "header_peek_ms": peek_ms,
     "swap_window_seconds": swap,
-    "swap_window_median_seconds": statistics.median(swap),
+    "swap_window_median_seconds": statistics.median(swap) if swap else None,
     "old_tree_mounted_until_swap": sys.argv[7].split(),
 }
 print(json.dumps(result, indent=2))
