@@ -6,18 +6,23 @@
 # change-key -i, renames, destroy, export, import under an altroot, load-key, mount,
 # export, import: the steps encroot runs, without its reads, checks and Python).
 # Run in the lab:
-#   encroot lab run --out bench-out bench/migrate.sh [SIZE_MIB] [ROUNDS]
+#   encroot lab run --out bench-out bench/migrate.sh [SIZE_MIB] [ROUNDS] [remote]
+# "remote" runs the remote mode instead, bench/migrate-remote.sh: `encroot migrate` to a
+# pool reached over SSH against `zfs send -Rw | ssh HOST zfs receive`.
 # Also counts the zfs/zpool processes encroot starts for a small tree with 3 and with 30
 # snapshots (they must not grow with snapshots).  Writes $OUT/bench-migrate.json.
 # Not part of CI (heavy).
 set -euo pipefail
 size_mib=${1:-1024}
 rounds=${2:-3}
+if [ "${3:-}" = remote ]; then
+    exec bash "$(dirname "$0")/migrate-remote.sh" "$size_mib" "$rounds"
+fi
 work=$(mktemp -d /var/tmp/bench.XXXXXX)
 pool_mib=$(( size_mib * 13 / 10 + 256 ))
 echo -n 'correct horse battery' > "$work/src.key"
 echo -n 'another pass phrase' > "$work/dst.key"
-seconds() { python3 -c 'import time; print(time.monotonic())'; }
+seconds() { echo "$EPOCHREALTIME"; }  # bash's clock: no process in the interval
 
 make_source() {  # make_source POOL SNAPSHOTS MIB: an encrypted root with three child trees
     local pool=$1 snaps=$2 mib=$3
