@@ -1,9 +1,4 @@
 #!/bin/bash
-# NEEDS THE REMOTE FEATURE (issue 16: `encroot migrate` over SSH, `[USER@]HOST:POOL` names),
-# which is not on main yet: until it is merged this scenario fails at its first
-# `encroot migrate` with a usage error, and `./dev lab-pair` skips it unless
-# ENCROOT_LAB_PAIR_REMOTE=1.
-#
 # `encroot migrate tank peer:newtank` (push) between two guests of different OpenZFS
 # versions (`encroot lab pair --zfs-a V --zfs-b W tests/pair/migrate-across-versions.sh`;
 # one script, LAB_ROLE says which guest). Guest a holds `tank`, an encrypted pool root,
@@ -101,12 +96,12 @@ SHIM
     echo "after catch-up" > /tank/data/a/b/last.txt
     echo r > /tank/root2
     encroot migrate -v --phase cutover --key-file /root/keys/tank.key \
-        --new-key-file /root/keys/newtank.key --root-data=dataset:rootdata --verify=mount \
+        --new-key-file /root/keys/newtank.key --root-data=dataset:rootdata \
         tank peer:newtank > "$OUT/cutover.out" 2> "$OUT/cutover.err" \
         || { cat "$OUT/cutover.out" "$OUT/cutover.err"; fail "cutover"; }
     cat "$OUT/cutover.out"
-    grep -q "SHA-256" "$OUT/cutover.out" && grep -q "cold start" "$OUT/cutover.out" \
-        || fail "cutover did not report its SHA-256 comparison and cold start"
+    # --verify=mount needs both pools on one host; b compares the files itself below
+    grep -q "cold start" "$OUT/cutover.out" || fail "cutover did not report its cold start"
 
     status=0
     encroot migrate --phase catch-up --root-data=dataset:rootdata tank peer:newtank \
