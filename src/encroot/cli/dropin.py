@@ -20,14 +20,18 @@ the options) and looks for encroot's additions:
 Long options may be abbreviated as argparse allows.  One addition anywhere
 hands the whole command line to encroot's own parser.
 
-A receive whose target is on another host (``[USER@]HOST:TARGET``,
-``encroot.hosts``) is handed to that host's zfs: after one ``zfs version``
-over ssh (an unusable host is one line naming it, exit 4), encroot becomes
-``ssh ... -- HOST 'PATH=... zfs receive ARGS'`` (``Zfs.exec_replacing``), the
-stream on its stdin, the target operand without its host.  ``--ssh-option
-ARG`` is taken out of the arguments for that ssh; it is no addition.  A
-target that does not parse as a location (``tank/a:b``) is zfs's to judge;
-``./NAME`` is the local NAME (the escape for names with ``:``).
+A receive whose target, or a change-key whose one dataset, is on another
+host (``[USER@]HOST:TARGET``, ``encroot.hosts``) is handed to that host's
+zfs: after one ``zfs version`` over ssh (an unusable host is one line naming
+it, exit 4), encroot becomes ``ssh ... -- HOST 'PATH=... zfs receive ARGS'``
+(``Zfs.exec_replacing``), the operand without its host.  Its stdin is ssh's,
+carried to the remote zfs: a receive's stream, a change-key's piped key.  A
+change-key at a terminal gets ``ssh -t``, so the remote zfs prompts on a
+terminal as a local one would (echo off, the new key asked twice); its
+pending-rotation check runs on that host first.  ``--ssh-option ARG`` is
+taken out of the arguments for that ssh; it is no addition.  An operand that
+does not parse as a location (``tank/a:b``) is zfs's to judge; ``./NAME`` is
+the local NAME (the escape for names with ``:``).
 """
 
 from __future__ import annotations
@@ -205,8 +209,11 @@ def take_ssh_options(args: Sequence[str], optstring: str = RECEIVE_OPTIONS
 class HandOver(_Record):
     """A command line that goes to zfs whole: ``zfs SUBCOMMAND ARGS...``.
 
-    ``remote``: the host whose zfs it goes to (``args`` then name the target
-    without its host), reached with ``ssh_options``; None for this host.
+    ``operands``: the datasets (or snapshots) the arguments name, as zfs is to
+    see them (without a host, without the ``./`` escape).
+    ``remote``: the host whose zfs it goes to (``args`` and ``operands`` then
+    name the dataset without its host), reached with ``ssh_options``; None for
+    this host.
     """
 
     __slots__ = ("args", "operands", "remote", "ssh_options", "subcommand")
@@ -229,25 +236,26 @@ def drop_in(argv: Sequence[str]) -> HandOver | None:
     if not argv or argv[0] not in ("receive", "recv", "change-key"):
         return None
     subcommand, args = argv[0], list(argv[1:])
-    if subcommand == "change-key":
-        found = scan(args, CHANGE_KEY_OPTIONS, additions=CHANGE_KEY_ADDITIONS,
+    change_key = subcommand == "change-key"
+    optstring = CHANGE_KEY_OPTIONS if change_key else RECEIVE_OPTIONS
+    args, ssh_options = take_ssh_options(args, optstring)
+    if change_key:
+        found = scan(args, optstring, additions=CHANGE_KEY_ADDITIONS,
                      short_additions=CHANGE_KEY_SHORT_ADDITIONS, user_properties=True)
-        if found.addition or len(found.operands) > 1:  # several datasets: encroot's batch
-            return None
+        if len(found.operands) > 1:
+            return None  # several datasets: encroot's batch
     else:
-        args, ssh_options = take_ssh_options(args)
-        found = scan(args, RECEIVE_OPTIONS, additions=RECEIVE_ADDITIONS)
-        if found.addition:
-            return None
-        location = _operand_location(found.operands)
-        if ssh_options and (location is None or not location.remote):
-            return None  # encroot's parser says that the target is on this host
-        if location is not None:
-            args[found.positions[0]] = location.dataset
-            if location.remote:
-                return HandOver(subcommand, tuple(args), found.operands, location,
-                                tuple(ssh_options))
-    return HandOver(subcommand, tuple(args), found.operands)
+        found = scan(args, optstring, additions=RECEIVE_ADDITIONS)
+    if found.addition:
+        return None
+    location = _operand_location(found.operands)
+    if ssh_options and (location is None or not location.remote):
+        return None  # encroot's parser says that the operand is on this host
+    if location is None:
+        return HandOver(subcommand, tuple(args), found.operands)
+    args[found.positions[0]] = location.dataset
+    return HandOver(subcommand, tuple(args), (location.dataset,),
+                    location if location.remote else None, tuple(ssh_options))
 
 
 def _operand_location(operands: Sequence[str]) -> Location | None:
@@ -275,8 +283,11 @@ def hand_over(zfs: Zfs | None, handover: HandOver) -> NoReturn:
     ``zfs get`` of ``encroot:rotation`` before the exec, and recovery only
     when the marker is set.
 
-    A remote receive first runs ``zfs version`` there (``Zfs.connect``), with
-    ``zfs``'s runner, then becomes ssh running that host's ``zfs receive``.
+    A remote receive or change-key first runs ``zfs version`` there
+    (``Zfs.connect``), with ``zfs``'s runner, then (change-key: after the
+    ``encroot:rotation`` read and any recovery, there) becomes ssh running that
+    host's zfs.  A change-key typed at a terminal gets one there (``ssh -t``):
+    zfs prompts for the key as it does here, echo off, asked twice.
 
     Raises:
         PendingRotation, RotationRefused: a pending rotation could not be
@@ -302,7 +313,9 @@ def hand_over(zfs: Zfs | None, handover: HandOver) -> NoReturn:
         zfs.connect()
     if handover.subcommand == "change-key" and len(handover.operands) == 1:
         _finish_pending_rotation(zfs, handover.operands[0])
-    zfs.exec_replacing(handover.subcommand, handover.args)
+    at_terminal = handover.subcommand == "change-key" and handover.remote is not None \
+        and os.isatty(0)
+    zfs.exec_replacing(handover.subcommand, handover.args, terminal=at_terminal)
 
 
 def _finish_pending_rotation(zfs: Zfs, operand: str) -> None:

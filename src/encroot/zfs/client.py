@@ -146,7 +146,8 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
             raise translate(result)
         return result
 
-    def exec_replacing(self, subcommand: str, args: Sequence[str]) -> NoReturn:
+    def exec_replacing(self, subcommand: str, args: Sequence[str], *,
+                       terminal: bool = False) -> NoReturn:
         """Become ``zfs SUBCOMMAND ARGS...`` (``execve``): zfs's own behaviour, whole.
 
         ``args`` are the user's, unchecked and unchanged: zfs parses them, reads keys,
@@ -154,7 +155,9 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
         On a remote host this process becomes ``ssh ... -- HOST 'PATH=... zfs
         SUBCOMMAND ARGS...'`` (``ssh.handover_argv``): its own connection, stdin
         carried to the remote zfs, the remote zfs's output and exit status (ssh's
-        255 for its own failures), as ``ssh HOST zfs ...`` gives them.
+        255 for its own failures), as ``ssh HOST zfs ...`` gives them; with
+        ``terminal`` (the user is at one) ssh gets ``-t``, so that a prompt there
+        is zfs's terminal prompt (``ssh.handover_argv``).
 
         Raises:
             InvalidProperty: ``subcommand`` is not handed over.
@@ -168,8 +171,8 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
             if ssh is None:
                 raise ZfsUnavailable("ssh: not found in $PATH (the OpenSSH client runs "
                                      f"zfs on {command.remote.name})")
-            command = Command(handover_argv(command.remote, command.argv, ssh=ssh),
-                              mutates=True)
+            command = Command(handover_argv(command.remote, command.argv, ssh=ssh,
+                                            terminal=terminal), mutates=True)
         if self.log is not None:
             self.log(command.shell_line())
         self.runner.replace(command)

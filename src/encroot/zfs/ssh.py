@@ -88,11 +88,21 @@ def ssh_argv(target: SshTarget, argv: tuple[str, ...] | list[str]) -> tuple[str,
 
 
 def handover_argv(target: SshTarget, argv: tuple[str, ...] | list[str], *,
-                  ssh: str = SSH) -> tuple[str, ...]:
+                  ssh: str = SSH, terminal: bool = False) -> tuple[str, ...]:
     """The local argv a drop-in becomes to run ``argv`` on ``target``: ``ssh`` (``ssh``
     is its path, for ``execve``) without a control master, and without ``LC_ALL=C``:
-    zfs speaks to the user there, as through ``ssh HOST zfs ...``."""
-    return (ssh, *target.base_argv()[1:], f"{REMOTE_PATH} {shlex.join(argv)}")
+    zfs speaks to the user there, as through ``ssh HOST zfs ...``.
+
+    ``terminal``: ask ssh for a terminal there (``-t``), so that a zfs that
+    prompts for a key finds one, as it does here: it turns echo off and asks
+    twice.  Without one it would read the key as a plain line, echoed by the
+    local terminal.  Only for a user at a terminal: ``-t`` merges the remote
+    stderr into stdout and would alter piped bytes.
+    """
+    options = target.base_argv()[1:]
+    if terminal:
+        options = ["-t", *options]
+    return (ssh, *options, f"{REMOTE_PATH} {shlex.join(argv)}")
 
 
 # ssh's messages (OpenSSH 8.4 to 9.x, ssh.c, sshconnect.c, sshconnect2.c), last line first.
