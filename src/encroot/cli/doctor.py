@@ -19,11 +19,11 @@ from ..doctor import (
     status_rows,
 )
 from ..errors import EncrootError, InputError, RemoteError, ZfsError
-from ..hosts import Location, parse_location
+from ..hosts import Location
 from ..zfs import Zfs
 from ..zfs.masters import SshMasters
 from .common import Exit, emit
-from .remote import LOCATION_HELP, add_ssh_options, zfs_for
+from .remote import LOCATION_HELP, add_ssh_options, one_host, zfs_for
 
 __all__ = ["add_doctor_commands"]
 
@@ -64,18 +64,7 @@ def add_doctor_commands(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def _one_host(texts: list[str]) -> tuple[Location, list[str]]:
-    """The host every target is on (a local location when none is given) and the names.
-
-    Raises:
-        InputError: the targets are on several hosts.
-    """
-    found = [parse_location(text) for text in texts]
-    hosts = {(location.host, location.user) for location in found}
-    if len(hosts) > 1:
-        raise InputError(f"{' '.join(texts)}: targets on several hosts; audit one host per "
-                         "run", subject="targets")
-    where = found[0] if found else Location("")
-    return where, [location.dataset for location in found]
+    return one_host(texts, "audit one host per run")
 
 
 def _doctor(args: argparse.Namespace) -> int:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+from ..errors import InputError
 from ..hosts import LOCATION_RULE, Location, parse_location
 from ..zfs import Zfs
 from ..zfs.masters import SshMasters
 
-__all__ = ["LOCATION_HELP", "SSH_OPTION", "add_ssh_options", "join_ssh_options", "zfs_for"]
+__all__ = ["LOCATION_HELP", "SSH_OPTION", "add_ssh_options", "join_ssh_options", "one_host",
+           "refuse_local_ssh_options", "zfs_for"]
 
 SSH_OPTION = "--ssh-option"
 LOCATION_HELP = (f"A pool or dataset on another host is written {LOCATION_RULE}. encroot "
@@ -60,3 +62,30 @@ def zfs_for(location: Location, masters: SshMasters, *,
 
 def locations(texts: Sequence[str]) -> list[Location]:
     return [parse_location(text) for text in texts]
+
+
+def one_host(texts: Sequence[str], rule: str) -> tuple[Location, list[str]]:
+    """The host every one of ``texts`` is on (a local location when none is given) and
+    their dataset names, without the host.
+
+    ``rule`` ends the refusal: what to do instead (``audit one host per run``).
+
+    Raises:
+        InputError: ``texts`` are on several hosts, or one is no location.
+    """
+    found = locations(texts)
+    if len({(location.host, location.user) for location in found}) > 1:
+        raise InputError(f"{' '.join(texts)}: on several hosts; {rule}", subject=texts[0])
+    where = found[0] if found else Location("")
+    return where, [location.dataset for location in found]
+
+
+def refuse_local_ssh_options(ssh_options: Sequence[str], where: Location) -> None:
+    """``--ssh-option`` for a command that runs on this host is a mistake, not a no-op.
+
+    Raises:
+        InputError: ssh options were given and ``where`` is this host.
+    """
+    if ssh_options and not where.remote:
+        raise InputError(f"--ssh-option: {where.dataset or 'the target'} is on this host "
+                         "(a remote one is [USER@]HOST:DATASET)", subject="--ssh-option")
