@@ -220,7 +220,7 @@ def test_prompt_location_reads_current_then_new_key_from_piped_stdin(piped_stdin
     piped_stdin(b"old passphrase\nnew passphrase\n")
     states = state("p/a", keystatus="unavailable")
     args = argparse.Namespace(load=True, current_key_file=[], datasets=["p/a"])
-    (current,) = _current_keys(args, lambda: states)
+    (current,) = _current_keys(args, ["p/a"], lambda: states)
     new = _zfs_way_new_key("p/a", states, None, None)
     assert current is not None and bytes(current.material()) == b"old passphrase"
     assert new is not None and bytes(new.material()) == b"new passphrase"
@@ -240,7 +240,7 @@ def test_l_reads_the_current_key_from_its_keylocation_file(tmp_path: Path) -> No
     path.write_text(HEX + "\n")
     states = state("p/a", keyformat="hex", keylocation=f"file://{path}", keystatus="unavailable")
     args = argparse.Namespace(load=True, current_key_file=[], datasets=["p/a"])
-    (key,) = _current_keys(args, lambda: states)
+    (key,) = _current_keys(args, ["p/a"], lambda: states)
     assert isinstance(key, Key) and bytes(key.material()) == HEX.encode()
 
 

@@ -136,8 +136,9 @@ def execute(zfs: Zfs, plan: RotationPlan, requests: Sequence[ChangeKeyRequest], 
 
     Raises:
         InputError: the plan's commands name another zfs binary than ``zfs`` runs.
-        RotationRefused: a ``file://`` keylocation holds another key, or the journal
-            was not written (nothing was changed).
+        RotationRefused: a ``file://`` keylocation holds another key (or, on a
+            remote host, is a file there that cannot be checked from here), or the
+            journal was not written (nothing was changed).
         ZfsError: loading a current key or a journal program failed.
     """
     program = zfs.commands.program
@@ -146,7 +147,7 @@ def execute(zfs: Zfs, plan: RotationPlan, requests: Sequence[ChangeKeyRequest], 
                          "plan_rotation(..., commands=zfs.commands)")
     run = _Run(zfs, plan, {str(r.dataset): r for r in requests}, say or (lambda _: None))
     for rotation in plan.rotations:
-        _check_key_file(rotation, run.requests[rotation.dataset])
+        _check_key_file(rotation, run.requests[rotation.dataset], zfs)
     for step in plan.steps:
         run.say(f"{step.action.value}: {step.subject}"
                 + (f" ({step.detail})" if step.detail else ""))
@@ -179,11 +180,19 @@ def _run_step(run: _Run, step: RotationStep) -> None:
             assert_never(step.action)
 
 
-def _check_key_file(rotation: Rotation, request: ChangeKeyRequest) -> None:
-    """With a ``file://`` keylocation ZFS reads the new key there: it must be the key given."""
+def _check_key_file(rotation: Rotation, request: ChangeKeyRequest, zfs: Zfs) -> None:
+    """With a ``file://`` keylocation ZFS reads the new key there: it must be the key given.
+
+    On a remote host that file is the host's: it is not read over ssh, so the
+    rotation is refused rather than run with a key nobody compared.
+    """
     location = rotation.keylocation
     if request.key is None or not location.startswith("file://"):
         return
+    if zfs.remote is not None:
+        raise RotationRefused(f"{rotation.dataset}: keylocation {location} is a file on "
+                              f"{zfs.remote.name}, where ZFS would read the new key; it is not "
+                              "checked from here: use keylocation=prompt with the key given")
     path = location[len("file://"):]
     try:
         with Key.from_file(path, request.key.format) as in_file:
