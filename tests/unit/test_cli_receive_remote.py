@@ -158,6 +158,9 @@ UNREACHABLE = ["--ssh-option", "-oPort=1", "--ssh-option", "-F", "--ssh-option",
 @pytest.mark.parametrize("argv", [
     ["receive", "-Fu", *UNREACHABLE, "127.0.0.1:tank/x"],                        # drop-in
     ["receive", "--recover", *UNREACHABLE, "127.0.0.1:tank/x"],
+    ["change-key", "-l", *UNREACHABLE, "127.0.0.1:tank/x"],                      # drop-in
+    ["change-key", "-i", "-n", *UNREACHABLE, "127.0.0.1:tank/x"],
+    ["get", *UNREACHABLE, "127.0.0.1:tank/x"],
 ])
 def test_an_unreachable_host_is_one_line_exit_4(argv: list[str],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
