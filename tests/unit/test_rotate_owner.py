@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from encroot.errors import OwnerAlive, PendingRotation
+from encroot.errors import OwnerAlive, PendingRotation, RotationRefused
 from encroot.keys import Key
 from encroot.names import DatasetName
 from encroot.owned import ROTATION_MARKER
@@ -64,3 +64,15 @@ def test_force_and_a_dead_owner_let_recovery_decide() -> None:
         with pytest.raises(PendingRotation, match="--new-key-file"):
             recover(zfs, NAME, force=force)
         assert fake.changes == []
+
+
+def test_a_rotation_written_from_another_host_is_left_alone_unless_forced() -> None:
+    elsewhere = Owner(host="another-host", boot_id=ME.boot_id, pid=os.getpid(), start=ME.start)
+    fake = journaled(elsewhere)
+    zfs, _ = make_zfs(fake)
+    with pytest.raises(RotationRefused, match="host another-host .*liveness cannot be checked"
+                                              ".*encroot recover --force tank/k"):
+        recover(zfs, NAME)
+    assert fake.changes == []
+    with pytest.raises(PendingRotation, match="--new-key-file"):  # forced: evidence decides
+        recover(zfs, NAME, force=True)

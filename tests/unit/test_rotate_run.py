@@ -34,6 +34,7 @@ from encroot.errors import (
 from encroot.keys import Key
 from encroot.names import DatasetName
 from encroot.owned import ROTATION_MARKER, Owner
+from encroot.owned import owner as owner_module
 from encroot.rotate import (
     ChangeKeyRequest,
     RotationAction,
@@ -130,6 +131,7 @@ SCENARIOS = {
 
 def _fixed(patch: pytest.MonkeyPatch) -> None:
     patch.setattr(Owner, "current", classmethod(lambda cls: FIXED))
+    patch.setattr(owner_module, "host_id", lambda: FIXED.host)  # this host, another boot
     patch.setattr(secrets, "token_hex", lambda n=8: JOURNAL_ID)
 
 

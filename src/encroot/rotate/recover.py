@@ -16,7 +16,7 @@ from typing import Literal
 from ..errors import EncrootError, PendingRotation, RotationRefused
 from ..keys import Key
 from ..names import DatasetName
-from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX, refuse_live
+from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX, foreign_owner, refuse_live
 from ..zfs import Zfs
 from .journal import Decision, Marker, decide
 from .plan import DatasetState
@@ -70,10 +70,13 @@ def plan_recovery(zfs: Zfs, dataset: str, *, new_key: Key | None = None,
     Evidence, strongest first: ``zfs load-key -n`` with the rotation's new
     or old key when given; encryptionroot (for ``-i``), keyformat,
     pbkdf2salt (passphrases) or pbkdf2iters; the pool's history.  A journal
-    whose writer is still running is left alone unless ``force``.
+    whose writer is still running, or was written by an encroot on another
+    host (``encroot change-key HOST:DATASET``: its liveness cannot be checked
+    from here), is left alone unless ``force``.
 
     Raises:
-        RotationRefused: the dataset does not exist.
+        RotationRefused: the dataset does not exist, or another host's encroot
+            wrote its journal (nothing changed).
         OwnerAlive: the rotation's encroot process still runs (nothing changed).
         PendingRotation: the evidence cannot tell; give the new or the old key.
     """
@@ -86,6 +89,7 @@ def plan_recovery(zfs: Zfs, dataset: str, *, new_key: Key | None = None,
     marker = Marker.loads(state.marker)
     if not force:
         refuse_live(str(name), marker)
+        _refuse_foreign(name, marker)
     decision = _decide(zfs, name, marker, state, new_key, old_key)
     if decision.verdict == "unknown":
         raise PendingRotation(f"{name}: a key rotation started {marker.started} was "
@@ -100,12 +104,21 @@ def plan_recovery(zfs: Zfs, dataset: str, *, new_key: Key | None = None,
                         staged if commit else {}, (step,))
 
 
+def _refuse_foreign(name: DatasetName, marker: Marker) -> None:
+    owner = foreign_owner(marker)
+    if owner is not None:
+        raise RotationRefused(f"{name}: a key rotation by {owner.describe()} is pending, whose "
+                              "liveness cannot be checked from this host; wait for it, or once "
+                              f"it is gone: encroot recover --force {name}")
+
+
 def recover(zfs: Zfs, dataset: str, *, new_key: Key | None = None, old_key: Key | None = None,
             force: bool = False) -> RecoveryResult:
     """Resolve a pending rotation journal on ``dataset`` from evidence (``plan_recovery``).
 
     Raises:
-        RotationRefused: the dataset does not exist.
+        RotationRefused: the dataset does not exist, or another host's encroot
+            wrote its journal (nothing changed).
         OwnerAlive: the rotation's encroot process still runs (nothing changed).
         PendingRotation: the evidence cannot tell; give the new or the old key.
         EncrootError: the program did not resolve the journal (its answer is quoted).
