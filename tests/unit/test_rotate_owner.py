@@ -70,8 +70,8 @@ def test_a_rotation_written_from_another_host_is_left_alone_unless_forced() -> N
     elsewhere = Owner(host="another-host", boot_id=ME.boot_id, pid=os.getpid(), start=ME.start)
     fake = journaled(elsewhere)
     zfs, _ = make_zfs(fake)
-    with pytest.raises(RotationRefused, match="host another-host .*liveness cannot be checked"
-                                              ".*encroot recover --force tank/k"):
+    with pytest.raises(RotationRefused, match=r"host another-host .*liveness cannot be checked"
+                                              r".*encroot recover --force tank/k"):
         recover(zfs, NAME)
     assert fake.changes == []
     with pytest.raises(PendingRotation, match="--new-key-file"):  # forced: evidence decides
