@@ -7,8 +7,7 @@ The public API is what ``__all__`` lists; everything else may change.
 
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_attributes
 from ._version import __version__
 from .errors import (
     DatasetBusy,
@@ -58,13 +57,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'encroot' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -167,8 +167,8 @@ def test_the_cli_becomes_zfs_with_argv_stdin_locale_and_exit_status(
 
 
 # The pass-through's whole cost beside zfs is encroot's start-up: it may load these alone.
-PASS_THROUGH_MODULES = {"encroot", "encroot._version", "encroot.errors", "encroot.cli",
-                        "encroot.cli.dropin", "encroot.zfs", "encroot.zfs.become"}
+PASS_THROUGH_MODULES = {"encroot", "encroot._lazy", "encroot._version", "encroot.errors",
+                        "encroot.cli", "encroot.cli.dropin", "encroot.zfs", "encroot.zfs.become"}
 
 
 def test_a_local_pass_through_loads_only_the_exec_path() -> None:
