@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from .._lazy import lazy_attributes
 from ..errors import EncrootError, InputError, LabError, RemoteError, ZfsError, ZfsUnavailable
 
 TYPE_CHECKING = False
@@ -123,9 +124,5 @@ def _report(exc: BaseException) -> int:
     return fail(str(exc), Exit.FAILED)
 
 
-def __getattr__(name: str) -> object:
-    if name == "Exit":  # imported on first use: the pass-through path never needs it
-        from .common import Exit
-
-        return Exit
-    raise AttributeError(f"module 'encroot.cli' has no attribute {name!r}")
+# Exit is imported on first use: the pass-through path never needs it.
+__getattr__ = lazy_attributes(__name__, {"Exit": ".common"}, globals())

@@ -295,16 +295,14 @@ def hand_over(zfs: Zfs | None, handover: HandOver) -> NoReturn:
         RemoteError: the remote host cannot be used (nothing was handed over).
         ZfsUnavailable: zfs (or ssh) cannot be executed.
     """
-    if zfs is None:
-        if handover.subcommand != "change-key" and handover.remote is None:
-            from ..zfs.become import become, find_program
+    if zfs is None and handover.subcommand != "change-key" and handover.remote is None:
+        from ..zfs.become import become, find_program
 
-            become([find_program("zfs"), handover.subcommand, *handover.args])
-        from ..zfs import Zfs
+        become([find_program("zfs"), handover.subcommand, *handover.args])
+    from ..zfs import Zfs
 
-        zfs = Zfs()
+    zfs = Zfs() if zfs is None else zfs
     if handover.remote is not None:
-        from ..zfs import Zfs
         from ..zfs.ssh import SshTarget
 
         where = handover.remote
