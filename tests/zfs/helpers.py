@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,16 @@ def mount_tree(top: str) -> None:
        "while IFS=$'\\t' read -r name canmount mounted; do "
        "if [ \"$canmount\" = on ] && [ \"$mounted\" = no ]; then zfs mount \"$name\" || exit 1; "
        "fi; done")
+
+
+def process_files(parts: Sequence[str] = ("cmdline",)) -> Iterator[tuple[int, str, bytes]]:
+    """``(pid, part, content)`` of ``/proc/PID/PART`` for every running process and each of
+    ``parts`` (``cmdline``, ``environ``); a process gone since the listing is left out."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        for part in parts:
+            try:
+                yield int(entry.name), part, (entry / part).read_bytes()
+            except OSError:
+                continue

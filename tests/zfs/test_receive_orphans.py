@@ -14,7 +14,6 @@ verified, and at the swap (after the old tree was unmounted).
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import PoolFactory
-from .helpers import encroot, exists, prop, sh
+from .helpers import encroot, exists, process_files, prop, sh
 from .test_receive_interrupted import FLAGS, Scene
 
 pytestmark = pytest.mark.zfs
@@ -45,15 +44,8 @@ def receives_into(target: str) -> list[int]:
     """The pids of running processes whose last argument is the target's temporary
     (`zfs receive ... TARGET.encroot-recv`, or a wrapper standing in for zfs)."""
     wanted = f"{target}.encroot-recv".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            arguments = Path(f"/proc/{entry}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        except OSError:
-            continue
-        if entry.isdigit() and arguments[-1] == wanted:
-            found.append(int(entry))
-    return found
+    return [pid for pid, _, data in process_files()
+            if data.rstrip(b"\0").split(b"\0")[-1] == wanted]
 
 
 def wait_until(condition: object, seconds: float, what: str) -> float:

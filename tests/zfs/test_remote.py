@@ -37,6 +37,7 @@ from .helpers import (
     exists,
     load_key,
     names_under,
+    process_files,
     prop,
     sh,
     snapshot_guids,
@@ -167,15 +168,10 @@ def pools(make_pool: PoolMaker, saved_pools: Saved) -> tuple[str, str, Path, Pat
 def _processes(*words: str) -> list[tuple[int, str]]:
     """(pid, command line) of processes whose command line holds every word."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if all(word in line for word in words):
-            found.append((int(entry.name), line))
+    for pid, _, data in process_files():
+        line = data.replace(b"\0", b" ").decode(errors="replace")
+        if pid != os.getpid() and all(word in line for word in words):
+            found.append((pid, line))
     return found
 
 
@@ -183,16 +179,9 @@ def _scan_while_running(process: subprocess.Popen[bytes], needles: list[bytes]) 
     """Every process's cmdline and environ, read again and again until ``process`` ends."""
     leaks = []
     while process.poll() is None:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            for part in ("cmdline", "environ"):
-                try:
-                    data = (entry / part).read_bytes()
-                except OSError:
-                    continue
-                if any(needle in data for needle in needles):
-                    leaks.append(f"pid {entry.name} {part}: {data[:200]!r}")
+        for pid, part, data in process_files(("cmdline", "environ")):
+            if any(needle in data for needle in needles):
+                leaks.append(f"pid {pid} {part}: {data[:200]!r}")
         time.sleep(0.1)
     return leaks
 
@@ -233,17 +222,6 @@ def test_pull_initial_then_cutover(ssh_lab: SshLab,
     assert_migrated(source, destination)
 
 
-def _big_source(source: str) -> None:
-    """Enough data that the initial stream is still flowing a second after it starts."""
-    write_files(prop(f"{source}/data/a", "mountpoint"), {"big.bin": os.urandom(48 << 20)})
-
-
-def _start_initial(ssh_lab: SshLab, source: str, destination: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["encroot", "migrate", *ssh_lab.options().split(), "--phase",
-                             "initial", source, f"{HOST}:{destination}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
 def _wait_for(words: tuple[str, ...], seconds: float = 120) -> list[tuple[int, str]]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -264,13 +242,23 @@ def _finish_initial_and_check(ssh_lab: SshLab, source: str, destination: str) ->
     assert prop(destination, "encroot:migrate") == "-"
 
 
+def _initial_mid_stream(ssh_lab: SshLab, source: str, destination: str
+                        ) -> subprocess.Popen[bytes]:
+    """A push initial phase, once its stream flows into DST (SRC gets enough data that
+    the stream still flows a second after it starts)."""
+    write_files(prop(f"{source}/data/a", "mountpoint"), {"big.bin": os.urandom(48 << 20)})
+    run = subprocess.Popen(["encroot", "migrate", *ssh_lab.options().split(), "--phase",
+                            "initial", source, f"{HOST}:{destination}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(("receive", f"{destination}/encroot-migrate"))
+    time.sleep(1)
+    return run
+
+
 def test_a_cut_ssh_connection_mid_initial_then_the_phase_again(
         ssh_lab: SshLab, pools: tuple[str, str, Path, Path]) -> None:
     source, destination, _, _ = pools
-    _big_source(source)
-    run = _start_initial(ssh_lab, source, destination)
-    _wait_for(("receive", f"{destination}/encroot-migrate"))
-    time.sleep(1)
+    run = _initial_mid_stream(ssh_lab, source, destination)
     for pid, _ in _processes("ControlMaster=yes", str(ssh_lab.configs["good"])):
         os.kill(pid, signal.SIGKILL)  # the connection drops under the stream
     _, err = run.communicate(timeout=300)
@@ -283,10 +271,7 @@ def test_a_cut_ssh_connection_mid_initial_then_the_phase_again(
 def test_sigkill_of_the_local_encroot_mid_initial_then_the_phase_again(
         ssh_lab: SshLab, pools: tuple[str, str, Path, Path]) -> None:
     source, destination, _, _ = pools
-    _big_source(source)
-    run = _start_initial(ssh_lab, source, destination)
-    _wait_for(("receive", f"{destination}/encroot-migrate"))
-    time.sleep(1)
+    run = _initial_mid_stream(ssh_lab, source, destination)
     run.send_signal(signal.SIGKILL)
     run.communicate()
     deadline = time.monotonic() + 60  # the transfer ends with encroot, on both sides

@@ -23,7 +23,7 @@ from encroot.keys import Key
 from encroot.zfs import Command, SubprocessRunner, Zfs
 
 from .conftest import PoolFactory
-from .helpers import prop, sh, unmount_tree
+from .helpers import process_files, prop, sh, unmount_tree
 
 pytestmark = pytest.mark.zfs
 
@@ -47,18 +47,11 @@ class ProcScanner:
         if not command.secret_stdin and command.key_fd is None:
             return
         time.sleep(0.3)  # let zfs start and block reading its key from stdin
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            for part in ("cmdline", "environ"):
-                try:
-                    data = (entry / part).read_bytes()
-                except OSError:
-                    continue
-                if any(needle in data for needle in self.needles):
-                    self.leaks.append(f"pid {entry.name} {part}")
-                if part == "cmdline" and int(entry.name) == process.pid:
-                    self.saw_child.append(data.replace(b"\0", b" ").decode())
+        for pid, part, data in process_files(("cmdline", "environ")):
+            if any(needle in data for needle in self.needles):
+                self.leaks.append(f"pid {pid} {part}")
+            if part == "cmdline" and pid == process.pid:
+                self.saw_child.append(data.replace(b"\0", b" ").decode())
 
 
 def scan_files(needles: list[bytes]) -> list[str]:
