@@ -10,7 +10,9 @@
 # each after the pool finished freeing the previous copy (zpool wait -t free), and its
 # fixed cost measured on its own: 20 alternating starts of each on an empty stream
 # (both fail at once, "cannot receive: failed to read from stream").  Prints a table
-# and writes $OUT/bench-receive-SIZE_MIB.json.  Not part of CI (heavy).
+# and writes $OUT/bench-receive-SIZE_MIB.json, with the fixed cost of a new target and
+# of a replacement beside plain zfs receive (medians) and the zfs/zpool processes each
+# starts.  Not part of CI (heavy).
 set -euo pipefail
 size_mib=${1:-1024}
 rounds=${2:-3}
@@ -105,15 +107,23 @@ for round in $(seq "$rounds"); do
     t_replace+=("$(timed replace)"); zfs destroy -r bdst/old
     echo "round $round: plain ${t_plain[-1]} s, create ${t_create[-1]} s, replace ${t_replace[-1]} s, swap window $window s (old tree mounted until then: $mounted)" >&2
 done
-pass_processes=""
-if [ "$only" = pass ]; then  # zfs/zpool processes a pass-through starts, its receive included
-    printf '#!/bin/bash\necho "$1" >> %s\nexec zfs "$@"\n' "$work/calls.log" > "$work/zfs-count"
-    printf '#!/bin/bash\necho zpool >> %s\nexec zpool "$@"\n' "$work/calls.log" \
-        > "$work/zpool-count"
-    chmod +x "$work/zfs-count" "$work/zpool-count"
-    zfs send -w bsrc/fs@A | ENCROOT_ZFS="$work/zfs-count" ENCROOT_ZPOOL="$work/zpool-count" \
-        encroot receive -u bdst/pass
-    pass_processes=$(wc -l < "$work/calls.log"); zfs destroy -r bdst/pass
+# The zfs/zpool processes one receive starts, its zfs receive included: stand-ins on
+# ENCROOT_ZFS/ENCROOT_ZPOOL log each call, then exec the real program.
+printf '#!/bin/bash\necho "$1" >> %s\nexec zfs "$@"\n' "$work/calls.log" > "$work/zfs-count"
+printf '#!/bin/bash\necho zpool >> %s\nexec zpool "$@"\n' "$work/calls.log" > "$work/zpool-count"
+chmod +x "$work/zfs-count" "$work/zpool-count"
+counted() {  # counted COMMAND...: prints the zfs/zpool processes encroot started in it
+    : > "$work/calls.log"
+    ENCROOT_ZFS="$work/zfs-count" ENCROOT_ZPOOL="$work/zpool-count" "$@" > /dev/null
+    wc -l < "$work/calls.log"
+}
+pass_processes="" create_processes="" replace_processes=""
+if [ "$only" = pass ]; then
+    pass_processes=$(counted pass_through); zfs destroy -r bdst/pass
+elif [ -z "$only" ]; then
+    create_processes=$(counted create); zfs destroy -r bdst/new
+    zfs create bdst/old; echo old > /bdst/old/file; zfs unmount bdst/old
+    replace_processes=$(counted replace); zfs destroy -r bdst/old
 fi
 peek_ms=$(zfs send -w bsrc/fs@A | python3 -c '
 import sys, time
@@ -125,7 +135,7 @@ print(f"{(time.perf_counter() - start) * 1000:.2f}")
 
 python3 - "$stream_bytes" "$peek_ms" "${t_plain[*]:-}" "${t_create[*]:-}" "${t_replace[*]:-}" \
     "${t_swap[*]:-}" "${m_swap[*]:-}" "${t_pass[*]:-}" "$pass_processes" "${s_plain[*]:-}" \
-    "${s_pass[*]:-}" <<'PY' | tee "$OUT/bench-receive-$size_mib.json"
+    "${s_pass[*]:-}" "$create_processes" "$replace_processes" <<'PY' | tee "$OUT/bench-receive-$size_mib.json"
 import json, statistics, subprocess, sys
 stream_bytes, peek_ms = int(sys.argv[1]), float(sys.argv[2] or "nan")
 runs = {name: [float(x) for x in sys.argv[i].split()] for i, name in
@@ -156,6 +166,13 @@ result = {
                          - start_median["zfs_receive"], 3),
         "zfs_processes_including_the_receive": int(sys.argv[9])}
     if len(start_median) == 2 else {},
+    "fixed_cost_seconds_vs_zfs_receive": {
+        name: round(median[name] - base, 3) for name in
+        ("encroot_receive_new_target", "encroot_receive_replace") if name in median}
+    if base else {},
+    "zfs_processes": {name: int(sys.argv[i]) for i, name in
+                      ((9, "pass_through"), (12, "new_target"), (13, "replace"))
+                      if sys.argv[i].strip()},
     "header_peek_ms": peek_ms,
     "swap_window_seconds": swap,
     "swap_window_median_seconds": statistics.median(swap) if swap else None,
