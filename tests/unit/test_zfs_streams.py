@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from encroot.errors import DatasetExists, InvalidProperty, ZfsError
 from encroot.zfs import Command, SendSpec, SubprocessRunner
+from encroot.zfs.runner import RELAY_CHUNK, widen_pipes
 
 from .fakes import make_zfs
 
@@ -75,6 +77,39 @@ def test_the_relay_moves_every_byte_and_counts_them() -> None:
         progress=counted.append)
     assert sent.ok and received.ok
     assert received.stdout.strip() == "300000" and sum(counted) == 300_000
+
+
+def _pipe_size_probe() -> Command:
+    """A receiver that reads its stdin to the end, then prints that pipe's buffer size."""
+    return Command(("sh", "-c", f"cat > /dev/null; {sys.executable} -c 'import fcntl; "
+                    "print(fcntl.fcntl(0, fcntl.F_GETPIPE_SZ))'"))
+
+
+def test_the_relay_gives_the_receivers_pipe_a_mebibyte_of_buffer() -> None:
+    _, received = SubprocessRunner().pipe(Command(("head", "-c", "1000", "/dev/zero")),
+                                          _pipe_size_probe())
+    assert received.stdout.strip() == str(RELAY_CHUNK)
+
+
+def test_a_relayed_stream_descriptor_reaches_a_child_through_a_mebibyte_pipe(
+        tmp_path: Path) -> None:
+    stream = tmp_path / "stream"
+    stream.write_bytes(b"x" * 1000)
+    with open(stream, "rb", buffering=0) as handle:
+        done = SubprocessRunner().run(_pipe_size_probe(), stdin_fd=handle.fileno())
+    assert done.stdout.strip() == str(RELAY_CHUNK)
+
+
+def test_widening_skips_a_descriptor_that_is_no_pipe_and_widens_the_rest(
+        tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with open(tmp_path / "file", "wb") as handle:
+            widen_pipes(handle.fileno(), write_end)
+        assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) == RELAY_CHUNK
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_a_receiver_that_stops_reading_ends_the_sender() -> None:

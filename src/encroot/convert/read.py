@@ -2,15 +2,19 @@
 
 ``read_state`` takes one ``zpool get``, one ``zfs get -d 1`` of X's parent
 (which also shows X, ``X.encroot-convert`` and ``X.encroot-convert-old``),
-one recursive ``zfs get`` of each tree that exists (datasets, snapshots,
-bookmarks), one ``zfs get -s local,received all`` of the old tree (and of a
-tree moved aside by a swap), and one ``zfs holds`` for every snapshot that
-has user holds.  Whatever the number of datasets and snapshots.
+one recursive ``zfs get`` of every tree that exists (datasets, snapshots,
+bookmarks of the old tree, the new one and a tree moved aside by a swap,
+named together), one ``zfs get -s local,received all`` of the old tree and
+the aside one, and one ``zfs holds`` for every snapshot that has user holds:
+at most five processes, whatever the number of datasets and snapshots.  A
+cutover reads the state again after each of its steps (the swap decides from
+what ZFS shows), so each process saved here is saved several times while the
+tree is unmounted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import DatasetNotFound
 from ..names import DatasetName
@@ -19,7 +23,7 @@ from ..zfs import Zfs
 from ..zfs.parse import PropertyTable
 from .model import ConvertRequest, ConvertState, Node, Snap, Tree
 
-__all__ = ["STATE_PROPERTIES", "read_state", "read_tree"]
+__all__ = ["STATE_PROPERTIES", "read_parent", "read_state", "read_tree", "read_trees"]
 
 STATE_PROPERTIES = (
     "type", "guid", "createtxg", "origin", "encryption", "encryptionroot", "keyformat",
@@ -45,14 +49,40 @@ def _table(zfs: Zfs, names: list[str], properties: tuple[str, ...], **options: o
 def read_tree(zfs: Zfs, root: str, *, local: bool = False) -> Tree:
     """Every filesystem, volume, snapshot and bookmark under ``root`` in one ``zfs get``
     (and with ``local`` its locally set or received properties in a second one)."""
-    table = _table(zfs, [root], STATE_PROPERTIES, recursive=True,
+    return read_trees(zfs, [root], local=[root] if local else ())[root]
+
+
+def read_trees(zfs: Zfs, roots: Sequence[str], *, local: Collection[str] = ()
+               ) -> dict[str, Tree]:
+    """The trees under ``roots`` from one recursive ``zfs get`` naming them all (and
+    the locally set or received properties of those in ``local`` from a second).
+
+    A root that vanished between the caller's look and this read (``zfs get``
+    then fails as a whole) makes each tree be read on its own, as it stands.
+    """
+    if not roots:
+        return {}
+    table = _table(zfs, list(roots), STATE_PROPERTIES, recursive=True,
                    types=("filesystem", "volume", "snapshot", "bookmark"))
-    local_table = _table(zfs, [root], ("all",), recursive=True,
-                         types=("filesystem", "volume"), sources=("local", "received")) \
-        if local and root in table else PropertyTable()
+    if len(roots) > 1 and not all(root in table for root in roots):
+        return {root: read_tree(zfs, root, local=root in local) for root in roots}
+    wanted = [root for root in roots if root in local and root in table]
+    local_table = _table(zfs, wanted, ("all",), recursive=True, types=("filesystem", "volume"),
+                         sources=("local", "received")) if wanted else PropertyTable()
+    return {root: _tree(root, table, local_table) for root in roots}
+
+
+def _under(name: str, root: str) -> bool:
+    """``name`` is ``root`` or a dataset, snapshot or bookmark in its tree."""
+    return name == root or name.startswith((root + "/", root + "@", root + "#"))
+
+
+def _tree(root: str, table: PropertyTable, local_table: PropertyTable) -> Tree:
+    """The part of ``table`` under ``root``, as a ``Tree``."""
+    rows = {name: props for name, props in table.datasets.items() if _under(name, root)}
     snaps: dict[str, list[Snap]] = {}
     marks: dict[str, list[str]] = {}
-    for name, props in table.datasets.items():
+    for name, props in rows.items():
         if "@" in name:
             dataset, short = name.split("@", 1)
             clones = props.get("clones")
@@ -66,7 +96,7 @@ def read_tree(zfs: Zfs, root: str, *, local: bool = False) -> Tree:
             dataset, short = name.split("#", 1)
             marks.setdefault(dataset, []).append(short)
     nodes = {}
-    for name, props in table.datasets.items():
+    for name, props in rows.items():
         if "@" in name or "#" in name:
             continue
         local_values = {p: v.value for p, v in local_table.datasets.get(name, {}).items()}
@@ -93,10 +123,18 @@ def read_state(zfs: Zfs, request: ConvertRequest) -> ConvertState:
     target = request.dataset
     feature = zfs.pool_get(target.pool, ["feature@encryption"]).get("feature@encryption", "-")
     family = _family(zfs, target)
-    old = read_tree(zfs, target, local=True) if target in family else Tree(str(target))
-    new = read_tree(zfs, request.temp) if request.temp in family else Tree(request.temp)
-    aside_name = _aside_name(request, family, new, old)
-    aside = read_tree(zfs, aside_name, local=True) if aside_name else Tree("")
+    present = [name for name in (str(target), request.temp) if name in family]
+    aside_name = _aside_name(request, family)
+    if aside_name and aside_name not in present:
+        present.append(aside_name)
+    trees = read_trees(zfs, present, local=(str(target), aside_name))
+    old = trees.get(str(target), Tree(str(target)))
+    new = trees.get(request.temp, Tree(request.temp))
+    if not aside_name:
+        aside_name = _kept_name(new, old)
+        if aside_name:
+            trees = {aside_name: read_tree(zfs, aside_name, local=True)}
+    aside = trees.get(aside_name, Tree("")) if aside_name else Tree("")
     held = [f"{node.name}@{snap.name}" for tree in (old, new, aside)
             for node in tree.nodes.values() for snap in node.snapshots if snap.userrefs]
     holds = {snap: tuple(tags) for snap, tags in zfs.holds(held).items()} if held else {}
@@ -107,13 +145,20 @@ def read_state(zfs: Zfs, request: ConvertRequest) -> ConvertState:
                         keep_old_exists=keep_exists)
 
 
-def _aside_name(request: ConvertRequest, family: Mapping[str, Mapping[str, str]],
-                new: Tree, old: Tree) -> str:
-    """Where an interrupted swap may have put the old tree: ``X.encroot-convert-old``, or
-    the ``--keep-old`` name the verified marker records."""
+def read_parent(zfs: Zfs, target: DatasetName) -> Mapping[str, str]:
+    """The properties ``read_state`` gives as ``ConvertState.parent``, in one ``zfs get``."""
+    return _family(zfs, target).get(target.parent or "", {})
+
+
+def _aside_name(request: ConvertRequest, family: Mapping[str, Mapping[str, str]]) -> str:
+    """Where an interrupted swap put the old tree, when its default name shows it:
+    ``X.encroot-convert-old`` beside X."""
     default = request.dataset + ".encroot-convert-old"
-    if default in family:
-        return default
+    return default if default in family else ""
+
+
+def _kept_name(new: Tree, old: Tree) -> str:
+    """Otherwise the ``--keep-old`` name the verified marker records, if any."""
     for tree in (new, old):
         top = tree.top
         marker = None if top is None else top.marker(CONVERT_MARKER)

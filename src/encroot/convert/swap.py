@@ -37,7 +37,7 @@ from ..owned import (
 from ..zfs import Command, Zfs, ZfsCommands
 from .model import ConvertRefused, ConvertRequest, ConvertState, Tree
 from .plan import snapshots_missing
-from .read import read_state, read_tree
+from .read import read_parent, read_state, read_tree, read_trees
 from .steps import (
     Step,
     SwapAction,
@@ -72,9 +72,11 @@ def refuse_live_owners(request: ConvertRequest, state: ConvertState) -> None:
 
 def verify(zfs: Zfs, request: ConvertRequest, keyformat: str | None) -> list[str]:
     """Compare the new tree with the old one: every snapshot with its GUID, no partial
-    receive, the encryption as planned.  Two ``zfs get`` processes."""
-    old, new = read_tree(zfs, request.dataset), read_tree(zfs, request.temp)
-    parent = read_state(zfs, request).parent
+    receive, the encryption as planned.  Two ``zfs get`` processes: both trees, and
+    the parent (whose encryption root the new tree inherits with ``--inherit``)."""
+    trees = read_trees(zfs, [request.dataset, request.temp])
+    old, new = trees[request.dataset], trees[request.temp]
+    parent = read_parent(zfs, request.dataset)
     problems: list[str] = []
     for node in old.nodes.values():
         name = request.new_name(node.name)

@@ -221,6 +221,7 @@ class SubprocessRunner:
         try:
             if self.on_start is not None:
                 self.on_start(command, process)
+            widen_pipes(write_end, source)
             _relay(source, write_end, None, stop_when_unread=True)
         except BrokenPipeError:
             pass  # the child stopped reading; its exit status says why
@@ -278,6 +279,7 @@ class SubprocessRunner:
                 if self.on_start is not None:
                     self.on_start(command, process)
             assert send.stdout is not None and receive.stdin is not None
+            widen_pipes(send.stdout.fileno(), receive.stdin.fileno())
             _relay(send.stdout.fileno(), receive.stdin.fileno(), progress)
         except BrokenPipeError:
             send.kill()
@@ -341,6 +343,29 @@ def _drain(streams: Mapping[str, IO[bytes] | None]) -> dict[str, _Reader]:
 
 
 RELAY_CHUNK = 1 << 20
+
+
+def widen_pipes(*fds: int) -> None:
+    """Give the relay's pipes ``RELAY_CHUNK`` bytes of buffer instead of Linux's 64 KiB.
+
+    With the default, every ``splice`` moves at most 64 KiB and the sender, encroot
+    and the receiver take turns sixteen times per MiB; measured under the lab's
+    emulation on a 512 MiB raw stream, the relay then took 3 to 8% longer than
+    ``zfs send | zfs receive``, and as long with 1 MiB pipes.  1 MiB is
+    ``/proc/sys/fs/pipe-max-size``'s default, so no privilege is needed; where
+    the call is refused (a lower limit, a descriptor that is no pipe, such as a
+    stream read from a file) that descriptor stays as it is.
+    """
+    import fcntl
+
+    size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if size is None:
+        return
+    for fd in fds:
+        try:
+            fcntl.fcntl(fd, size, RELAY_CHUNK)
+        except OSError:
+            continue
 
 
 def _relay(source: int, target: int, progress: Callable[[int], None] | None, *,
