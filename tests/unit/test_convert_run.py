@@ -8,7 +8,8 @@ import itertools
 import json
 import os
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -203,6 +204,27 @@ def test_all_phases_convert_swap_and_clean_up() -> None:
         order.index("rename") < order.index("mount") < order.index("destroy")
     assert result.phases[-1].downtime is not None
     assert "zpool trim --secure tank" in result.hygiene[0]
+
+
+def test_downtime_runs_from_the_first_unmount_to_the_new_trees_mount() -> None:
+    fake = tree()
+    zfs, runner = zfs_for(fake)
+    request = ConvertRequest("encrypt", TOP, keyformat="hex")
+    with Key.hex(HEX) as key:
+        convert(zfs, replace(request, phase="initial"), key=key)
+    answer = runner.respond
+
+    def slow(command: Command) -> tuple[int, str, str]:
+        if command.argv[1] in ("snapshot", "destroy"):
+            time.sleep(0.3)  # one inside the downtime, one after it
+        return answer(command)
+
+    runner.respond = slow
+    started = time.monotonic()
+    result = convert(zfs, replace(request, phase="cutover"), key=None)
+    elapsed = time.monotonic() - started
+    downtime = result.phases[-1].downtime
+    assert downtime is not None and 0.3 <= downtime <= elapsed - 0.3
 
 
 def test_the_dry_run_changes_nothing_and_estimates() -> None:

@@ -183,6 +183,7 @@ class _Phase:
     progress: Progress | None
     result: PhaseResult
     unmounted: list[str] = field(default_factory=list)
+    unmounted_at: float | None = None  # time.monotonic() before the first unmount
 
 
 def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, owner: Owner,
@@ -201,7 +202,6 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
                       commands=zfs.commands)
     _refuse(plan)
     run = _Phase(zfs, request, state, key, owner, progress, PhaseResult(plan))
-    started = time.monotonic()
     if state.new.exists:  # before the unmount: the evidence --recover mounts it again by
         _take_over(zfs, request, state, phase, owner)
     try:
@@ -215,9 +215,10 @@ def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, o
         raise
     if phase != "cutover":
         return run.result
-    run.result.swap = finish(zfs, request, owner=owner, say=say,
-                             mounted_before=run.unmounted).actions
-    run.result.downtime = time.monotonic() - started if run.unmounted else None
+    report = finish(zfs, request, owner=owner, say=say, mounted_before=run.unmounted)
+    run.result.swap = report.actions
+    if run.unmounted and run.unmounted_at is not None:
+        run.result.downtime = (report.mounted_at or time.monotonic()) - run.unmounted_at
     return run.result
 
 
@@ -228,6 +229,7 @@ def _run_step(run: _Phase, step: Step) -> None:
     assert isinstance(action, ConvertAction)  # the caller stops at the swap's steps
     match action:
         case ConvertAction.UNMOUNT:  # what is mounted now: the tree stayed in service
+            run.unmounted_at = time.monotonic()
             run.unmounted = _unmount(zfs, run.state)
         case ConvertAction.SNAPSHOT | ConvertAction.MARK_VERIFIED:
             for command in step.commands:

@@ -19,6 +19,7 @@ complete under its name.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
@@ -56,9 +57,11 @@ Say = Callable[[str], None]
 
 @dataclass
 class SwapReport:
-    """What ``finish`` did, one line per step."""
+    """What ``finish`` did, one line per step, and when the new tree was mounted (the
+    ``time.monotonic()`` at the end of the mount step: cutover's downtime ends there)."""
 
     actions: list[str] = field(default_factory=list)
+    mounted_at: float | None = None
 
 
 def refuse_live_owners(request: ConvertRequest, state: ConvertState) -> None:
@@ -232,7 +235,8 @@ def run_step(zfs: Zfs, request: ConvertRequest, step: Step,
 
 
 def advance(zfs: Zfs, request: ConvertRequest, *, undo: bool, owner: Owner,
-            say: Say, mounted_before: Sequence[str] = ()) -> str | None:
+            say: Say, mounted_before: Sequence[str] = (),
+            report: SwapReport | None = None) -> str | None:
     """Read ZFS and run the next move's steps; its description, or None when done.
 
     Raises:
@@ -249,6 +253,8 @@ def advance(zfs: Zfs, request: ConvertRequest, *, undo: bool, owner: Owner,
     say(f"{'recover' if undo else 'swap'}: {move.description}")
     for step in move.steps:
         run_step(zfs, request, step, mounted_before)
+        if report is not None and step.action is SwapAction.MOUNT:
+            report.mounted_at = time.monotonic()
     return move.description
 
 
@@ -266,7 +272,7 @@ def finish(zfs: Zfs, request: ConvertRequest, *, undo: bool = False,
     me = owner or Owner.current()
     for _ in range(10):  # each pass moves one state forward; the table has fewer
         done = advance(zfs, request, undo=undo, owner=me, say=say,
-                       mounted_before=mounted_before)
+                       mounted_before=mounted_before, report=report)
         if done is None:
             return report
         report.actions.append(done)
