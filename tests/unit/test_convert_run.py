@@ -50,6 +50,7 @@ class FakeZfs(FakeDatasets):
     sender: tuple[str, ...] = ()
     txg: itertools.count = field(default_factory=lambda: itertools.count(10))  # type: ignore[type-arg]
     runner: RecordingRunner | None = None  # set by zfs_for: the claim program's script
+    tokens: dict[str, str] = field(default_factory=dict)  # resume token -> its snapshot
 
     def __call__(self, command: Command) -> tuple[int, str, str]:
         argv = command.argv[1:]
@@ -124,6 +125,9 @@ class FakeZfs(FakeDatasets):
         if command.key_fd is not None:
             self.keys_seen.append(os.read(command.key_fd, 100))
         options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+        if "-t" in self.sender:  # a resumed full stream: the rest of the token's snapshot
+            self.sender = ("send", self.tokens[self.sender[self.sender.index("-t") + 1]])
+            self.datasets[target].pop("receive_resume_token", None)
         snap = self.sender[-1]
         source = snap.split("@")[0]
         flag = next((f for f in ("-I", "-i") if f in self.sender), None)
@@ -271,6 +275,32 @@ def test_a_kill_before_verification_is_undone_by_recover_and_the_tree_mounted() 
     recover(zfs, ConvertRequest("encrypt", TOP))
     assert fake.datasets[TOP]["encryption"] == "off" and fake.datasets[TOP]["mounted"] == "yes"
     assert not [n for n in fake.datasets if ".encroot-convert" in n]
+
+
+def test_after_a_resumed_receive_what_follows_it_is_planned_and_sent() -> None:
+    fake = tree()
+    for name in [n for n in fake.datasets if n.startswith(f"{TOP}/c")]:
+        del fake.datasets[name]  # one dataset: the next run's plan is the resume alone
+    temp = f"{TOP}.encroot-convert"
+    request = ConvertRequest("encrypt", TOP, keyformat="hex", phase="initial")
+    killed, _ = zfs_for(fake, kill_before=3)  # the snapshot, the full receive, then -I
+    with Key.hex(HEX) as key, pytest.raises(Killed):
+        convert(killed, request, key=key)
+    goal = next(n for n in fake.datasets if n.startswith(f"{TOP}@encroot-convert"))
+    fake.datasets[temp]["receive_resume_token"] = "1-c0-9f-abc"  # the -I, cut
+    fake.tokens["1-c0-9f-abc"] = goal
+    zfs, runner = zfs_for(fake)
+    with Key.hex(HEX) as key:
+        convert(zfs, request, key=key)
+    sends = [" ".join(c.argv[1:]) for c, _ in runner.calls
+             if c.argv[1] == "send" and "-n" not in c.argv]
+    assert sends[0] == "send -t 1-c0-9f-abc"  # the resume alone first, then the new goal
+    assert len(sends) == 2 and sends[1].startswith(f"send -I {goal} ")
+
+    def snapshots(name: str) -> list[str]:
+        return sorted(n.split("@")[1] for n in fake.datasets if n.startswith(f"{name}@"))
+    assert snapshots(temp) == snapshots(TOP) and len(snapshots(TOP)) == 3
+    assert "receive_resume_token" not in fake.datasets[temp]
 
 
 def test_catch_up_before_initial_is_refused_without_changes() -> None:

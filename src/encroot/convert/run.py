@@ -336,8 +336,13 @@ def _transfer_rounds(run: _Phase) -> PhasePlan:
             zfs.destroy(name, recursive=True)
         if not plan.transfers:
             return plan
-        for transfer in _this_round(plan.transfers):
+        this_round = _this_round(plan.transfers)
+        for transfer in this_round:
             _run_transfer(run, transfer)
+        if all(t.kind != "resume" for t in this_round):
+            # every planned transfer ran to its end (a failure raises): nothing is left.
+            # A resumed receive only finishes its stream; what follows it is planned anew.
+            return plan
     raise ZfsError(f"the transfers into {request.temp} did not finish after {MAX_ROUNDS} "
                    "rounds; run the phase again")
 
