@@ -21,7 +21,7 @@ whose marker names this process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
@@ -41,7 +41,7 @@ from .state import (
     resumable,
     temp_name,
 )
-from .steps import ReceiveAction, Step
+from .steps import ReceiveAction, Step, mounted_deepest_first
 
 __all__ = ["ReceiveResult", "execute", "verify"]
 
@@ -79,6 +79,7 @@ class _Context:
     marked_verified: bool = False
     zfs_output: str = ""
     verified: dict[str, Props] = field(default_factory=dict)
+    mounted_target: list[str] | None = None  # the old tree's, read with verification
 
 
 def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int, *,
@@ -180,8 +181,10 @@ def _run_step(context: _Context, step: Step) -> None:
             _run_commands(context, step)
             context.marked_verified = True
         case ReceiveAction.UNMOUNT:
-            # what is mounted now, as the old tree stayed in service while receiving
-            context.unmounted = unmount_for_swap(context.zfs, step.dataset)
+            # what was mounted when the receive ended (the old tree stayed in service), as
+            # verification read it; read now if it could not
+            context.unmounted = unmount_for_swap(context.zfs, step.dataset,
+                                                 context.mounted_target)
         case (ReceiveAction.MARK_REPLACED | ReceiveAction.RENAME | ReceiveAction.DESTROY_OLD
               | ReceiveAction.KEEP_OLD | ReceiveAction.CLEAR_VERIFIED):
             _run_commands(context, step)
@@ -197,22 +200,41 @@ def _run_commands(context: _Context, step: Step) -> None:
 
 
 def _do_verify(context: _Context, step: Step) -> None:
-    problems, context.verified = verify(context.zfs, step.dataset, context.plan)
+    """Verify the received tree; for a replacement, read the old tree in the same
+    ``zfs get`` (what is mounted there is what the swap unmounts)."""
+    target = context.plan.target
+    also = (target,) if context.plan.mode == "replace" and target != step.dataset else ()
+    problems, table = verify(context.zfs, step.dataset, context.plan, also=also)
+    context.verified = {name: props for name, props in table.items()
+                        if _in_tree(name, step.dataset)}
+    old = {name: props for name, props in table.items() if _in_tree(name, target)}
+    if also and old:
+        context.mounted_target = mounted_deepest_first(old)
     if problems:
         raise VerificationFailed(f"received data under {step.dataset!r} does not match the "
                                  f"stream: {'; '.join(problems)}")
 
 
-def verify(zfs: Zfs, top: str, plan: ReceivePlan) -> tuple[list[str], dict[str, Props]]:
+def verify(zfs: Zfs, top: str, plan: ReceivePlan, *, also: Sequence[str] = ()
+           ) -> tuple[list[str], dict[str, Props]]:
     """Compare what ZFS shows under ``top`` with what the stream promised.
 
-    Returns the problems found and the properties read (one ``zfs get``).
+    Returns the problems found and the properties read: one ``zfs get`` of
+    ``top``'s tree and of the trees named in ``also`` (read alone when one of
+    those is gone).
     """
-    table = get_tree(zfs, top)
+    table = get_props(zfs, [top, *also], recursive=True,
+                      types=("filesystem", "volume", "snapshot")) if also else {}
+    if not table:
+        table = get_tree(zfs, top)
     problems = []
     for expected in plan.expected:
         problems += _verify_one(table, expected, top, plan.parent_encryption)
     return problems, table
+
+
+def _in_tree(name: str, top: str) -> bool:
+    return name == top or name.startswith((top + "/", top + "@"))
 
 
 def _verify_one(table: dict[str, Props], expected: Expected, top: str,
