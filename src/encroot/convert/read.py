@@ -118,10 +118,15 @@ def _family(zfs: Zfs, target: DatasetName) -> Mapping[str, Mapping[str, str]]:
             table.datasets.items()}
 
 
-def read_state(zfs: Zfs, request: ConvertRequest) -> ConvertState:
-    """The old tree, the new one, a tree moved aside by a swap, the parent and the pool."""
+def read_state(zfs: Zfs, request: ConvertRequest, *, pool: bool = True) -> ConvertState:
+    """The old tree, the new one, a tree moved aside by a swap, the parent and the pool.
+
+    ``pool=False``: no ``zpool get`` (the swap, which plans no transfer, needs no
+    ``feature@encryption``; ``ConvertState.feature`` then says it was not read).
+    """
     target = request.dataset
-    feature = zfs.pool_get(target.pool, ["feature@encryption"]).get("feature@encryption", "-")
+    feature = zfs.pool_get(target.pool, ["feature@encryption"]).get(
+        "feature@encryption", "-") if pool else "(not read)"
     family = _family(zfs, target)
     present = [name for name in (str(target), request.temp) if name in family]
     aside_name = _aside_name(request, family)

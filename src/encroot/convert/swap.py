@@ -244,7 +244,7 @@ def advance(zfs: Zfs, request: ConvertRequest, *, undo: bool, owner: Owner,
         ConvertRefused: a name in the way is not encroot's.
         EncrootError, ZfsError: a step failed (see ``run_step``).
     """
-    state = read_state(zfs, request)
+    state = read_state(zfs, request, pool=False)
     refuse_live_owners(request, state)
     move = next_action(request, state, undo=undo, owner=owner, commands=zfs.commands,
                        mounted_before=mounted_before)
