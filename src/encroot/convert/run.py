@@ -239,7 +239,9 @@ def _run_step(run: _Phase, step: Step) -> None:
                 _ensure_key(zfs, request, run.state, run.key)
             run.result.plan = _transfer_rounds(run)
             if request.own_root:
-                _set_keylocation(zfs, request)
+                top = run.state.new.top  # read before this phase's incrementals, which
+                _set_keylocation(zfs, request,  # leave keylocation as it was
+                                 top.get("keylocation") if top is not None else None)
         case ConvertAction.VERIFY:
             key = run.key
             require_verified(verify(zfs, request, key.format if key else request.keyformat),
@@ -292,11 +294,13 @@ def _take_over(zfs: Zfs, request: ConvertRequest, state: ConvertState, phase: st
     claim_marker(zfs, str(request.temp), CONVERT_MARKER, read, dumps(marker))
 
 
-def _set_keylocation(zfs: Zfs, request: ConvertRequest) -> None:
+def _set_keylocation(zfs: Zfs, request: ConvertRequest, known: str | None) -> None:
     """The new root's ``keylocation``: the one asked for, else ``prompt`` in place of the
-    pipe the first receive read the key from (``file:///dev/fd/N``)."""
-    current = zfs.get([request.temp], ("keylocation",), use_json=False).value(
-        request.temp, "keylocation") or ""
+    pipe the first receive read the key from (``file:///dev/fd/N``).  ``known``: its
+    value read with the phase's state (None: the new root was created in this phase)."""
+    current = known if known not in (None, "-") else zfs.get(
+        [request.temp], ("keylocation",), use_json=False).value(request.temp, "keylocation")
+    current = current or ""
     wanted = request.keylocation or ("prompt" if current.startswith("file:///dev/fd/")
                                      else current)
     if wanted and wanted != current:
