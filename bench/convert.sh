@@ -20,10 +20,11 @@ elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 
 make_tree() {  # make_tree POOL SNAPSHOTS MIB: POOL/tree with two children, MIB of data
     local pool=$1 snaps=$2 mib=$3 per i
-    truncate -s "$(( mib * 23 / 10 + 256 ))M" "$work/$pool.img"
+    per=$(( mib / snaps / 3 + 1 ))  # MiB per file: at least 1, so 30 snapshots hold 90 MiB
+    # room for the tree, its copy and ZFS's slop space (128 MiB on a small pool)
+    truncate -s "$(( per * 3 * snaps * 23 / 10 + 256 ))M" "$work/$pool.img"
     zpool create -f -O compression=off -O mountpoint="/$pool" "$pool" "$work/$pool.img"
     zfs create "$pool/tree"; zfs create "$pool/tree/a"; zfs create "$pool/tree/b"
-    per=$(( mib / snaps / 3 + 1 ))
     for i in $(seq "$snaps"); do
         for child in "" /a /b; do
             head -c "$((per << 20))" /dev/urandom > "/$pool/tree$child/f$i"
@@ -65,7 +66,8 @@ count_processes() {  # count_processes SNAPSHOTS: zfs/zpool processes of one enc
     printf '#!/bin/bash\necho zpool >> %s\nexec zpool "$@"\n' "$log" > "$work/zpool-$snaps"
     chmod +x "$work/zfs-$snaps" "$work/zpool-$snaps"
     ENCROOT_ZFS="$work/zfs-$snaps" ENCROOT_ZPOOL="$work/zpool-$snaps" encroot encrypt \
-        -o keyformat=hex -o keylocation="file://$work/new.hex" "pc$snaps/tree" > /dev/null
+        -o keyformat=hex -o keylocation="file://$work/new.hex" "pc$snaps/tree" > /dev/null \
+        || { echo "count_processes $snaps: encroot encrypt failed" >&2; exit 1; }
     wc -l < "$log"
     zpool destroy "pc$snaps"; rm -f "$work/pc$snaps.img"
 }
