@@ -36,6 +36,7 @@ __all__ = [
     "SnapshotName",
     "UserPropertyName",
     "dataset_or_snapshot",
+    "in_tree",
     "validate_property_value",
     "validate_user_properties",
 ]
@@ -219,6 +220,12 @@ class UserPropertyName(str):
                                   "(use lowercase letters, digits, '-', '_', '.', ':')",
                                   subject=name)
         return super().__new__(cls, name)
+
+
+def in_tree(name: str, root: str) -> bool:
+    """``name`` is ``root`` itself or a dataset, snapshot or bookmark in ``root``'s tree
+    (for sorting the rows of one ``zfs get`` that named several roots)."""
+    return name == root or name.startswith((root + "/", root + "@", root + "#"))
 
 
 def dataset_or_snapshot(name: str) -> DatasetName | SnapshotName:

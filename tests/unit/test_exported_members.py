@@ -48,7 +48,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "encroot.names": {
         "MAX_DATASET_NAME_BYTES", "MAX_PROPERTIES", "MAX_PROPERTY_VALUE_BYTES",
         "MAX_USER_PROPERTY_NAME_BYTES", "DatasetName", "PoolName", "SnapshotName",
-        "UserPropertyName", "dataset_or_snapshot", "validate_property_value",
+        "UserPropertyName", "dataset_or_snapshot", "in_tree", "validate_property_value",
         "validate_user_properties"
     },
     "encroot.owned": {

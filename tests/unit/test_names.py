@@ -15,6 +15,7 @@ from encroot.names import (
     PoolName,
     SnapshotName,
     UserPropertyName,
+    in_tree,
     validate_property_value,
     validate_user_properties,
 )
@@ -161,3 +162,10 @@ def test_fuzz_snapshot_of_valid_dataset_round_trips(snap: str) -> None:
         return
     name = DatasetName("tank/fs").snapshot(snap)
     assert name.dataset == "tank/fs" and name.short == snap
+
+
+def test_in_tree_takes_the_root_its_descendants_snapshots_and_bookmarks_only() -> None:
+    inside = ["tank/a", "tank/a/b", "tank/a@s", "tank/a/b@s", "tank/a#m"]
+    outside = ["tank/a.encroot-recv", "tank/ab", "tank/a b", "tank", "tank/b/a"]
+    assert all(in_tree(name, "tank/a") for name in inside)
+    assert not any(in_tree(name, "tank/a") for name in outside)

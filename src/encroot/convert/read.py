@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 from ..errors import DatasetNotFound
-from ..names import DatasetName
+from ..names import DatasetName, in_tree
 from ..owned import CONVERT_MARKER, CONVERT_REPLACED, ConvertVerified
 from ..zfs import Zfs
 from ..zfs.parse import PropertyTable
@@ -72,14 +72,9 @@ def read_trees(zfs: Zfs, roots: Sequence[str], *, local: Collection[str] = ()
     return {root: _tree(root, table, local_table) for root in roots}
 
 
-def _under(name: str, root: str) -> bool:
-    """``name`` is ``root`` or a dataset, snapshot or bookmark in its tree."""
-    return name == root or name.startswith((root + "/", root + "@", root + "#"))
-
-
 def _tree(root: str, table: PropertyTable, local_table: PropertyTable) -> Tree:
     """The part of ``table`` under ``root``, as a ``Tree``."""
-    rows = {name: props for name, props in table.datasets.items() if _under(name, root)}
+    rows = {name: props for name, props in table.datasets.items() if in_tree(name, root)}
     snaps: dict[str, list[Snap]] = {}
     marks: dict[str, list[str]] = {}
     for name, props in rows.items():

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import DatasetNotFound, ZfsError
+from ..names import in_tree
 from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MigrateCutover, MigratePhase
 from ..zfs import SendSpec, Zfs
 from .files import child_entries
@@ -60,7 +61,7 @@ def read_sides(zfs: Zfs, roots: Sequence[str]) -> list[Side]:
         return [read_side(zfs, root) for root in roots]
     values = {name: {p: v.value for p, v in table[name].items()} for name in table}
     return [_side(root, {name: props for name, props in values.items()
-                         if name == root or name.startswith((root + "/", root + "@"))})
+                         if in_tree(name, root)})
             for root in roots]
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from ..errors import EncrootError, InputError, SwapPending, ZfsError
-from ..names import DatasetName
+from ..names import DatasetName, in_tree
 from ..owned import RECV_VERIFIED
 from ..zfs import Zfs
 from .plan import Expected, ReceivePlan, encryption_of
@@ -124,8 +124,7 @@ def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int
 def _as_final(verified: dict[str, Props], plan: ReceivePlan) -> dict[str, Props]:
     """What verification read under the receive name, renamed to the target's names."""
     def moved(name: str) -> str:
-        if name == plan.receive_into or name.startswith(plan.receive_into + "/") or \
-                name.startswith(plan.receive_into + "@"):
+        if in_tree(name, plan.receive_into):
             return plan.target + name[len(plan.receive_into):]
         return name
     return {moved(name): {key: moved(value) if key == "encryptionroot" else value
@@ -206,8 +205,8 @@ def _do_verify(context: _Context, step: Step) -> None:
     also = (target,) if context.plan.mode == "replace" and target != step.dataset else ()
     problems, table = verify(context.zfs, step.dataset, context.plan, also=also)
     context.verified = {name: props for name, props in table.items()
-                        if _in_tree(name, step.dataset)}
-    old = {name: props for name, props in table.items() if _in_tree(name, target)}
+                        if in_tree(name, step.dataset)}
+    old = {name: props for name, props in table.items() if in_tree(name, target)}
     if also and old:
         context.mounted_target = mounted_deepest_first(old)
     if problems:
@@ -231,10 +230,6 @@ def verify(zfs: Zfs, top: str, plan: ReceivePlan, *, also: Sequence[str] = ()
     for expected in plan.expected:
         problems += _verify_one(table, expected, top, plan.parent_encryption)
     return problems, table
-
-
-def _in_tree(name: str, top: str) -> bool:
-    return name == top or name.startswith((top + "/", top + "@"))
 
 
 def _verify_one(table: dict[str, Props], expected: Expected, top: str,
