@@ -206,8 +206,8 @@ def _do_verify(context: _Context, step: Step) -> None:
     problems, table = verify(context.zfs, step.dataset, context.plan, also=also)
     context.verified = {name: props for name, props in table.items()
                         if in_tree(name, step.dataset)}
-    old = {name: props for name, props in table.items() if in_tree(name, target)}
-    if also and old:
+    old = {name: props for name, props in table.items() if also and in_tree(name, target)}
+    if old:
         context.mounted_target = mounted_deepest_first(old)
     if problems:
         raise VerificationFailed(f"received data under {step.dataset!r} does not match the "
@@ -222,9 +222,8 @@ def verify(zfs: Zfs, top: str, plan: ReceivePlan, *, also: Sequence[str] = ()
     ``top``'s tree and of the trees named in ``also`` (read alone when one of
     those is gone).
     """
-    table = get_props(zfs, [top, *also], recursive=True,
-                      types=("filesystem", "volume", "snapshot")) if also else {}
-    if not table:
+    table = get_tree(zfs, top, *also)
+    if also and not table:
         table = get_tree(zfs, top)
     problems = []
     for expected in plan.expected:

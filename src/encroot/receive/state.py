@@ -288,8 +288,11 @@ def get_props(zfs: Zfs, names: Sequence[str], **options: Any) -> dict[str, Props
         return {}
 
 
-def get_tree(zfs: Zfs, name: str) -> dict[str, Props]:
-    return get_props(zfs, [name], recursive=True, types=("filesystem", "volume", "snapshot"))
+def get_tree(zfs: Zfs, name: str, *more: str) -> dict[str, Props]:
+    """The trees under ``name`` (and ``more``) in one recursive ``zfs get``; {} if one
+    of them is missing."""
+    return get_props(zfs, [name, *more], recursive=True,
+                     types=("filesystem", "volume", "snapshot"))
 
 
 def read_state(zfs: Zfs, target: DatasetName) -> TargetState:

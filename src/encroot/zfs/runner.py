@@ -221,7 +221,6 @@ class SubprocessRunner:
         try:
             if self.on_start is not None:
                 self.on_start(command, process)
-            widen_pipes(write_end, source)
             _relay(source, write_end, None, stop_when_unread=True)
         except BrokenPipeError:
             pass  # the child stopped reading; its exit status says why
@@ -279,7 +278,6 @@ class SubprocessRunner:
                 if self.on_start is not None:
                     self.on_start(command, process)
             assert send.stdout is not None and receive.stdin is not None
-            widen_pipes(send.stdout.fileno(), receive.stdin.fileno())
             _relay(send.stdout.fileno(), receive.stdin.fileno(), progress)
         except BrokenPipeError:
             send.kill()
@@ -376,6 +374,7 @@ def _relay(source: int, target: int, progress: Callable[[int], None] | None, *,
     is gone, even while ``source`` has nothing to read (a stalled sender must
     not keep encroot waiting for a child that already exited).
     """
+    widen_pipes(source, target)
     splice = getattr(os, "splice", None)
     poller = None
     if stop_when_unread:
