@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["Progress", "TransferShape"]
+__all__ = ["Progress", "TransferShape", "human_bytes"]
 
 
 class TransferShape(Protocol):
@@ -29,3 +29,13 @@ class Progress(Protocol):
     def advance(self, count: int) -> None: ...
 
     def finish(self, transfer: TransferShape, count: int) -> None: ...
+
+
+def human_bytes(count: int) -> str:
+    """``1000 B``, ``3.1 KiB``, ``1.0 GiB``: byte counts in messages and the progress line."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

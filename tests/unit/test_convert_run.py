@@ -57,7 +57,7 @@ class FakeZfs(FakeDatasets):
         verb = argv[0]
         if verb == "send":
             if "-n" in argv:
-                return 0, "size\t1000\n", ""
+                return 0, self._dry_run(argv), ""
             self.sender = argv
             return 0, "", ""
         if verb == "holds":
@@ -95,6 +95,25 @@ class FakeZfs(FakeDatasets):
         else:
             self._apply(argv)
         return 0, "", ""
+
+    def _dry_run(self, argv: tuple[str, ...]) -> str:
+        """``zfs send -nP``: 1000 bytes a stream; with ``-R`` a row for each snapshot of
+        each dataset of the tree up to the one named, as libzfs prints them."""
+        if "-R" not in argv:
+            return "size\t1000\n"
+        top, goal = argv[-1].split("@")
+        rows = []
+        for name in sorted(n for n in self.datasets if "@" not in n
+                           and (n == top or n.startswith(top + "/"))):
+            base = None
+            for snap in sorted((n for n in self.datasets if n.startswith(name + "@")),
+                               key=lambda n: int(self.datasets[n]["createtxg"])):
+                rows.append(f"full\t{snap}\t1000" if base is None
+                            else f"incremental\t{base}\t{snap}\t1000")
+                base = snap.split("@")[1]
+                if base == goal:
+                    break
+        return "".join(row + "\n" for row in rows) + f"size\t{1000 * len(rows)}\n"
 
     def _claim(self) -> tuple[int, str, str]:
         """The compare-and-set of the claim program the runner was just handed."""

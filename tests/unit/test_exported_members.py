@@ -65,7 +65,10 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "recv_temp_name", "refuse_live", "staged_property"
     },
     "encroot.progress": {
-        "Progress", "TransferShape"
+        "Progress", "TransferShape", "human_bytes"
+    },
+    "encroot.hashes": {
+        "file_hashes"
     },
     "encroot.receive": {
         "Expected", "Orphan", "Outcome", "ReceiveAction", "ReceivePlan", "ReceiveRefused",

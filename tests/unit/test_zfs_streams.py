@@ -70,6 +70,23 @@ def test_a_resumed_send_whose_estimate_wrapped_below_zero_has_nothing_left() -> 
     assert zfs.send_size(SendSpec(resume_token="1-abc123-d0-789c")) == 0
 
 
+def test_a_replicated_dry_run_gives_each_snapshots_row() -> None:
+    out = ("full\ttank/my data@s1\t100\nincremental\ts1\ttank/my data@s2\t20\n"
+           "full\ttank/my data/c@s1\t7\nincremental\ts1\ttank/my data/c@s2\t3\nsize\t130\n")
+    zfs, runner = make_zfs(lambda c: (0, out, ""))
+    estimate = zfs.send_estimate(SendSpec("tank/my data@s2", raw=False, replicate=True))
+    assert runner.argvs[0] == ("/sbin/zfs", "send", "-n", "-P", "-R", "tank/my data@s2")
+    assert estimate.total == 130
+    assert estimate.streams == (("tank/my data@s1", None, 100), ("tank/my data@s2", "s1", 20),
+                                ("tank/my data/c@s1", None, 7), ("tank/my data/c@s2", "s1", 3))
+
+
+def test_a_dry_run_without_a_size_line_is_an_error() -> None:
+    zfs, _ = make_zfs(lambda c: (0, "full\tsrc/a@s1\t1234\n", ""))
+    with pytest.raises(ZfsError, match="no size line"):
+        zfs.send_estimate(SendSpec("src/a@s1"))
+
+
 def test_the_relay_moves_every_byte_and_counts_them() -> None:
     counted: list[int] = []
     sent, received = SubprocessRunner().pipe(

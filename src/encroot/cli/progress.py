@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-from ..migrate.steps import human_bytes
-from ..progress import TransferShape
+from ..progress import TransferShape, human_bytes
 
 __all__ = ["TransferProgress"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ZfsError
-from ..migrate.files import file_hashes
+from ..hashes import file_hashes
 from ..zfs import Zfs
 from .model import ConvertRequest
 

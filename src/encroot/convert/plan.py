@@ -39,6 +39,7 @@ from ..owned import (
     Owner,
     dumps,
 )
+from ..progress import human_bytes
 from ..zfs import Command, SendSpec, ZfsCommands
 from .model import ConvertRequest, ConvertState, Node, Tree
 from .steps import DEFERRED_PROPERTIES, Step, phase_steps
@@ -57,15 +58,6 @@ __all__ = [
 NOT_COPIED = ("encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2salt",
               "encryptionroot", "volsize", "volblocksize", "casesensitivity", "normalization",
               "utf8only", "origin", *MARKER_PROPERTIES)
-
-
-def human_bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 @dataclass(frozen=True)

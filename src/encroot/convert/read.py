@@ -15,6 +15,7 @@ tree is unmounted.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 from ..errors import DatasetNotFound
 from ..names import DatasetName, in_tree
@@ -23,7 +24,8 @@ from ..zfs import Zfs
 from ..zfs.parse import PropertyTable
 from .model import ConvertRequest, ConvertState, Node, Snap, Tree
 
-__all__ = ["STATE_PROPERTIES", "read_parent", "read_state", "read_tree", "read_trees"]
+__all__ = ["STATE_PROPERTIES", "read_parent", "read_state", "read_tree", "read_trees",
+           "reread_trees"]
 
 STATE_PROPERTIES = (
     "type", "guid", "createtxg", "origin", "encryption", "encryptionroot", "keyformat",
@@ -143,6 +145,27 @@ def read_state(zfs: Zfs, request: ConvertRequest, *, pool: bool = True) -> Conve
                                        and zfs.exists(request.keep_old)))
     return ConvertState(old, new, aside, family.get(target.parent or "", {}), feature, holds,
                         keep_old_exists=keep_exists)
+
+
+def reread_trees(zfs: Zfs, request: ConvertRequest, before: ConvertState, *,
+                 new_exists: bool) -> ConvertState:
+    """``before`` with the old and new trees read again in one ``zfs get``: between
+    rounds of transfers only snapshots and the new tree change.
+
+    The parent, the pool, the tree moved aside, the holds and the old tree's
+    local properties stay as ``before`` read them (a snapshot changes none of
+    them); if the old tree gained or lost a dataset meanwhile, everything is
+    read again (``read_state``).  ``new_exists``: the new tree's top is there
+    (else a read naming it would fail as a whole).
+    """
+    roots = [str(request.dataset)] + ([request.temp] if new_exists else [])
+    trees = read_trees(zfs, roots)
+    old = trees[str(request.dataset)]
+    if set(old.nodes) != set(before.old.nodes):
+        return read_state(zfs, request)
+    old = replace(old, nodes={name: replace(node, local=before.old.nodes[name].local)
+                              for name, node in old.nodes.items()})
+    return replace(before, old=old, new=trees.get(request.temp, Tree(request.temp)))
 
 
 def read_parent(zfs: Zfs, target: DatasetName) -> Mapping[str, str]:

@@ -28,12 +28,12 @@ from ..owned import (
     dumps,
 )
 from ..progress import Progress
-from ..zfs import Zfs
+from ..zfs import SendSpec, Zfs
 from .busy import holders
 from .files import compare_files
 from .model import ConvertRequest, ConvertState
 from .plan import PhasePlan, Transfer, plan_phase
-from .read import read_state
+from .read import read_state, reread_trees
 from .steps import ConvertAction, Step, SwapAction, mounted
 from .swap import finish, refuse_live_owners, require_verified, verify
 
@@ -41,6 +41,7 @@ __all__ = ["ConvertResult", "PhaseResult", "Progress", "convert", "fresh_snapsho
            "hygiene", "plan_conversion"]
 
 MAX_ROUNDS = 16  # partial receives resumed, then read again: a healthy run needs two
+_KEY_PIPE = "file:///dev/fd/"  # keylocation of a root received with the key's pipe
 
 
 
@@ -86,18 +87,24 @@ def _digits(text: str) -> int:
 
 def estimate(zfs: Zfs, transfers: Sequence[Transfer], state: ConvertState, goal: str, *,
              goal_taken: bool) -> dict[str, int]:
-    """``zfs send -nP`` of each transfer (one process each), keyed by its command.
+    """The bytes of each transfer, keyed by its command.
 
-    Before the goal snapshot exists (a dry run) the newest existing snapshot
-    stands in for it, plus the bytes written since (``written``).
+    With the goal snapshot taken, one ``zfs send -nP -R`` of the old tree
+    (``_tree_rows``) answers every full and ``-I`` transfer it covers, and each
+    other transfer (a clone's first stream, a resume, any transfer of an
+    encrypted tree) has a ``zfs send -nP`` of its own.  Before the goal snapshot
+    exists (a dry run) the newest existing snapshot stands in for it, plus the
+    bytes written since (``written``).
     """
     sizes: dict[str, int] = {}
+    rows = _tree_rows(zfs, transfers, state, goal) if goal_taken else {}
     for transfer in transfers:
         spec = transfer.spec
         node = state.old.get(transfer.source)
         if goal_taken or spec.resume_token is not None or node is None or \
                 not spec.snapshot.endswith("@" + goal):
-            sizes[transfer.command()] = zfs.send_size(spec)
+            known = _from_rows(rows, spec) if transfer.kind in _CHAINED else None
+            sizes[transfer.command()] = zfs.send_size(spec) if known is None else known
             continue
         written = _digits(node.get("written"))
         if not node.snapshots:
@@ -109,6 +116,54 @@ def estimate(zfs: Zfs, transfers: Sequence[Transfer], state: ConvertState, goal:
             continue
         sizes[transfer.command()] = zfs.send_size(replace(spec, snapshot=newest)) + written
     return sizes
+
+
+_CHAINED = ("full", "incremental")  # transfers whose bytes are rows of a -R dry run
+_Rows = dict[str, dict[str | None, tuple[str, int]]]
+
+
+def _tree_rows(zfs: Zfs, transfers: Sequence[Transfer], state: ConvertState,
+               goal: str) -> _Rows:
+    """Each dataset's rows of one ``zfs send -nP -R`` of the old tree's goal snapshot,
+    linked base -> (snapshot, bytes): one process in place of one per transfer.
+
+    Empty when it would save nothing (fewer than two full or ``-I`` transfers),
+    for an encrypted tree (OpenZFS 2.1 to 2.4 refuse a non-raw ``-R`` of it), and
+    when ZFS refuses it (a dataset made after the snapshot lacks it): then each
+    transfer has its own dry run.
+    """
+    if sum(t.kind in _CHAINED for t in transfers) < 2 or any(
+            node.get("encryption") not in ("off", "-") for node in state.old.nodes.values()):
+        return {}
+    try:
+        found = zfs.send_estimate(SendSpec(f"{state.old.root}@{goal}", raw=False,
+                                           replicate=True))
+    except ZfsError:
+        return {}
+    rows: _Rows = {}
+    for snapshot, base, count in found.streams:
+        dataset, _, short = snapshot.partition("@")
+        rows.setdefault(dataset, {})[base] = (short, count)
+    return rows
+
+
+def _from_rows(rows: _Rows, spec: SendSpec) -> int | None:
+    """The bytes of a full send or an ``-I`` send: the sum of the rows from its base
+    (None: full) to its snapshot; None when the rows do not link them."""
+    dataset, _, goal = spec.snapshot.partition("@")
+    links = rows.get(dataset, {})
+    if spec.resume_token is not None or (spec.base is not None and not spec.intermediates):
+        return None
+    at: str | None = None if spec.base is None else spec.base.partition("@")[2]
+    total = 0
+    for _ in range(len(links)):
+        step = links.get(at)
+        if step is None:
+            return None
+        at, total = step[0], total + step[1]
+        if at == goal:
+            return total
+    return None
 
 
 def plan_conversion(zfs: Zfs, request: ConvertRequest, *, key_given: bool) -> list[PhasePlan]:
@@ -184,6 +239,7 @@ class _Phase:
     result: PhaseResult
     unmounted: list[str] = field(default_factory=list)
     unmounted_at: float | None = None  # time.monotonic() before the first unmount
+    keyed: bool = False  # a receive of this phase created the new root with the key's pipe
 
 
 def _run_phase(zfs: Zfs, request: ConvertRequest, phase: str, key: Key | None, owner: Owner,
@@ -240,8 +296,9 @@ def _run_step(run: _Phase, step: Step) -> None:
             run.result.plan = _transfer_rounds(run)
             if request.own_root:
                 top = run.state.new.top  # read before this phase's incrementals, which
-                _set_keylocation(zfs, request,  # leave keylocation as it was
-                                 top.get("keylocation") if top is not None else None)
+                known = top.get("keylocation") if top is not None else (  # leave it as it was
+                    _KEY_PIPE if run.keyed else None)
+                _set_keylocation(zfs, request, known)
         case ConvertAction.VERIFY:
             key = run.key
             require_verified(verify(zfs, request, key.format if key else request.keyformat),
@@ -297,12 +354,12 @@ def _take_over(zfs: Zfs, request: ConvertRequest, state: ConvertState, phase: st
 def _set_keylocation(zfs: Zfs, request: ConvertRequest, known: str | None) -> None:
     """The new root's ``keylocation``: the one asked for, else ``prompt`` in place of the
     pipe the first receive read the key from (``file:///dev/fd/N``).  ``known``: its
-    value read with the phase's state (None: the new root was created in this phase)."""
+    value read with the phase's state, or ``_KEY_PIPE`` when this phase's first receive
+    created the root with the key's pipe (None: unknown, read it)."""
     current = known if known not in (None, "-") else zfs.get(
         [request.temp], ("keylocation",), use_json=False).value(request.temp, "keylocation")
     current = current or ""
-    wanted = request.keylocation or ("prompt" if current.startswith("file:///dev/fd/")
-                                     else current)
+    wanted = request.keylocation or ("prompt" if current.startswith(_KEY_PIPE) else current)
     if wanted and wanted != current:
         zfs.set(request.temp, {"keylocation": wanted})
 
@@ -326,9 +383,10 @@ def _ensure_key(zfs: Zfs, request: ConvertRequest, state: ConvertState,
 def _transfer_rounds(run: _Phase) -> PhasePlan:
     zfs, request, first = run.zfs, run.request, run.result.plan
     phase, goal, key_given = first.phase, first.goal, run.key is not None
-    plan = first
+    plan, state = first, run.state
     for _ in range(MAX_ROUNDS):
-        state = read_state(zfs, request)
+        state = reread_trees(zfs, request, state, new_exists=state.new.exists
+                             or bool(run.result.transfers_run))
         draft = plan_phase(request, state, phase, goal, key_given=key_given, owner=run.owner,
                            commands=zfs.commands)
         _refuse(draft, after_snapshot=True)
@@ -376,6 +434,7 @@ def _run_transfer(run: _Phase, transfer: Transfer) -> None:
     zfs.transfer(transfer.spec, transfer.target, options=transfer.options,
                  properties=transfer.receive_properties,
                  key=key if transfer.with_key else None, progress=advance)
+    run.keyed = run.keyed or transfer.with_key
     if progress is not None:
         progress.finish(transfer, counted[0])
     result.transferred_bytes += counted[0]

@@ -3,7 +3,6 @@ compared by SHA-256 between the goal snapshots of both sides (``--verify=mount``
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import VerificationFailed
+from ..hashes import file_hashes
 from .model import MigrateRefused, MigrateState, Side
 from .steps import Step
 
@@ -100,23 +100,5 @@ def verify_files(run: _Run, step: Step, goal: str) -> None:
         compared += len(ours)
     fail_on(problems, "file contents")
     run.result.verified.append(f"SHA-256 of {compared} files match SRC's @{goal}")
-
-
-def file_hashes(top: str) -> dict[str, str]:
-    """SHA-256 of every regular file below ``top``, not entering other file systems."""
-    result = {}
-    device = os.stat(top).st_dev
-    for directory, subdirs, files in os.walk(top):
-        subdirs[:] = [d for d in subdirs
-                      if os.lstat(os.path.join(directory, d)).st_dev == device]
-        for name in files:
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                digest = hashlib.sha256()
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                result[os.path.relpath(path, top)] = digest.hexdigest()
-    return result
 
 

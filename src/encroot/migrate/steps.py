@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from ..progress import human_bytes
 from ..steps import CommandStep
 from ..zfs import Command, SendSpec, ZfsCommands
 from .model import MigrateRefused
@@ -178,13 +179,3 @@ class PhasePlan:
             "notes": self.notes,
             "refusals": [{"message": r.message, "fix": r.fix} for r in self.refusals],
         }
-
-
-def human_bytes(count: int) -> str:
-    """``1000 B``, ``3.1 KiB``, ``1.0 GiB``: byte counts in messages and the progress line."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"

@@ -43,13 +43,12 @@ from .parse import PropertyTable, ZfsVersion, parse_get_json, parse_get_table, p
 from .pools import PoolMethods
 from .remote import RemoteMethods
 from .runner import Binaries, Command, Result, Runner, SubprocessRunner, find_binaries
-from .send import SendSpec, send_args
+from .send import SendEstimate, SendSpec, parse_send_estimate, send_args
 from .ssh import SshTarget, handover_argv
 
 __all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importers
 
 _KEY_PROPERTIES = ("keyformat", "keylocation")
-_WRAPPED_BELOW_ZERO = 2**63  # a uint64 estimate this large is a negative one, wrapped
 TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
 SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
 # The subcommands encroot hands over whole when it adds nothing to them (``exec_replacing``).
@@ -370,22 +369,19 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
     # -- streams ----------------------------------------------------------------
 
     def send_size(self, stream: SendSpec) -> int:
-        """The bytes ``zfs send`` estimates for ``stream`` (``zfs send -nP``).
+        """The bytes ``zfs send`` estimates for ``stream`` (``zfs send -nP``; a resumed
+        send's rest, see ``parse_send_estimate``)."""
+        return self.send_estimate(stream).total
 
-        A resumed send's estimate is the stream's estimate less the bytes the
-        token says were received, subtracted unsigned in the kernel
-        (``space -= resume_bytes`` in ``zfs_ioc_send_space``). When the stream
-        sent so far outgrew the estimate, ZFS prints that difference wrapped
-        past zero, near 2**64: the rest is small, so it counts as nothing left.
+    def send_estimate(self, stream: SendSpec) -> SendEstimate:
+        """``zfs send -nP`` of ``stream``, one process: each snapshot's bytes and the total.
+
+        Raises:
+            ZfsError: ZFS refused the send (its message), or printed no size.
         """
         args = send_args(stream)
         out = self.execute(self.zfs_command(args[0], "-n", "-P", *args[1:])).stdout
-        for line in reversed(out.splitlines()):
-            field_name, _, value = line.partition("\t")
-            if field_name == "size" and value.strip().isdigit():
-                size = int(value)
-                return 0 if size >= _WRAPPED_BELOW_ZERO else size
-        raise ZfsError(f"zfs send -nP printed no size line: {out[-200:]!r}")
+        return parse_send_estimate(out)
 
     def transfer(self, stream: SendSpec, target: str, *, options: Sequence[str] = ("-u", "-s"),
                  properties: Mapping[str, str] | None = None, key: Key | None = None,

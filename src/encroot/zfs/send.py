@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..errors import InvalidProperty
+from ..errors import InvalidProperty, ZfsError
 from ..names import SnapshotName, dataset_or_snapshot
 
-__all__ = ["SendSpec", "send_args"]
+__all__ = ["SendEstimate", "SendSpec", "parse_send_estimate", "send_args"]
+
+_WRAPPED_BELOW_ZERO = 2**63  # a uint64 estimate this large is a negative one, wrapped
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,49 @@ def send_args(stream: SendSpec) -> list[str]:
     if stream.base is not None:
         args += ["-I" if stream.intermediates else "-i", dataset_or_snapshot(stream.base)]
     return [*args, SnapshotName(stream.snapshot)]
+
+
+@dataclass(frozen=True)
+class SendEstimate:
+    """What ``zfs send -nP`` printed: the bytes of each snapshot's stream, and the total.
+
+    ``streams`` holds one ``(snapshot, base, bytes)`` row for each snapshot the
+    send would carry (``-R`` and ``-I`` print one row each): ``snapshot`` in full
+    (``pool/fs@s2``), ``base`` None for a full stream, else the snapshot it starts
+    from as ZFS printed it (``-R`` prints the short name, ``s1``).
+    """
+
+    streams: tuple[tuple[str, str | None, int], ...]
+    total: int
+
+
+def parse_send_estimate(out: str) -> SendEstimate:
+    """The rows and the ``size`` line of ``zfs send -nP``'s output (libzfs's
+    ``send_print_verbose``: ``full\tSNAP\tBYTES``, ``incremental\tBASE\tSNAP\tBYTES``;
+    dataset names cannot hold a tab).
+
+    A resumed send's total is the stream's estimate less the bytes the token
+    says were received, subtracted unsigned in the kernel (``space -=
+    resume_bytes`` in ``zfs_ioc_send_space``). When the stream sent so far
+    outgrew the estimate, ZFS prints that difference wrapped past zero, near
+    2**64: the rest is small, so it counts as nothing left.
+
+    Raises:
+        ZfsError: the output has no ``size`` line.
+    """
+    streams: list[tuple[str, str | None, int]] = []
+    total = None
+    for line in out.splitlines():
+        fields = line.split("\t")
+        if not fields[-1].strip().isdigit():
+            continue
+        count = int(fields[-1])
+        if fields[0] == "size" and len(fields) == 2:
+            total = 0 if count >= _WRAPPED_BELOW_ZERO else count
+        elif fields[0] == "full" and len(fields) == 3:
+            streams.append((fields[1], None, count))
+        elif fields[0] == "incremental" and len(fields) == 4:
+            streams.append((fields[2], fields[1], count))
+    if total is None:
+        raise ZfsError(f"zfs send -nP printed no size line: {out[-200:]!r}")
+    return SendEstimate(tuple(streams), total)
