@@ -255,3 +255,25 @@ def test_a_plan_built_for_another_zfs_binary_is_refused() -> None:
     with pytest.raises(ValueError, match="another zfs than '/sbin/zfs'"):
         execute(zfs, request, plan, 0)
     assert _mutating(runner) == []
+
+
+# -- reads --------------------------------------------------------------------------------
+
+def _feature_reads(runner: RecordingRunner) -> int:
+    return sum(c.argv[1:3] == ("get", "-H") and "feature@encryption" in c.argv
+               for c, _ in runner.calls)
+
+
+def test_an_encrypted_dataset_beside_the_target_shows_the_feature_active_without_zpool_get(
+        ) -> None:
+    world = ReceivingWorld({"dst": filesystem(), "dst/x": _raw(), "dst/x@a": snap()})
+    zfs, runner = make_zfs(world)
+    assert read_state(zfs, DatasetName("dst/x")).pool_encryption_feature == "active"
+    assert _feature_reads(runner) == 0
+
+
+def test_among_unencrypted_datasets_the_pool_feature_is_read() -> None:
+    world = ReceivingWorld({"dst": filesystem(), "dst/x": filesystem()})
+    zfs, runner = make_zfs(world)
+    read_state(zfs, DatasetName("dst/x"))
+    assert _feature_reads(runner) == 1

@@ -298,16 +298,17 @@ def get_tree(zfs: Zfs, name: str, *more: str) -> dict[str, Props]:
 def read_state(zfs: Zfs, target: DatasetName) -> TargetState:
     """Read the target's tree, its parent, encroot's temporaries and the pool feature.
 
-    Three processes in the common case: the pool feature, the parent with its
-    direct children (target, temporary, old tree), and the target's tree.
+    Two or three processes in the common case: the parent with its direct
+    children (target, temporary, old tree), the target's tree, and the pool
+    feature unless an encrypted dataset among them already shows it active.
 
     Raises:
         InputError: the target's name leaves no room for encroot's temporary suffix.
         ZfsError: a read failed (``PoolNotFound`` for a pool that is not imported).
     """
-    feature = zfs.pool_get(target.pool, ["feature@encryption"]).get("feature@encryption", "-")
     family = get_props(zfs, [target.parent], depth=1, types=("filesystem", "volume")) \
         if target.parent is not None else {}
+    feature = _encryption_feature(zfs, target, family)
     temp = temp_name(target)
     tree = get_tree(zfs, target) if target in family or target.parent is None else {}
     temp_tree = get_tree(zfs, temp) if temp in family else {}
@@ -319,6 +320,14 @@ def read_state(zfs: Zfs, target: DatasetName) -> TargetState:
             marked_old.update(get_tree(zfs, candidate))
     return TargetState(target, feature, family.get(target.parent or ""), tree, temp_tree,
                        marked_old)
+
+
+def _encryption_feature(zfs: Zfs, target: DatasetName, family: dict[str, Props]) -> str:
+    """``feature@encryption`` of the target's pool: ``active`` when a dataset just read
+    is encrypted (ZFS keeps the feature active while one exists), else ``zpool get``."""
+    if any(props.get("encryption", "off") not in ("off", "-") for props in family.values()):
+        return "active"
+    return zfs.pool_get(target.pool, ["feature@encryption"]).get("feature@encryption", "-")
 
 
 def _old_candidates(target: DatasetName, family: dict[str, Props], tree: dict[str, Props],
