@@ -9,13 +9,18 @@
 # SIZES_MIB defaults to "1 256 1024" (the 1 MiB tree gives the fixed cost: encroot's
 # seconds beyond the pipe's when there is next to nothing to copy); ROUNDS to 5, the pipe
 # and encroot interleaved in each round.  Writes $OUT/bench-convert.json with medians and
-# per-round ratios.  Not part of CI; run it on an otherwise idle machine.
+# per-round ratios.  Each timed step starts after the pool finished freeing what an
+# earlier step destroyed and synced (settle).  Not part of CI; run it on an otherwise
+# idle machine.
 set -euo pipefail
 sizes=${1:-1 256 1024}
 rounds=${2:-5}
 work=$(mktemp -d /var/tmp/bench.XXXXXX)
 printf '%s' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$work/new.hex"
 seconds() { echo "$EPOCHREALTIME"; }  # bash's clock: no process in the interval
+settle() {  # settle POOL: no freeing or dirty data of an earlier step in the next timing
+    zpool wait -t free "$1"; zpool sync "$1"
+}
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 
 make_tree() {  # make_tree POOL SNAPSHOTS MIB: POOL/tree with two children, MIB of data
@@ -38,16 +43,19 @@ for size in $sizes; do
     for round in $(seq "$rounds"); do
         make_tree "bc$size" 3 "$size"
         pool="bc$size"
+        settle "$pool"
         start=$(seconds)
         zfs send -R "$pool/tree@s3" | zfs receive -u -o encryption=on -o keyformat=hex \
             -o keylocation="file://$work/new.hex" "$pool/copy"
         end=$(seconds); t_pipe=$(elapsed "$start" "$end")
         zfs destroy -r "$pool/copy"
+        settle "$pool"
         start=$(seconds)
         encroot encrypt --json --phase initial -o keyformat=hex \
             -o keylocation="file://$work/new.hex" "$pool/tree" > "$work/initial.json"
         end=$(seconds); t_initial=$(elapsed "$start" "$end")
         head -c $((8 << 20)) /dev/urandom > "/$pool/tree/late"
+        settle "$pool"
         start=$(seconds)
         encroot encrypt --json --phase cutover "$pool/tree" > "$work/cutover.json"
         end=$(seconds); t_cutover=$(elapsed "$start" "$end")
