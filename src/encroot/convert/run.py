@@ -373,7 +373,7 @@ def _ensure_key(zfs: Zfs, request: ConvertRequest, state: ConvertState,
     if key is not None:
         zfs.load_key(request.temp, key)
     elif top.get("keylocation").startswith("file://") and \
-            not top.get("keylocation").startswith("file:///dev/fd/"):
+            not top.get("keylocation").startswith(_KEY_PIPE):
         zfs.load_key_at_location(request.temp)
     else:
         raise ConvertRefused(f"the key of {request.temp} is not loaded; give it (--key-file, "
