@@ -21,9 +21,9 @@ would be read as an option.  Parsing is pure; nothing here connects.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from .errors import InputError
+from .records import record
 
 __all__ = ["LOCATION_RULE", "Location", "parse_location"]
 
@@ -35,7 +35,7 @@ _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[A-Za-z0-9._-]+)?")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Location:
     """A dataset and the host it is on (``host`` None: this host).
 

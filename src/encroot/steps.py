@@ -13,10 +13,10 @@ keeps its own shape.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
 
+from .records import record
 from .zfs import Command
 
 __all__ = ["CommandStep"]
@@ -24,7 +24,7 @@ __all__ = ["CommandStep"]
 A = TypeVar("A", bound=Enum)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CommandStep(Generic[A]):
     """One thing an executor does: ``action``, the ``dataset`` it acts on (a rename's
     source), ``detail`` for people (a rename's new name), and its ``commands`` in order

@@ -12,7 +12,6 @@ pool the plan needs.  Nothing here starts a process.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from ..errors import ConvertRefused, InputError
 from ..names import DatasetName
@@ -30,6 +29,7 @@ from ..owned import (
     convert_temp_name,
     parse_marker,
 )
+from ..records import field, record
 
 __all__ = [
     "CONVERSIONS",
@@ -47,7 +47,7 @@ KEY_FORMATS = ("hex", "raw", "passphrase")
 MIN_PBKDF2_ITERS = 100_000  # ZFS refuses fewer (MIN_PBKDF2_ITERATIONS)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConvertRequest:
     """``encroot encrypt|reencrypt|decrypt`` options, validated.
 
@@ -173,7 +173,7 @@ class ConvertRequest:
         return self.dataset + new_name[len(self.temp):]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snap:
     """A snapshot: its short name (after '@'), GUID, creation txg, user holds and clones."""
 
@@ -184,7 +184,7 @@ class Snap:
     clones: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Node:
     """A filesystem or volume, its snapshots (oldest first) and its local properties.
 
@@ -239,7 +239,7 @@ class Node:
         return parse_marker(prop, self.values.get(prop))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Tree:
     """The filesystems and volumes of one tree, by name; empty when it does not exist."""
 
@@ -268,7 +268,7 @@ def _int(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConvertState:
     """Everything a conversion plan is made from, read in a few bulk calls.
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..owned import (
@@ -40,6 +39,7 @@ from ..owned import (
     dumps,
 )
 from ..progress import human_bytes
+from ..records import field, record, replace
 from ..zfs import Command, SendSpec, ZfsCommands
 from .model import ConvertRequest, ConvertState, Node, Tree
 from .steps import DEFERRED_PROPERTIES, Step, phase_steps
@@ -60,7 +60,7 @@ NOT_COPIED = ("encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2sa
               "utf8only", "origin", *MARKER_PROPERTIES)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Transfer:
     """One ``zfs send | zfs receive -s -u`` pipeline into the new tree.
 
@@ -118,7 +118,7 @@ class Transfer:
                 "properties": dict(self.properties), "with_key": self.with_key}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PhasePlan:
     """Everything one phase will do, and why; ``refusals`` non-empty means it will not run."""
 

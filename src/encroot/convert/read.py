@@ -15,11 +15,11 @@ tree is unmounted.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 
 from ..errors import DatasetNotFound
 from ..names import DatasetName, in_tree
 from ..owned import CONVERT_MARKER, CONVERT_REPLACED, ConvertVerified
+from ..records import replace
 from ..zfs import Zfs
 from ..zfs.parse import PropertyTable
 from .model import ConvertRequest, ConvertState, Node, Snap, Tree

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
 from ..errors import ConvertRefused, DatasetBusy, ZfsError
@@ -28,6 +27,7 @@ from ..owned import (
     dumps,
 )
 from ..progress import Progress
+from ..records import field, record, replace
 from ..zfs import SendSpec, Zfs
 from .busy import holders
 from .files import compare_files
@@ -45,7 +45,7 @@ _KEY_PIPE = "file:///dev/fd/"  # keylocation of a root received with the key's p
 
 
 
-@dataclass
+@record
 class PhaseResult:
     plan: PhasePlan
     transferred_bytes: int = 0
@@ -61,7 +61,7 @@ class PhaseResult:
                 "downtime_seconds": self.downtime}
 
 
-@dataclass
+@record
 class ConvertResult:
     phases: list[PhaseResult] = field(default_factory=list)
     hygiene: list[str] = field(default_factory=list)
@@ -226,7 +226,7 @@ def _refuse(plan: PhasePlan, *, after_snapshot: bool = False) -> None:
         raise ConvertRefused(f"{plan.refusals[0]}; {changed}")
 
 
-@dataclass
+@record
 class _Phase:
     """What one phase's steps share while they run."""
 

@@ -20,7 +20,6 @@ knowledge rather than exact is said on ``Step``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
 
 from ..owned import (
@@ -33,6 +32,7 @@ from ..owned import (
     Owner,
     dumps,
 )
+from ..records import record
 from ..steps import CommandStep
 from ..zfs import Command, ZfsCommands
 from .model import ConvertRequest, ConvertState, Node, Tree
@@ -86,7 +86,7 @@ class Step(CommandStep[ConvertAction | SwapAction]):
     """
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SwapMove:
     """What the swap's state machine does next: why (``SwapReport`` keeps it), and the
     steps, run in order without reading ZFS again in between."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import assert_never
 
 from ..errors import EncrootError, InputError, VerificationFailed, ZfsError
@@ -35,6 +34,7 @@ from ..owned import (
     Owner,
     refuse_live,
 )
+from ..records import field, record
 from ..zfs import Command, Zfs, ZfsCommands
 from .model import ConvertRefused, ConvertRequest, ConvertState, Tree
 from .plan import snapshots_missing
@@ -55,7 +55,7 @@ __all__ = ["SwapReport", "advance", "finish", "next_action", "refuse_live_owners
 Say = Callable[[str], None]
 
 
-@dataclass
+@record
 class SwapReport:
     """What ``finish`` did, one line per step, and when the new tree was mounted (the
     ``time.monotonic()`` at the end of the mount step: cutover's downtime ends there)."""

@@ -15,13 +15,13 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import InvalidKey
 from ..keys import Key
 from ..names import DatasetName
 from ..owned import MARKER_PROPERTIES, Marker, NotOurs, lookalike_target, parse_marker
+from ..records import field, record
 from ..zfs import Command, Zfs
 
 __all__ = [
@@ -55,7 +55,7 @@ def encroot_command(*args: str) -> Command:
     return Command(("encroot", *args), mutates=True)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     """One hazard: ``code`` is stable for monitoring; ``fix`` holds the commands that fix
     it (run one after the other), or nothing."""
@@ -78,7 +78,7 @@ class Finding:
                 "fix_argv": [list(c.argv) for c in self.fix] or None}
 
 
-@dataclass
+@record
 class AuditState:
     """What ZFS reported: properties (and their sources) by dataset, pools, history."""
 

@@ -15,12 +15,12 @@ child keyed on purpose with its own (say, prompted) key is left alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 
 from ..errors import EncrootError, ZfsError
 from ..names import DatasetName
 from ..owned import MARKER_PROPERTIES, lookalike_target
+from ..records import field, record
 from ..zfs import Command, Zfs
 from .audit import AuditState, Finding, encroot_command, same_key_source, zfs_command
 
@@ -36,7 +36,7 @@ class FixAction(Enum):
     RECOVER_RECEIVE = "recover-receive"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Fix:
     """One repair: ``action`` on ``subject``; ``commands`` is what it amounts to (``-n``)."""
 
@@ -55,7 +55,7 @@ class Fix:
                 "command": self.command, "argv": [list(c.argv) for c in self.commands]}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NotRepaired:
     """A finding ``--fix`` leaves to the user, and why."""
 
@@ -67,7 +67,7 @@ class NotRepaired:
                 "reason": self.reason}
 
 
-@dataclass
+@record
 class FixPlan:
     fixes: list[Fix] = field(default_factory=list)
     not_repaired: list[NotRepaired] = field(default_factory=list)
@@ -181,7 +181,7 @@ def key_opens_with(zfs: Zfs) -> KeyOpens:
     return zfs.check_key_at
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FixOutcome:
     fix: Fix
     done: bool

@@ -21,10 +21,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LabError
+from ..records import record
 from .host import ensure_host_tools, find_debian_mirror, require_root
 from .recipes import Recipe, guest_sources, stub_init_text
 
@@ -36,7 +36,7 @@ STUB_INIT = "/usr/local/sbin/encroot-stub-init"
 FREE_SPACE_MIB = 3072
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Image:
     """A built guest image and what it holds."""
 
@@ -82,7 +82,7 @@ def find_image(recipe: Recipe, root: Path | None = None) -> Image | None:
     return image
 
 
-@dataclass
+@record
 class _Build:
     """State shared by the build steps."""
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..records import record
 from .parallel import PLANNED
 
 __all__ = ["Case", "RunSummary", "read_run", "summarise"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Case:
     """One test case: its id, seconds and outcome (passed, failed, error or skipped)."""
 
@@ -30,7 +30,7 @@ class Case:
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunSummary:
     """The tests of one run (the host's unit tests, or one OpenZFS version's lab tests)."""
 

@@ -43,11 +43,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from ..errors import LabError
+from ..records import field, record
 from .image import Image
 from .vm import GuestConfig, JobHooks, JobResult, Sink, run_job
 
@@ -127,7 +127,7 @@ def guest_env(role: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PairGuest:
     """One side of the pair: its image, script and where its ``$OUT`` files go."""
 
@@ -136,7 +136,7 @@ class PairGuest:
     out_dir: Path | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestOutcome:
     """How one guest ended: its script's status, or why there is none."""
 
@@ -151,7 +151,7 @@ class GuestOutcome:
         return self.returncode == 0 and self.error is None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PairResult:
     """Both guests' outcomes; ``returncode`` is what ``encroot lab pair`` exits with."""
 
@@ -194,7 +194,7 @@ class _PrefixSink:
             self.write(b"\n")
 
 
-@dataclass
+@record
 class _Side:
     role: str
     stop: threading.Event = field(default_factory=threading.Event)

@@ -33,8 +33,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from ..records import record
 
 __all__ = ["Module", "collect", "group", "main", "order", "parse_collected", "read_weights"]
 
@@ -43,7 +44,7 @@ UNKNOWN_TEST_SECONDS = 30.0
 PLANNED = "junit-planned.txt"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Module:
     """The selected tests of one test module, run together by one worker."""
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
 from importlib import resources
 
 from ..errors import InputError
+from ..records import fields, record
 
 __all__ = ["DEFAULT_VERSION", "RECIPES", "Recipe", "guest_sources", "recipe_for"]
 
@@ -31,7 +31,7 @@ DEFAULT_VERSION = "2.3"
 BUILD_FORMAT = 1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Recipe:
     """How to build the guest for one OpenZFS version."""
 
@@ -50,7 +50,8 @@ class Recipe:
 
     def cache_key(self) -> str:
         """Directory name for the cached image: version plus a hash of everything built in."""
-        payload = json.dumps({"recipe": asdict(self), "format": BUILD_FORMAT,
+        recipe = {f.name: getattr(self, f.name) for f in fields(self)}
+        payload = json.dumps({"recipe": recipe, "format": BUILD_FORMAT,
                               "stub": stub_init_text()}, sort_keys=True)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
         return f"zfs-{self.zfs_version}-{digest}"

@@ -22,12 +22,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 from ..errors import LabError
+from ..records import field, record
 from .host import ensure_host_tools
 from .image import STUB_INIT, Image
 
@@ -36,7 +36,7 @@ __all__ = ["GuestConfig", "JobHooks", "JobResult", "Sink", "qemu_argv", "run_job
 SETUP_FAILED = 125
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class GuestConfig:
     """Resources and limits of one guest."""
 
@@ -46,7 +46,7 @@ class GuestConfig:
     timeout: float = 3600.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class JobResult:
     """How a job ended."""
 
@@ -63,7 +63,7 @@ class Sink(Protocol):
     def flush(self) -> object: ...
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class JobHooks:
     """What a caller adds to one job, for guests that work together (``encroot.lab.pair``).
 

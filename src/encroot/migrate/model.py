@@ -9,11 +9,11 @@ needs.  Nothing here starts a process.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from ..errors import InputError, MigrateRefused
 from ..names import DatasetName, PoolName, SnapshotName
 from ..owned import MIGRATE_MARKER, MIGRATE_STAGING, MigrateCutover, MigratePhase, parse_marker
+from ..records import field, record
 
 __all__ = [
     "PHASES",
@@ -28,7 +28,7 @@ __all__ = [
 PHASES = ("initial", "catch-up", "cutover")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MigrateRequest:
     """``encroot migrate`` options, validated.
 
@@ -142,7 +142,7 @@ class MigrateRequest:
         return f"{self.source}{destination_name[len(self.destination):]}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snap:
     """A snapshot: its short name (after '@'), GUID and creation txg."""
 
@@ -151,7 +151,7 @@ class Snap:
     txg: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Node:
     """A filesystem or volume and its snapshots (oldest first)."""
 
@@ -198,7 +198,7 @@ class Node:
         return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Side:
     """The datasets below (and including) ``root`` on one side, by full name."""
 
@@ -227,7 +227,7 @@ class Side:
         return self.nodes.get(self.root)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MigrateState:
     """Everything a migration plan is made from, read in a few bulk calls.
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 from ..owned import MIGRATE_SNAPSHOT_PREFIX, MIGRATE_STAGING, Owner
+from ..records import replace
 from ..zfs import SendSpec
 from .finish import expected_encryption_root, plan_finish
 from .landing import current_copy, migrated_nodes, received_name, received_nodes, staged, top_of

@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 
 from ..errors import DatasetNotFound, ZfsError
 from ..names import in_tree
 from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MigrateCutover, MigratePhase
+from ..records import replace
 from ..zfs import SendSpec, Zfs
 from .files import child_entries
 from .model import MigrateRequest, MigrateState, Node, Side, Snap

@@ -17,7 +17,6 @@ piped into DST's ``zfs receive``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, assert_never
 
 from ..errors import RemoteConnectionLost, ZfsError
@@ -33,6 +32,7 @@ from ..owned import (
     refuse_live,
 )
 from ..progress import Progress
+from ..records import field, record, replace
 from ..zfs import Zfs
 from .cutover import cold_start, load_source_key, mark, reimport, run_commands, verify_snapshots
 from .files import VerificationFailed, copy_root_data, fail_on, verify_files
@@ -66,7 +66,7 @@ __all__ = [
 MAX_SYNC_ROUNDS = 32
 
 
-@dataclass
+@record
 class PhaseResult:
     """What one phase did."""
 
@@ -80,7 +80,7 @@ class PhaseResult:
                 "transfers_run": self.transfers_run, "verified": self.verified}
 
 
-@dataclass
+@record
 class MigrateResult:
     """Every phase's result, in order."""
 
@@ -90,7 +90,7 @@ class MigrateResult:
         return {"phases": [p.to_json() for p in self.phases]}
 
 
-@dataclass
+@record
 class _Run:
     zfs: Zfs  # SRC's side
     dst: Zfs  # DST's side: the same, or another host's

@@ -10,11 +10,11 @@ default is ``assert_never``, so mypy rejects an action without code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from ..progress import human_bytes
+from ..records import field, record
 from ..steps import CommandStep
 from ..zfs import Command, SendSpec, ZfsCommands
 from .model import MigrateRefused
@@ -25,7 +25,7 @@ __all__ = ["RECEIVE_OPTIONS", "Goal", "MigrateAction", "PhasePlan", "Refusal", "
 RECEIVE_OPTIONS = ("-u", "-s")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Refusal:
     """A failed precondition: what is wrong and the command that fixes it."""
 
@@ -36,7 +36,7 @@ class Refusal:
         return self.message + (f"; fix: {self.fix}" if self.fix else "")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SideCommands:
     """The command builders of each side: SRC's (its snapshots, the sends) and DST's
     (the receives, cutover's steps); the same host's for a local migration."""
@@ -52,7 +52,7 @@ class SideCommands:
                 self.destination.receive(target, options=RECEIVE_OPTIONS))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Transfer:
     """One ``zfs send | zfs receive -u -s`` pipeline.
 
@@ -106,7 +106,7 @@ class MigrateAction(StrEnum):
     UNMARK = "unmark"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Step(CommandStep[MigrateAction]):
     """One thing a phase's executor does (``encroot.steps.CommandStep``).
 
@@ -136,7 +136,7 @@ class Step(CommandStep[MigrateAction]):
         return {**super().to_json(), "command": self.command, "argument": self.argument}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Goal:
     """The snapshot a phase sends up to; ``create`` when encroot must take it first."""
 
@@ -144,7 +144,7 @@ class Goal:
     create: bool
 
 
-@dataclass
+@record
 class PhasePlan:
     """What one phase will do: goal snapshot, transfers, steps, checks, refusals."""
 

@@ -7,9 +7,9 @@ Every marker encroot writes is one user property whose value is compact JSON::
      "data": {"guid": "1234567890", "keep_old": null}}
 
 ``format`` is this format's version; ``op`` and ``role`` name the typed
-marker (one frozen dataclass per operation and role, below); ``owner`` is
+marker (one frozen record per operation and role, below); ``owner`` is
 the writing process (``Owner``) or null when unknown; ``data`` is the typed
-payload, exactly the dataclass's fields.
+payload, exactly the record's fields.
 
 ``parse_marker(property, value)`` returns a typed marker or ``NotOurs`` with
 the reason; it never raises for foreign content and never guesses: unknown
@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from ..errors import InputError
 from ..names import DatasetName
+from ..records import fields, record
 from .owner import Owner
 from .registry import (
     CONVERT_MARKER,
@@ -70,7 +70,7 @@ FORMAT = 2
 CONVERSIONS = ("encrypt", "reencrypt", "decrypt")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NotOurs:
     """A value encroot did not write (or cannot read): why, for messages and doctor."""
 
@@ -113,7 +113,7 @@ class _Payload:
     owner: Owner | None
 
     def payload(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+        values = {f.name: getattr(self, f.name) for f in fields(self)
                   if f.name != "owner"}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
@@ -121,7 +121,7 @@ class _Payload:
         return dumps(self)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ReceiveInProgress(_Payload):
     """On ``X.encroot-recv`` from its creation (``zfs receive -o``): who receives into it.
 
@@ -139,7 +139,7 @@ class ReceiveInProgress(_Payload):
         return cls(target=_dataset(data, "target"), owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ReceiveVerified(_Payload):
     """On ``X.encroot-recv`` (later on the new X): every GUID and the encryption were checked.
 
@@ -164,7 +164,7 @@ class ReceiveVerified(_Payload):
         return cls(guid=guid, keep_old=keep, owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ReceiveReplaced(_Payload):
     """On the old tree, right before it is renamed away from ``target``."""
 
@@ -179,7 +179,7 @@ class ReceiveReplaced(_Payload):
         return cls(target=_dataset(data, "target"), owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class MigratePhase(_Payload):
     """On DST's root while a phase runs (before its first change until its end)."""
 
@@ -198,7 +198,7 @@ class MigratePhase(_Payload):
         return cls(source=_dataset(data, "source"), phase=phase, owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class MigrateCutover(_Payload):
     """On DST's root once cutover began re-parenting: no raw incremental may follow.
 
@@ -223,7 +223,7 @@ class MigrateCutover(_Payload):
                    stage=_text(data, "stage"), devices=tuple(devices), owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class RotationJournal(_Payload):
     """``encroot:rotation``: enough to decide a key rotation after a crash.
 
@@ -286,7 +286,7 @@ def _operation(data: dict[str, Any]) -> str:
     return operation
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ConvertPhase(_Payload):
     """On ``X.encroot-convert`` from its creation (``zfs receive -o``) while a phase runs."""
 
@@ -307,7 +307,7 @@ class ConvertPhase(_Payload):
                    owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ConvertVerified(_Payload):
     """On ``X.encroot-convert`` (then on the new X) once cutover verified it: swap it in.
 
@@ -332,7 +332,7 @@ class ConvertVerified(_Payload):
                    snapshot=_text(data, "snapshot"), keep_old=keep, owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ConvertReplaced(_Payload):
     """On the old tree, right before it is renamed away from ``target``."""
 
@@ -348,7 +348,7 @@ class ConvertReplaced(_Payload):
         return cls(target=_dataset(data, "target"), operation=_operation(data), owner=owner)
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ConvertKept(_Payload):
     """On an old tree kept by ``--keep-old``: what it was, for doctor (``old-copy-kept``)."""
 

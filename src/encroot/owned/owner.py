@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError
+from ..records import record
 
 __all__ = ["Owner", "boot_id", "host_id", "process_start", "processes_with_argument"]
 
@@ -52,7 +52,7 @@ def process_start(pid: int) -> str:
         return ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Owner:
     """The process that wrote a marker; while it is alive, the state is its own.
 

@@ -56,8 +56,9 @@ operation: every recovery path refuses to touch it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+from ..records import record
 
 __all__ = [
     "CONVERT_MARKER",
@@ -122,7 +123,7 @@ MARKER_PROPERTIES = (RECV_VERIFIED, RECV_REPLACED, MIGRATE_MARKER, ROTATION_MARK
 Kind = Literal["dataset", "snapshot", "property"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Owned:
     """One row of the ownership table."""
 

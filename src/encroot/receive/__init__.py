@@ -18,9 +18,9 @@ interrupted run; refuses while the run's owner is alive).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from ..errors import InputError
+from ..records import record
 from ..stream import StreamInfo
 from ..zfs import Result, Zfs
 from .plan import Expected, ReceivePlan, expected_datasets, plan_receive
@@ -98,7 +98,7 @@ def pass_options(values: Sequence[str]) -> dict[str, str]:
     return result
 
 
-@dataclass
+@record
 class Outcome:
     """The end of ``receive_stream``: exactly one of the fields is set.
 

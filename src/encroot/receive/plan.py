@@ -9,11 +9,11 @@ commands each runs (``steps.py``), and what ZFS must show afterwards
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..names import DatasetName
 from ..owned import Owner
+from ..records import record
 from ..stream import StreamInfo
 from ..zfs import Command, ZfsCommands
 from .state import (
@@ -40,7 +40,7 @@ __all__ = ["Expected", "ReceivePlan", "encryption_of", "expected_datasets",
 # property '%s' cannot be set or excluded for raw streams"); keylocation may be set.
 RAW_FIXED_PROPERTIES = ("encryption", "keyformat", "pbkdf2iters", "pbkdf2salt", "encryptionroot")
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Expected:
     """What one received dataset must look like, relative to the received top."""
 
@@ -53,7 +53,7 @@ class Expected:
         return top if not self.relative else f"{top}/{self.relative}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ReceivePlan:
     """Everything ``execute`` will do, and what ZFS must show afterwards.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from ..errors import EncrootError, OwnerAlive, SwapPending, ZfsError
 from ..names import DatasetName
@@ -28,6 +27,7 @@ from ..owned import (
     processes_with_argument,
 )
 from ..owned.owner import host_id
+from ..records import field, record
 from ..zfs import Zfs
 from .state import ReceiveRefused, TargetState, get_tree, read_state, temp_name
 from .steps import mounted_deepest_first
@@ -39,7 +39,7 @@ __all__ = ["Orphan", "RecoveryReport", "orphan_receives", "process_scan", "recov
 ORPHAN_WAIT_SECONDS = 60.0
 
 
-@dataclass
+@record
 class RecoveryReport:
     """What ``recover`` did, one line per step."""
 
@@ -86,7 +86,7 @@ def recover(zfs: Zfs, target: DatasetName, *, keep_resumable: bool = False,
                        f"{target.pool}` and docs/design.md")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Orphan:
     """A ``zfs receive`` still running for a target after the encroot that started it died."""
 

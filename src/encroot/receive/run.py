@@ -22,12 +22,12 @@ whose marker names this process.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from ..errors import EncrootError, InputError, SwapPending, ZfsError
 from ..names import DatasetName, in_tree
 from ..owned import RECV_VERIFIED
+from ..records import field, record
 from ..zfs import Zfs
 from .plan import Expected, ReceivePlan, encryption_of
 from .recover import RecoveryReport, recover, unmount_for_swap
@@ -45,7 +45,7 @@ from .steps import ReceiveAction, Step, mounted_deepest_first
 
 __all__ = ["ReceiveResult", "execute", "verify"]
 
-@dataclass
+@record
 class ReceiveResult:
     """What a receive did, for humans (``lines``) and machines (``to_json``)."""
 
@@ -68,7 +68,7 @@ class ReceiveResult:
         }
 
 
-@dataclass
+@record
 class _Context:
     zfs: Zfs
     request: ReceiveRequest

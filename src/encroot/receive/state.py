@@ -10,7 +10,6 @@ encroot's when it parses; anything else is not encroot's.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import DatasetNotFound, InputError, ReceiveRefused, VerificationFailed
@@ -29,6 +28,7 @@ from ..owned import (
     parse_marker,
     refuse_live,
 )
+from ..records import field, record, replace
 from ..stream import StreamInfo
 from ..zfs import Zfs
 from ..zfs.parse import PropertyTable
@@ -53,7 +53,7 @@ STATE_PROPERTIES = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ReceiveRequest:
     """What the caller asked for, validated (the ``zfs receive`` options plus encroot's).
 
@@ -167,7 +167,7 @@ def local_marker(props: Props | None, prop: str) -> Marker | NotOurs | None:
     return parse_marker(prop, props.get(prop))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TargetState:
     """What ZFS shows around a target, read in a few bulk calls.
 

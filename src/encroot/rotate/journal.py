@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal
 
 from ..owned import Owner, RotationJournal
+from ..records import record
 
 __all__ = ["Decision", "Marker", "Owner", "decide", "history_shows_change"]
 
@@ -35,7 +35,7 @@ Verdict = Literal["commit", "abort", "unknown"]
 Marker = RotationJournal
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     """What to do with a pending journal, and the evidence for it."""
 

@@ -20,10 +20,10 @@ by hand what a failing ``zfs.sync.*`` call left behind.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from ..errors import InputError
 from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX
+from ..records import record
 from ..zfs.lua import lua_string
 
 __all__ = [
@@ -41,7 +41,7 @@ MAX_INSTRUCTIONS = 100_000_000
 MAX_MEMORY = 100 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     """``zfs program -t`` (instructions) and ``-m`` (bytes) for one program."""
 
@@ -61,7 +61,7 @@ def limits_for(script: str, items: int) -> Limits:
     return Limits(instructions, memory)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IntentEntry:
     """One dataset's journal: the marker's value and the values to stage."""
 

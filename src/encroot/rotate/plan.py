@@ -10,13 +10,13 @@ expects.  ``rotate.run`` executes plans.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from ..errors import InputError, InvalidProperty, RotationRefused, StrategyUnavailable
 from ..keys import Key, KeyFormat
 from ..names import DatasetName, validate_user_properties
 from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX
+from ..records import field, record
 from ..zfs import ZfsCommands
 from .journal import Marker, Owner
 from .steps import RotationStep, rotation_steps
@@ -43,7 +43,7 @@ STATE_PROPERTIES = ("type", "encryption", "encryptionroot", "keyformat", "keyloc
                     "keystatus", "pbkdf2salt", "pbkdf2iters", "origin")
 
 
-@dataclass(frozen=True, eq=False)
+@record(frozen=True, eq=False)
 class ChangeKeyRequest:
     """One dataset's key change, as ``zfs change-key`` options plus user properties.
 
@@ -111,7 +111,7 @@ class ChangeKeyRequest:
         return self.key.format if self.key is not None else self.keyformat
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DatasetState:
     """What ZFS reported for one dataset: key properties, and encroot's journal."""
 
@@ -130,7 +130,7 @@ class DatasetState:
                 if name.startswith(ROTATION_STAGE_PREFIX) and ":" in name[cut:]}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Capabilities:
     """Which strategies this system offers, each with the reason when it does not."""
 
@@ -144,7 +144,7 @@ class Capabilities:
                 "journal": self.journal}[strategy]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rotation:
     """One dataset's planned change: the zfs change-key options and the journal."""
 
@@ -161,7 +161,7 @@ class Rotation:
     expect_encryptionroot: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RotationPlan:
     """A batch's strategy, each dataset's change, the checks made and the steps to run.
 

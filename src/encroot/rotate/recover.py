@@ -10,13 +10,13 @@ program that commits or aborts the journal in one transaction group.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import EncrootError, PendingRotation, RotationRefused
 from ..keys import Key
 from ..names import DatasetName
 from ..owned import ROTATION_MARKER, ROTATION_STAGE_PREFIX, foreign_owner, refuse_live
+from ..records import field, record
 from ..zfs import Zfs
 from .journal import Decision, Marker, decide
 from .plan import DatasetState
@@ -28,7 +28,7 @@ __all__ = ["RecoveryPlan", "RecoveryResult", "plan_recovery", "recover", "user_p
 RecoveryAction = Literal["none", "committed", "aborted"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RecoveryPlan:
     """What ``recover`` will do to a pending journal, why, and the step that does it.
 
@@ -49,7 +49,7 @@ class RecoveryPlan:
                 "steps": [step.to_json() for step in self.steps]}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RecoveryResult:
     """What ``recover`` found and did: action is none, committed or aborted."""
 

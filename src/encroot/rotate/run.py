@@ -15,12 +15,12 @@ import datetime
 import hmac
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import assert_never
 
 from ..errors import InputError, PendingRotation, RotationFailed, RotationRefused, ZfsError
 from ..keys import Key
 from ..owned import ROTATION_MARKER, refuse_live
+from ..records import field, record
 from ..zfs import Zfs
 from .journal import Marker, Owner
 from .lua import finish_program
@@ -40,7 +40,7 @@ __all__ = ["ChangeKeyResult", "PendingRotation", "RotationFailed", "execute", "p
            "rotate_keys"]  # the errors are errors.py's, re-exported for importers
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChangeKeyResult:
     """One dataset's outcome.  ``error`` is None when the key and properties changed."""
 
@@ -116,7 +116,7 @@ def rotate_keys(zfs: Zfs, requests: Sequence[ChangeKeyRequest], *,
     return results
 
 
-@dataclass
+@record
 class _Run:
     zfs: Zfs
     plan: RotationPlan

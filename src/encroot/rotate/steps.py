@@ -16,11 +16,11 @@ executor sends the same command with the abort program instead (see
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from ..owned import ROTATION_MARKER
+from ..records import record
 from ..zfs import Command, ZfsCommands
 from .lua import IntentEntry, finish_program, intent_program, limits_for
 
@@ -40,7 +40,7 @@ class RotationAction(Enum):
     VERIFY = "verify"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RotationStep:
     """One thing the rotation executor does.
 

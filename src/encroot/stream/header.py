@@ -33,10 +33,10 @@ Reading the header off a descriptor without consuming the stream is
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import StreamError
+from ..records import record
 
 __all__ = [
     "BEGIN_RECORD_SIZE",
@@ -68,13 +68,13 @@ FEATURE_RESUMING = 1 << 20
 OBJSET_TYPES = {2: "filesystem", 3: "volume"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StreamSnapshot:
     name: str
     guid: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StreamDataset:
     """One dataset a stream brings, with the snapshots it lists for it."""
 
@@ -89,7 +89,7 @@ class StreamDataset:
         return "" if self.name == top else self.name[len(top) + 1:]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StreamInfo:
     """What a stream's header says.
 
@@ -273,7 +273,7 @@ def _decode_value(xdr: _Xdr, kind: int, nelem: int, depth: int) -> Any:
 # -- the begin record -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Begin:
     payload_len: int
     versioninfo: int

@@ -19,9 +19,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..errors import StreamError
+from ..records import field, record
 from .header import BEGIN_RECORD_SIZE, StreamInfo, _NeedMore, parse_header
 
 __all__ = ["PeekedStream", "peek_stream"]
@@ -32,7 +32,7 @@ PIPE_TARGET_SIZE = 16 << 20
 RELAY_CHUNK = 1 << 20
 
 
-@dataclass
+@record
 class PeekedStream:
     """A stream whose header was read, and the descriptor ``zfs receive`` must read.
 

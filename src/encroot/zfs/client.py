@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ..errors import (
@@ -33,6 +32,7 @@ from ..names import (
     SnapshotName,
     dataset_or_snapshot,
 )
+from ..records import field, record
 from .commands import ZfsCommands, check_receive_flags
 from .holds import HoldMethods
 from .masters import SshMasters
@@ -69,7 +69,7 @@ def _write_key(fd: int, key: Key) -> None:
         whole.release()
 
 
-@dataclass
+@record
 class Zfs(PoolMethods, HoldMethods, RemoteMethods):
     """The command layer: the only code in encroot that starts zfs or zpool.
 

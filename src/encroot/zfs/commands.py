@@ -14,7 +14,6 @@ binary the layer found, the default ``zfs`` is the one on ``$PATH``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 
 from ..errors import InvalidProperty
 from ..names import (
@@ -24,6 +23,7 @@ from ..names import (
     dataset_or_snapshot,
     validate_property_value,
 )
+from ..records import record, replace
 from .direct import PROGRESS_FLAGS
 from .holds import check_tag
 from .options import check_property_name, property_args
@@ -44,7 +44,7 @@ def check_receive_flags(options: Sequence[str]) -> None:
                                   f"{' '.join(RECEIVE_FLAGS)}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ZfsCommands:
     """Builds state-changing ``zfs`` commands (``mutates=True``) with ``program`` first.
 

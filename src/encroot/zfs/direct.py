@@ -24,10 +24,10 @@ import re
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import IO
 
 from ..errors import ZfsUnavailable
+from ..records import field, record
 from .runner import Command, Result, _drain
 
 __all__ = ["PROGRESS_FLAGS", "SendProgress", "direct_pipe", "is_progress_line"]
@@ -47,7 +47,7 @@ def is_progress_line(line: str) -> bool:
     return bool(_PROGRESS.fullmatch(line) or _HEADER.match(line))
 
 
-@dataclass
+@record
 class SendProgress:
     """Turns ``zfs send -v -P`` lines into byte increments.
 

@@ -22,9 +22,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ..errors import RemoteConnectionLost, RemoteUnreachable
+from ..records import field, record
 from .ssh import SSH, SshTarget, classify_ssh_failure
 
 __all__ = ["CONTROL_PERSIST_SECONDS", "Spawn", "SshMasters"]
@@ -55,7 +55,7 @@ def _spawn(argv: list[str]) -> tuple[int, str]:
         return code, errors.read().decode(errors="replace")
 
 
-@dataclass
+@record
 class SshMasters:
     """The master connections of one encroot run; use as a context manager.
 

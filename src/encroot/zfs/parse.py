@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from ..errors import ZfsError
+from ..records import field, record
 
 __all__ = [
     "PoolListing",
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PropertyValue:
     """One property of one dataset as ZFS reports it.
 
@@ -48,7 +48,7 @@ class PropertyValue:
         return self.source == "local"
 
 
-@dataclass
+@record
 class PropertyTable:
     """Properties of many datasets, read in one ``zfs get``: ``table[name][prop]``.
 
@@ -108,7 +108,7 @@ def parse_get_table(text: str) -> PropertyTable:
     return table
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PoolListing:
     """One imported pool as ``zpool list -v -H -P -o name,PROPS NAME`` shows it.
 
@@ -200,7 +200,7 @@ def _json_source(source: object) -> str:
 _VERSION_LINE = re.compile(r"^zfs(?P<kmod>-kmod)?-(?P<text>(?P<num>\d+(?:\.\d+)*)\S*)$")
 
 
-@dataclass(frozen=True, order=True)
+@record(frozen=True, order=True)
 class ZfsVersion:
     """Installed OpenZFS versions: the userland tools and the loaded kernel module.
 

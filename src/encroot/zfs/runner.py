@@ -20,10 +20,10 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import IO, NoReturn, Protocol
 
 from ..errors import InputError, ZfsUnavailable
+from ..records import field, record
 from .become import become, find_program
 from .ssh import SshTarget, ssh_argv
 
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Binaries:
     """Absolute paths of the zfs and zpool programs."""
 
@@ -55,7 +55,7 @@ def find_binaries(env: Mapping[str, str] | None = None) -> Binaries:
     return Binaries(zfs=find_program("zfs", env), zpool=find_program("zpool", env))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Command:
     """One zfs/zpool invocation, as data.
 
@@ -102,7 +102,7 @@ class Command:
         return self.shell_line()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Result:
     """What a finished command left behind."""
 
@@ -139,7 +139,7 @@ class Runner(Protocol):
         ...
 
 
-@dataclass
+@record
 class SubprocessRunner:
     """Runs commands as child processes with argv lists, never through a shell.
 

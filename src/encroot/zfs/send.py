@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ..errors import InvalidProperty, ZfsError
 from ..names import SnapshotName, dataset_or_snapshot
+from ..records import record
 
 __all__ = ["SendEstimate", "SendSpec", "parse_send_estimate", "send_args"]
 
 _WRAPPED_BELOW_ZERO = 2**63  # a uint64 estimate this large is a negative one, wrapped
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SendSpec:
     """What one ``zfs send`` sends: a snapshot, optionally from a base, or a resume token.
 
@@ -65,7 +65,7 @@ def send_args(stream: SendSpec) -> list[str]:
     return [*args, SnapshotName(stream.snapshot)]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SendEstimate:
     """What ``zfs send -nP`` printed: the bytes of each snapshot's stream, and the total.
 

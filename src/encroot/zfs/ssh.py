@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 
 from ..errors import (
     RemoteAuthFailed,
@@ -38,6 +37,7 @@ from ..errors import (
     RemoteUnreachable,
     RemoteZfsMissing,
 )
+from ..records import record
 
 __all__ = ["REMOTE_PATH", "REMOTE_PREFIX", "SSH_EXIT", "SshTarget", "classify_ssh_failure",
            "handover_argv", "remote_line", "ssh_argv"]
@@ -49,7 +49,7 @@ REMOTE_PATH = 'PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin"'
 REMOTE_PREFIX = f"LC_ALL=C {REMOTE_PATH}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SshTarget:
     """A remote host as ssh is to reach it.
 

@@ -25,9 +25,9 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import NoReturn
 
+from ..records import field, record
 from .runner import Command, Result, Runner
 
 __all__ = ["FaultInjector", "Killed", "RecordingRunner", "Replaced", "Responder"]
@@ -40,7 +40,7 @@ def _succeed(command: Command) -> tuple[int, str, str]:
     return 0, "", ""
 
 
-@dataclass
+@record
 class RecordingRunner:
     """Records each command and the stdin it got; answers with ``respond``.
 
@@ -108,7 +108,7 @@ class Replaced(BaseException):
         self.command = command
 
 
-@dataclass
+@record
 class FaultInjector:
     """Passes commands to ``inner`` until the chosen fault; see the module docstring.
 
