@@ -6,7 +6,6 @@ and its copy), each of which compares two such maps.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 __all__ = ["file_hashes"]
@@ -15,6 +14,8 @@ __all__ = ["file_hashes"]
 def file_hashes(top: str) -> dict[str, str]:
     """SHA-256 of every regular file below ``top`` (keyed by its path relative to
     ``top``), not entering other file systems and not following symbolic links."""
+    import hashlib  # here, not at the top: only --verify=mount pays for the import
+
     result = {}
     device = os.stat(top).st_dev
     for directory, subdirs, files in os.walk(top):

@@ -10,8 +10,6 @@ final import.
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -77,6 +75,9 @@ def _device_dirs(run: _Run) -> list[str]:
 
 def cold_start(run: _Run) -> None:
     """Export and import DST under a temporary altroot; load only its key; mount all."""
+    import secrets  # here, not at the top: only a cutover pays for these imports
+    import tempfile
+
     dst = run.request.destination
     dirs = _device_dirs(run)
     # on a remote DST the altroot is a name there; zfs mount makes the folders it needs

@@ -4,9 +4,7 @@ compared by SHA-256 between the goal snapshots of both sides (``--verify=mount``
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import VerificationFailed
@@ -38,7 +36,7 @@ def copy_root_data(run: _Run, step: Step, goal: str) -> None:
     for entry in sorted(os.listdir(source_dir)):
         if entry in children:
             continue
-        _copy_entry(Path(source_dir, entry), Path(target_dir, entry))
+        _copy_entry(os.path.join(source_dir, entry), os.path.join(target_dir, entry))
         copied += 1
     os.sync()
     run.result.verified.append(f"{copied} entries of {run.request.source}@{goal} copied into "
@@ -54,8 +52,10 @@ def child_entries(side: Side) -> set[str]:
             if n.name != root.name and n.mountpoint.startswith(base + "/")}
 
 
-def _copy_entry(source: Path, target: Path) -> None:
-    if source.is_dir() and not source.is_symlink():
+def _copy_entry(source: str, target: str) -> None:
+    import shutil  # here, not at the top: only a cutover copies files
+
+    if os.path.isdir(source) and not os.path.islink(source):
         shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
     else:
         shutil.copy2(source, target, follow_symlinks=False)

@@ -10,7 +10,6 @@ boot), so that a pid reused after the owner died does not count as it.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any
 
@@ -33,7 +32,7 @@ def _read(path: str) -> str:
 
 def host_id() -> str:
     """This machine: its ``/etc/machine-id``, or its host name when there is none."""
-    return _read(MACHINE_ID) or socket.gethostname()
+    return _read(MACHINE_ID) or os.uname().nodename  # gethostname(), without importing socket
 
 
 def boot_id() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -166,6 +165,8 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
             raise InvalidProperty(f"zfs {subcommand}: not handed over")
         command = self.zfs_command(subcommand, *args, mutates=True)
         if command.remote is not None:
+            import shutil  # here: only a remote hand-over pays for the import
+
             ssh = shutil.which("ssh")
             if ssh is None:
                 raise ZfsUnavailable("ssh: not found in $PATH (the OpenSSH client runs "

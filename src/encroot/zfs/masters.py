@@ -18,9 +18,7 @@ command ran: they become the ``RemoteError`` that names the host.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 
 from ..errors import RemoteConnectionLost, RemoteUnreachable
@@ -41,6 +39,8 @@ Spawn = Callable[[list[str]], tuple[int, str]]
 def _spawn(argv: list[str]) -> tuple[int, str]:
     """Run ssh with stderr in an unnamed temporary file, not a pipe: ``-f`` leaves a
     daemon behind that keeps the descriptor, and a pipe would never reach its end."""
+    import tempfile  # here: only remote runs pay for the import
+
     with tempfile.TemporaryFile() as errors:
         try:
             process = subprocess.run(argv, stdin=subprocess.DEVNULL,
@@ -79,6 +79,8 @@ class SshMasters:
     def target(self, destination: str, label: str = "") -> SshTarget:
         """The target for ``destination`` as commands will use it (not connected yet)."""
         if self._directory is None:
+            import tempfile  # here: only remote runs pay for the import
+
             self._directory = tempfile.mkdtemp(prefix="encroot-ssh-")  # mode 0700
         return SshTarget(destination, label, self.options,
                          os.path.join(self._directory, "%C"))
@@ -125,5 +127,7 @@ class SshMasters:
                 pass
         self.opened.clear()
         if self._directory is not None:
+            import shutil  # here: only remote runs pay for the import
+
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
