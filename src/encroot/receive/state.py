@@ -299,18 +299,24 @@ def read_state(zfs: Zfs, target: DatasetName) -> TargetState:
     """Read the target's tree, its parent, encroot's temporaries and the pool feature.
 
     Two or three processes in the common case: the parent with its direct
-    children (target, temporary, old tree), the target's tree, and the pool
-    feature unless an encrypted dataset among them already shows it active.
+    children (target, temporary, old tree) and the target's tree, both at once
+    (``Zfs.concurrently``; a target that does not exist reads as an empty tree),
+    then the pool feature unless an encrypted dataset among them already shows
+    it active.
 
     Raises:
         InputError: the target's name leaves no room for encroot's temporary suffix.
         ZfsError: a read failed (``PoolNotFound`` for a pool that is not imported).
     """
-    family = get_props(zfs, [target.parent], depth=1, types=("filesystem", "volume")) \
-        if target.parent is not None else {}
+    parent = target.parent
+    family, tree = zfs.concurrently(
+        lambda: get_props(zfs, [parent], depth=1, types=("filesystem", "volume"))
+        if parent is not None else {},
+        lambda: get_tree(zfs, target))
     feature = _encryption_feature(zfs, target, family)
     temp = temp_name(target)
-    tree = get_tree(zfs, target) if target in family or target.parent is None else {}
+    if parent is not None and target not in family:
+        tree = {}  # read before the family: only the family says what stands at the name
     temp_tree = get_tree(zfs, temp) if temp in family else {}
     marked_old: dict[str, Props] = {}
     for candidate in _old_candidates(target, family, tree, temp_tree):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, overload
 
 from ..errors import (
     DatasetNotFound,
@@ -48,6 +49,9 @@ from .ssh import SshTarget, handover_argv
 __all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importers
 
 _KEY_PROPERTIES = ("keyformat", "keylocation")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
 TYPES = ("filesystem", "volume", "snapshot", "bookmark", "all")
 SOURCES = ("local", "default", "inherited", "received", "temporary", "none")
 # The subcommands encroot hands over whole when it adds nothing to them (``exec_replacing``).
@@ -143,6 +147,54 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
         if check and not result.ok:
             raise translate(result)
         return result
+
+    @overload
+    def concurrently(self, first: Callable[[], A], second: Callable[[], B], /) -> tuple[A, B]:
+        ...
+
+    @overload
+    def concurrently(self, first: Callable[[], A], second: Callable[[], B],
+                     third: Callable[[], C], /) -> tuple[A, B, C]: ...
+
+    def concurrently(self, *reads: Callable[[], Any]) -> tuple[Any, ...]:
+        """Run independent reads at the same time; return their results in order.
+
+        Each read is a function calling this ``Zfs`` (a ``get``, a ``pool_get``).  With
+        the runner that starts processes, each runs in a thread of its own, so their
+        zfs processes overlap: one round trip instead of several where every process
+        costs tenths of a second (a slow CPU, an emulated one, a remote host).  Any
+        other runner (``encroot.zfs.testing``'s, a test's fake) gets them one after
+        the other, in order, so what it records or injects stays deterministic.  Use
+        it only for reads: concurrent changes would leave their order to chance.
+
+        Raises:
+            Whatever the first failing read (in the order given) raised, after all ended.
+        """
+        results: list[Any] = [None] * len(reads)
+        errors: list[Exception | None] = [None] * len(reads)
+
+        def run(index: int) -> None:
+            try:
+                results[index] = reads[index]()
+            except Exception as exc:  # re-raised below, in order
+                errors[index] = exc
+
+        if getattr(self.runner, "concurrent", False) and len(reads) > 1:
+            if self.remote is not None:
+                self.connect()  # one master connection, opened before the threads share it
+            threads = [threading.Thread(target=run, args=(i,)) for i in range(1, len(reads))]
+            for thread in threads:
+                thread.start()
+            run(0)
+            for thread in threads:
+                thread.join()
+        else:
+            for index in range(len(reads)):
+                run(index)
+        for error in errors:
+            if error is not None:
+                raise error
+        return tuple(results)
 
     def exec_replacing(self, subcommand: str, args: Sequence[str], *,
                        terminal: bool = False) -> NoReturn:

@@ -20,7 +20,7 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
-from typing import IO, NoReturn, Protocol
+from typing import IO, ClassVar, NoReturn, Protocol
 
 from ..errors import InputError, ZfsUnavailable
 from ..records import field, record
@@ -155,6 +155,9 @@ class SubprocessRunner:
 
     extra_env: Mapping[str, str] = field(default_factory=dict)
     on_start: Callable[[Command, subprocess.Popen[bytes]], None] | None = None
+    # Commands may run from several threads at once (``Zfs.concurrently``): each run
+    # has its own process, pipes and reader threads, and nothing here is shared.
+    concurrent: ClassVar[bool] = True
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
