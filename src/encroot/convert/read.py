@@ -120,11 +120,14 @@ def read_state(zfs: Zfs, request: ConvertRequest, *, pool: bool = True) -> Conve
 
     ``pool=False``: no ``zpool get`` (the swap, which plans no transfer, needs no
     ``feature@encryption``; ``ConvertState.feature`` then says it was not read).
+    The pool feature and the parent's family are read at the same time
+    (``Zfs.concurrently``).
     """
     target = request.dataset
-    feature = zfs.pool_get(target.pool, ["feature@encryption"]).get(
-        "feature@encryption", "-") if pool else "(not read)"
-    family = _family(zfs, target)
+    feature, family = zfs.concurrently(
+        lambda: zfs.pool_get(target.pool, ["feature@encryption"]).get(
+            "feature@encryption", "-") if pool else "(not read)",
+        lambda: _family(zfs, target))
     present = [name for name in (str(target), request.temp) if name in family]
     aside_name = _aside_name(request, family)
     if aside_name and aside_name not in present:

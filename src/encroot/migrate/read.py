@@ -19,6 +19,7 @@ from ..names import in_tree
 from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MigrateCutover, MigratePhase
 from ..records import replace
 from ..zfs import SendSpec, Zfs
+from ..zfs.parse import PoolListing
 from .files import child_entries
 from .model import MigrateRequest, MigrateState, Node, Side, Snap
 from .plan import assume_synced, phases_to_run, plan_phase, with_goal
@@ -115,27 +116,33 @@ def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
     ``zfs`` reads SRC, ``dst`` (default: the same) DST.  ``root_local``: read SRC
     root's local properties (one ``zfs get -s local all``), which only cutover's
     steps use (``finish.root_properties``); by default when the request runs cutover.
-    Left out, ``source_root_local`` is empty."""
+    Left out, ``source_root_local`` is empty.  SRC's reads and DST's run at the same
+    time (``Zfs.concurrently``), each side's in order."""
     if root_local is None:
         root_local = "cutover" in request.phases
     dst = zfs if dst is None else dst
-    source = read_side(zfs, request.source)
-    destination: Side | None = None
+
+    def read_source() -> tuple[Side, dict[str, str]]:
+        side = read_side(zfs, request.source)
+        if not (root_local and side.root_node is not None):
+            return side, {}
+        table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
+        return side, ({p: v.value for p, v in table[request.source].items()}
+                      if request.source in table else {})
+
+    def read_destination() -> tuple[PoolListing | None, Side | None]:
+        listing = dst.pool_listing(request.destination, POOL_PROPERTIES)
+        return listing, (read_side(dst, request.destination) if listing is not None else None)
+
+    (source, local), (listing, destination) = zfs.concurrently(read_source, read_destination)
     pool: dict[str, str] = {}
     available = 0
     markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
     devices: tuple[str, ...] = ()
-    listing = dst.pool_listing(request.destination, POOL_PROPERTIES)
-    if listing is not None:
-        destination = read_side(dst, request.destination)
+    if listing is not None and destination is not None:
         pool, devices = dict(listing.properties), listing.devices
         available = _int(destination.root_values.get("available", ""))
         markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
-    local: dict[str, str] = {}
-    if root_local and source.root_node is not None:
-        table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
-        local = {p: v.value for p, v in table[request.source].items()} \
-            if request.source in table else {}
     return MigrateState(source, destination, pool, available, local, root_files(source, zfs),
                         *markers, destination_devices=devices)
 
