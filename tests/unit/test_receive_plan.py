@@ -62,8 +62,8 @@ def test_replace_plan_steps_in_order() -> None:
     assert plan.old == "dst/fs.encroot-old"
     assert [(s.action.value, s.dataset) for s in plan.steps] == [
         ("receive", "dst/fs.encroot-recv"), ("verify", "dst/fs.encroot-recv"),
-        ("mark-verified", "dst/fs.encroot-recv"), ("unmount", "dst/fs"),
-        ("mark-replaced", "dst/fs"), ("rename", "dst/fs"), ("rename", "dst/fs.encroot-recv"),
+        ("mark-verified", "dst/fs.encroot-recv"), ("mark-replaced", "dst/fs"),
+        ("unmount", "dst/fs"), ("rename", "dst/fs"), ("rename", "dst/fs.encroot-recv"),
         ("destroy-old", "dst/fs.encroot-old"), ("clear-verified", "dst/fs")]
     assert plan.steps[5].detail == "dst/fs.encroot-old" and plan.steps[6].detail == "dst/fs"
 
@@ -71,7 +71,9 @@ def test_replace_plan_steps_in_order() -> None:
 def test_the_old_tree_stays_mounted_until_the_verified_new_one_is_swapped_in() -> None:
     plan = plan_receive(request(), state({"dst/fs": fs(mounted="yes")}), stream("raw-full"))
     actions = [s.action.value for s in plan.steps]
-    assert actions.index("unmount") == actions.index("mark-verified") + 1
+    # both markers first: the old tree is unmounted right before the renames
+    assert actions.index("mark-verified") < actions.index("mark-replaced") \
+        == actions.index("unmount") - 1 == actions.index("rename") - 2
     assert "the old tree stays mounted" in plan.steps[0].detail
     assert "dst/fs stay mounted until the swap (-u)" in " ".join(plan.checks)
     assert mounted_deepest_first({"a": fs(mounted="yes"), "a/b/c": fs(mounted="yes"),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +40,8 @@ from encroot.receive import (
 )
 from encroot.stream import parse_header
 from encroot.zfs import Command, Zfs
+from encroot.zfs.runner import Result
+from encroot.zfs.testing import RecordingRunner
 
 from .fakes import FakeDatasets, make_zfs
 
@@ -388,7 +393,9 @@ def test_a_busy_old_tree_at_the_swap_keeps_the_verified_new_tree_and_destroys_no
     message = str(caught.value)
     assert "pool or dataset is busy" in message and "nothing was destroyed" in message
     assert f"`encroot receive --recover {TARGET}`" in message
-    assert [change[0] for change in fake.changes] == ["receive", "set"]  # no destroy
+    # both markers, then the replaced one cleared (the old tree stays): no destroy
+    assert [change[0] for change in fake.changes] == ["receive", "set", "set", "inherit"]
+    assert RECV_REPLACED not in fake.datasets[TARGET]
     assert fake.datasets[TARGET]["mounted"] == "yes"
     assert '"role":"verified"' in fake.datasets[TEMP][RECV_VERIFIED]
 
@@ -396,7 +403,7 @@ def test_a_busy_old_tree_at_the_swap_keeps_the_verified_new_tree_and_destroys_no
         recover(zfs, DatasetName(TARGET))
     with pytest.raises(ReceiveRefused, match="waits to replace it"):  # doctor --fix's way
         recover(zfs, DatasetName(TARGET), unmount_old=False)
-    assert [change[0] for change in fake.changes] == ["receive", "set"]
+    assert [change[0] for change in fake.changes] == ["receive", "set", "set", "inherit"]
 
     fake.busy = False
     report = recover(zfs, DatasetName(TARGET))
@@ -412,6 +419,41 @@ def test_the_old_tree_is_unmounted_only_after_the_new_one_was_verified() -> None
     zfs, _ = make_zfs(fake)
     receive_from_pipe(zfs, REPLACE)
     verbs = [change[0] for change in fake.changes]
-    assert verbs[:4] == ["receive", "set", "unmount", "set"]
+    assert verbs[:4] == ["receive", "set", "set", "unmount"]
     assert '"role":"verified"' in fake.changes[1][1]
     assert fake.datasets[TARGET]["encryption"] == "aes-256-gcm" and OLD not in fake.datasets
+
+
+class _ThreadedRunner(RecordingRunner):
+    """Recording, and saying it may run from several threads (as the process runner)."""
+
+    concurrent = True
+
+    def __init__(self, respond: Callable[[Command], tuple[int, str, str]]) -> None:
+        super().__init__(respond)
+        self.threads: dict[tuple[str, ...], int] = {}
+
+    def run(self, command: Command, **options: Any) -> Result:
+        self.threads[command.argv[1:]] = threading.get_ident()
+        return super().run(command, **options)
+
+
+def test_both_markers_and_the_final_cleanup_each_run_as_a_pair_at_once() -> None:
+    fake = serving_world()
+    fake.busy = False
+    runner = _ThreadedRunner(fake)
+    zfs = Zfs(runner=runner, binaries=make_zfs()[0].binaries)
+    receive_from_pipe(zfs, REPLACE)
+    thread = {argv[0] + ("-" + argv[1].split("=", 1)[0] if argv[0] in ("set", "inherit")
+                         else ""): ident for argv, ident in runner.threads.items()}
+    assert thread[f"set-{RECV_VERIFIED}"] != thread[f"set-{RECV_REPLACED}"]
+    assert thread["destroy"] != thread[f"inherit-{RECV_VERIFIED}"]
+    assert fake.datasets[TARGET]["encryption"] == "aes-256-gcm" and OLD not in fake.datasets
+
+
+def test_the_verified_marker_cleared_before_the_old_tree_is_destroyed_still_ends_clean(
+        ) -> None:
+    """The final pair ran in the other order and was cut between: recovery destroys the
+    replaced tree, as after today's order."""
+    old = {OLD: {**fs(), **replaced(DEAD)}}
+    assert next_action(state({TARGET: fs()}, old=old)) == f"destroy the replaced tree {OLD}"

@@ -180,7 +180,7 @@ def test_a_replacement_runs_exactly_the_plans_commands_in_order() -> None:
     current = read_state(zfs, request.target)
     plan = plan_receive(request, current, parse_header(data), commands=zfs.commands)
     assert [c.argv[1] for c in plan.commands] == [
-        "receive", "set", "unmount", "unmount", "unmount", "set", "rename", "rename",
+        "receive", "set", "set", "unmount", "unmount", "unmount", "rename", "rename",
         "destroy", "inherit"]
     read, write = os.pipe()
     os.write(write, data)

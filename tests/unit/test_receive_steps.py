@@ -83,8 +83,8 @@ def test_a_replacement_carries_every_command_with_its_markers() -> None:
                       "-o", f"{RECV_VERIFIED}={receiving}", TEMP]]),
         ("verify", []),
         ("mark-verified", [["zfs", "set", f"{RECV_VERIFIED}={verified}", TEMP]]),
-        ("unmount", [["zfs", "unmount", f"{TARGET}/child"], ["zfs", "unmount", TARGET]]),
         ("mark-replaced", [["zfs", "set", f"{RECV_REPLACED}={replaced}", TARGET]]),
+        ("unmount", [["zfs", "unmount", f"{TARGET}/child"], ["zfs", "unmount", TARGET]]),
         ("rename", [["zfs", "rename", TARGET, OLD]]),
         ("rename", [["zfs", "rename", TEMP, TARGET]]),
         ("destroy-old", [["zfs", "destroy", "-r", OLD]]),
@@ -160,7 +160,7 @@ def test_the_json_plan_keeps_its_keys_and_adds_commands_and_argv() -> None:
 def test_the_plan_text_lists_each_steps_commands_under_it() -> None:
     done = plan(request(), state({TARGET: filesystem(mounted="yes")}), stream("raw-full"))
     text = _plan_lines(done)
-    unmount = text.index("  4. unmount dst/my data  (the old tree, deepest first, for the "
+    unmount = text.index("  5. unmount dst/my data  (the old tree, deepest first, for the "
                          "swap only: dst/my data)")
     assert text[unmount + 1] == "       zfs unmount 'dst/my data'"
     assert "       zfs destroy -r 'dst/my data.encroot-old'" in text

@@ -22,11 +22,12 @@ whose marker names this process.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, assert_never
 
 from ..errors import EncrootError, InputError, SwapPending, ZfsError
 from ..names import DatasetName, in_tree
-from ..owned import RECV_VERIFIED
+from ..owned import RECV_REPLACED, RECV_VERIFIED
 from ..records import field, record
 from ..zfs import Zfs
 from .plan import Expected, ReceivePlan, encryption_of
@@ -77,6 +78,7 @@ class _Context:
     say: Callable[[str], None]
     unmounted: list[str] = field(default_factory=list)
     marked_verified: bool = False
+    marked_replaced: bool = False
     zfs_output: str = ""
     verified: dict[str, Props] = field(default_factory=dict)
     mounted_target: list[str] | None = None  # the old tree's, read with verification
@@ -104,11 +106,17 @@ def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int
     context = _Context(zfs, request, plan, stream_fd, say)
     swapped = False
     try:
-        for step in plan.steps:
-            say(f"{step.action.value}: {step.dataset}"
-                + (f" ({step.detail})" if step.detail else ""))
-            _run_step(context, step)
-            swapped = swapped or step.action is ReceiveAction.MARK_REPLACED
+        for group in _groups(plan.steps):
+            for step in group:
+                say(f"{step.action.value}: {step.dataset}"
+                    + (f" ({step.detail})" if step.detail else ""))
+            swapped = swapped or group[0].action is ReceiveAction.RENAME
+            if len(group) == 1:
+                _run_step(context, group[0])
+            else:
+                first, second = group
+                zfs.concurrently(partial(_run_step, context, first),
+                                 partial(_run_step, context, second))
     except BaseException as exc:
         if plan.mode == "replace" and not swapped:
             _undo_before_swap(context, exc)
@@ -119,6 +127,29 @@ def execute(zfs: Zfs, request: ReceiveRequest, plan: ReceivePlan, stream_fd: int
              else get_tree(zfs, plan.target))
     return ReceiveResult(plan, encryption_of(final.get(plan.target)),
                          sorted(n for n in final if "@" in n), zfs_output=context.zfs_output)
+
+
+# Neighbouring steps that run at the same time: each pair's two changes touch two
+# datasets, and an interruption after either one alone leaves a state recovery ends the
+# same way as today's order (docs/design.md, "What an interruption leaves").
+_TOGETHER = {(ReceiveAction.MARK_VERIFIED, ReceiveAction.MARK_REPLACED),
+             (ReceiveAction.DESTROY_OLD, ReceiveAction.CLEAR_VERIFIED),
+             (ReceiveAction.KEEP_OLD, ReceiveAction.CLEAR_VERIFIED)}
+
+
+def _groups(steps: Sequence[Step]) -> list[tuple[Step, ...]]:
+    """The plan's steps in order, each pair of ``_TOGETHER`` as one group."""
+    groups: list[tuple[Step, ...]] = []
+    index = 0
+    while index < len(steps):
+        pair = tuple(steps[index:index + 2])
+        if len(pair) == 2 and (pair[0].action, pair[1].action) in _TOGETHER:
+            groups.append(pair)
+            index += 2
+        else:
+            groups.append((steps[index],))
+            index += 1
+    return groups
 
 
 def _as_final(verified: dict[str, Props], plan: ReceivePlan) -> dict[str, Props]:
@@ -154,6 +185,11 @@ def _undo_before_swap(context: _Context, error: BaseException) -> None:
             context.zfs.mount(name)
         except ZfsError as exc:
             context.say(f"could not mount {name} again: {exc}")
+    if context.marked_replaced:  # the old tree stays at its name: it is not replaced
+        try:
+            context.zfs.inherit(context.plan.target, RECV_REPLACED)
+        except ZfsError as exc:
+            context.say(f"could not clear {RECV_REPLACED} on {context.plan.target}: {exc}")
     if context.marked_verified:
         if isinstance(error, ZfsError):
             raise SwapPending(target=context.plan.target, waiting=temp,
@@ -184,8 +220,11 @@ def _run_step(context: _Context, step: Step) -> None:
             # verification read it; read now if it could not
             context.unmounted = unmount_for_swap(context.zfs, step.dataset,
                                                  context.mounted_target)
-        case (ReceiveAction.MARK_REPLACED | ReceiveAction.RENAME | ReceiveAction.DESTROY_OLD
-              | ReceiveAction.KEEP_OLD | ReceiveAction.CLEAR_VERIFIED):
+        case ReceiveAction.MARK_REPLACED:
+            _run_commands(context, step)
+            context.marked_replaced = True
+        case (ReceiveAction.RENAME | ReceiveAction.DESTROY_OLD | ReceiveAction.KEEP_OLD
+              | ReceiveAction.CLEAR_VERIFIED):
             _run_commands(context, step)
         case ReceiveAction.MOUNT:
             _do_mount(context, step)

@@ -78,10 +78,14 @@ def direct_receive(request: ReceiveRequest, detail: str, commands: ZfsCommands) 
 def replace_steps(request: ReceiveRequest, state: TargetState, old: str, stream: StreamInfo,
                   *, owner: Owner, commands: ZfsCommands,
                   mount: Sequence[str]) -> tuple[Step, ...]:
-    """Receive beside the target, verify, swap by renames, drop or keep the old tree.
+    """Receive beside the target, verify, mark both trees, swap by renames, drop or keep
+    the old tree.
 
-    ``mount``: the new tree's file systems the MOUNT step expects to mount
-    (without ``-u``).
+    The two markers come before the unmount, so the old tree is out of service
+    only for the renames; the executor writes them at the same time, and likewise
+    drops or keeps the old tree while it clears the verified marker
+    (``run._TOGETHER``).  ``mount``: the new tree's file systems the MOUNT step
+    expects to mount (without ``-u``).
     """
     target = state.target
     temp = temp_name(target)
@@ -104,11 +108,11 @@ def replace_steps(request: ReceiveRequest, state: TargetState, old: str, stream:
         Step(ReceiveAction.VERIFY, temp, "snapshot GUIDs and encryption as the stream says"),
         Step(ReceiveAction.MARK_VERIFIED, temp, "the verified marker: stream GUID, keep-old "
              "NAME", (commands.set(temp, {RECV_VERIFIED: dumps(verified)}),)),
+        Step(ReceiveAction.MARK_REPLACED, target, f"the replaced marker naming {target}",
+             (commands.set(target, {RECV_REPLACED: dumps(replaced)}),)),
         Step(ReceiveAction.UNMOUNT, target, "the old tree, deepest first, for the swap only: "
              + (", ".join(mounted) if mounted else "what is mounted then"),
              tuple(commands.unmount(name) for name in mounted)),
-        Step(ReceiveAction.MARK_REPLACED, target, f"the replaced marker naming {target}",
-             (commands.set(target, {RECV_REPLACED: dumps(replaced)}),)),
         Step(ReceiveAction.RENAME, target, old,
              (commands.rename(target, old, no_remount=False),)),
         Step(ReceiveAction.RENAME, temp, target,

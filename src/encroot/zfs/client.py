@@ -165,7 +165,9 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
         costs tenths of a second (a slow CPU, an emulated one, a remote host).  Any
         other runner (``encroot.zfs.testing``'s, a test's fake) gets them one after
         the other, in order, so what it records or injects stays deterministic.  Use
-        it only for reads: concurrent changes would leave their order to chance.
+        it for reads, and for changes only where either order, and either one alone
+        (an interruption), leaves a state the operation's recovery handles; the caller
+        says why.
 
         Raises:
             Whatever the first failing read (in the order given) raised, after all ended.
