@@ -216,3 +216,25 @@ def test_concurrently_raises_the_first_failure_in_order_after_all_ended() -> Non
     with pytest.raises(DatasetNotFound):
         zfs.concurrently(missing, present)
     assert finished == [True]
+
+
+def test_concurrently_runs_many_reads_on_a_few_threads_and_keeps_their_order() -> None:
+    import threading
+
+    from encroot.zfs import Zfs
+    from encroot.zfs.client import MAX_CONCURRENT
+    from encroot.zfs.testing import RecordingRunner
+
+    class Threaded(RecordingRunner):
+        concurrent = True
+
+    zfs = Zfs(runner=Threaded(), binaries=make_zfs()[0].binaries)
+    seen: set[int] = set()
+
+    def read(number: int) -> int:
+        seen.add(threading.get_ident())
+        return number * number
+
+    results = zfs.concurrently(*(lambda n=n: read(n) for n in range(10)))
+    assert results == tuple(n * n for n in range(10))
+    assert 1 < len(seen) <= MAX_CONCURRENT

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from ..errors import DatasetNotFound, ZfsError
 from ..names import in_tree
@@ -178,21 +179,30 @@ def fresh_snapshot_name(state: MigrateState, now: float | None = None) -> str:
 
 
 def estimates(zfs: Zfs, transfers: Sequence[Transfer], state: MigrateState) -> dict[str, int]:
-    """``zfs send -nP`` of each transfer, keyed by its command.
+    """``zfs send -nP`` of each transfer, keyed by its command, all at once
+    (``Zfs.concurrently``).
 
     A snapshot not taken yet is stood in for by the dataset's newest one,
     so the estimate leaves out only what was written since.
     """
     found = {}
+    asked = []
     for transfer in transfers:
         spec = _existing(transfer.spec, state)
         if spec is None:
             found[transfer.command()] = 0
-            continue
+        else:
+            asked.append((transfer.command(), spec))
+
+    def size(spec: SendSpec) -> int | None:
         try:
-            found[transfer.command()] = zfs.send_size(spec)
+            return zfs.send_size(spec)
         except ZfsError:
-            continue
+            return None
+
+    sizes = zfs.concurrently(*(partial(size, spec) for _, spec in asked))
+    found.update({command: got for (command, _), got in zip(asked, sizes, strict=True)
+                  if got is not None})
     return found
 
 

@@ -49,6 +49,8 @@ from .ssh import SshTarget, handover_argv
 __all__ = ["SendSpec", "Zfs"]  # SendSpec lives in .send; kept here for importers
 
 _KEY_PROPERTIES = ("keyformat", "keylocation")
+# Reads ``Zfs.concurrently`` runs at once at most: beyond a few, processes only compete.
+MAX_CONCURRENT = 4
 A = TypeVar("A")
 B = TypeVar("B")
 C = TypeVar("C")
@@ -156,6 +158,9 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
     def concurrently(self, first: Callable[[], A], second: Callable[[], B],
                      third: Callable[[], C], /) -> tuple[A, B, C]: ...
 
+    @overload
+    def concurrently(self, *reads: Callable[[], A]) -> tuple[A, ...]: ...
+
     def concurrently(self, *reads: Callable[[], Any]) -> tuple[Any, ...]:
         """Run independent reads at the same time; return their results in order.
 
@@ -184,10 +189,21 @@ class Zfs(PoolMethods, HoldMethods, RemoteMethods):
         if getattr(self.runner, "concurrent", False) and len(reads) > 1:
             if self.remote is not None:
                 self.connect()  # one master connection, opened before the threads share it
-            threads = [threading.Thread(target=run, args=(i,)) for i in range(1, len(reads))]
+            workers = min(len(reads), MAX_CONCURRENT)
+            pending = iter(range(workers, len(reads)))  # each worker starts with its own
+            lock = threading.Lock()
+
+            def work(first: int) -> None:
+                index: int | None = first
+                while index is not None:
+                    run(index)
+                    with lock:
+                        index = next(pending, None)
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(1, workers)]
             for thread in threads:
                 thread.start()
-            run(0)
+            work(0)
             for thread in threads:
                 thread.join()
         else:
