@@ -52,10 +52,12 @@ def interrupter(folder: Path, how: str, pool: str = "") -> Path:
         action = f'{real} "$@"; touch {once}; kill -9 $PPID; exit 137'
     else:
         trigger = f'[ "$1" = send ] && [ "$2" != -n ] && [ ! -e {once} ]'
-        # The kill waits a second so that encroot has relayed every byte head let through
-        # (it waits for more, the pipe being open): under a loaded emulator it could lag.
+        # The kill waits three seconds so that encroot has relayed every byte head let
+        # through (it waits for more, the pipe being open): under a loaded emulator it
+        # lags. One second was once too short on a slow day: the receive had too little
+        # to leave a partial state (a CI run of 2026-12-03).
         action = (f'touch {once}; {real} "$@" | head -c {CUT_AFTER_BYTES}; '
-                  + ("sleep 1; kill -9 $PPID; " if how == "kill" else "") + "exit 1")
+                  + ("sleep 3; kill -9 $PPID; " if how == "kill" else "") + "exit 1")
     script = folder / "zfs"
     script.write_text(f"#!/bin/bash\nif {trigger}; then\n  {action}\nfi\nexec {real} \"$@\"\n")
     script.chmod(0o755)
