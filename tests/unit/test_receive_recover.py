@@ -457,3 +457,12 @@ def test_the_verified_marker_cleared_before_the_old_tree_is_destroyed_still_ends
     replaced tree, as after today's order."""
     old = {OLD: {**fs(), **replaced(DEAD)}}
     assert next_action(state({TARGET: fs()}, old=old)) == f"destroy the replaced tree {OLD}"
+
+
+def test_the_replaced_marker_alone_on_the_target_is_rolled_back() -> None:
+    """The pair of markers cut the other way: the old tree marked, the temporary not yet
+    verified.  The temporary goes, then the marker: the old data stays."""
+    marked_target = {TARGET: {**fs(), **replaced(DEAD)}}
+    assert next_action(state(marked_target, temp={TEMP: {**fs(), **receiving()}})) == \
+        f"destroy the unfinished temporary {TEMP}"
+    assert next_action(state(marked_target)) == f"clear {RECV_REPLACED} on {TARGET}"

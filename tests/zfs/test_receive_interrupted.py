@@ -186,6 +186,7 @@ from encroot.zfs import SubprocessRunner, Zfs
 
 class KillBefore(SubprocessRunner):
     '''SIGKILL this process before its Nth state-changing command.'''
+    concurrent = False  # the plan's order, so that N names one step (Zfs.concurrently)
     def __init__(self, n):
         super().__init__()
         self.n, self.count = n, 0
@@ -204,8 +205,9 @@ with open(sys.argv[3], "rb", buffering=0) as stream:
 print("completed")
 """
 
-# receive, mark verified, unmount (the old tree stays mounted until the swap), mark
-# replaced, rename, rename, destroy, clear marker
+# receive, mark verified, mark replaced (the two run at once in a real run; here one
+# after the other), unmount (the old tree stays mounted until the swap), rename, rename,
+# destroy, clear marker (also at once in a real run)
 STATE_CHANGES = 8
 
 
