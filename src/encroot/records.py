@@ -134,7 +134,7 @@ def _check_order(cls: type, specs: Any) -> None:
         seen_default = seen_default or has_default
 
 
-def _make_init(cls: type, specs: tuple[Field, ...], frozen: bool) -> Callable[..., None]:
+def _make_init(cls: type, specs: tuple[Field, ...]) -> Callable[..., None]:
     positional = tuple(spec.name for spec in specs if not spec.kw_only)
     known = {spec.name for spec in specs}
     plan = tuple((spec.name, spec.default, spec.default_factory) for spec in specs)
@@ -279,7 +279,7 @@ def _build(cls: C, *, frozen: bool, eq: bool, order: bool, kw_only: bool) -> C:
     specs = tuple(_collect_fields(cls, kw_only).values())
     setattr(cls, _FIELDS, specs)
     cls.__dataclass_fields__ = _DataclassFields(specs)  # type: ignore[attr-defined]
-    _set_new(cls, "__init__", _make_init(cls, specs, frozen))
+    _set_new(cls, "__init__", _make_init(cls, specs))
     shown = tuple((spec.name, attrgetter(spec.name)) for spec in specs if spec.repr)
 
     def __repr__(self: Any) -> str:
