@@ -147,7 +147,7 @@ def test_fix_repairs_exactly_the_safe_set(make_pool: PoolFactory, tmp_path: Path
     # one finding per interrupted receive, on the first of its marked datasets: the old
     # tree, which carries its replaced marker from when the new one was verified on
     assert (f"{pool}/target", "leftover-temporary", "warning") in codes_before
-    assert not any(name == f"{pool}/target.encroot-recv" for name, _, _ in codes_before)
+    assert (f"{pool}/target.encroot-recv", "leftover-temporary", "warning") not in codes_before
     assert (f"{enc}/raw", "own-root-could-inherit", "warning") in codes_before
 
     dry = encroot(f"doctor --json --fix -n {pool}")
