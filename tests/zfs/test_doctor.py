@@ -127,11 +127,12 @@ def test_fix_repairs_exactly_the_safe_set(make_pool: PoolFactory, tmp_path: Path
     # fixable: a journal marker left by a killed rotation
     rotated, _old, _new = interrupted_rotation(pool, tmp_path, "passphrase",
                                                "after-change-key")
-    # fixable: a killed encroot receive (verified temporary, not swapped)
+    # fixable: a killed encroot receive (verified temporary, not swapped; killed before its
+    # 5th change, the first rename: the old tree is unmounted, which --fix needs)
     sh(f"zfs create {pool}/target && zfs create -o encryption=on -o keyformat=hex "
        f"-o keylocation=file://{hex_key(tmp_path, 'r.key')} {pool}/rsrc "
        f"&& zfs snapshot {pool}/rsrc@s && zfs send -w {pool}/rsrc@s > {tmp_path}/stream")
-    killed = subprocess.run([sys.executable, "-c", KILLER, "4", f"{pool}/target",
+    killed = subprocess.run([sys.executable, "-c", KILLER, "5", f"{pool}/target",
                              f"{tmp_path}/stream"], capture_output=True, check=False)
     assert killed.returncode == -9 and exists(f"{pool}/target.encroot-recv")
     # not fixable: a raw-received child (re-parenting it invites OpenZFS 12614)
