@@ -266,7 +266,11 @@ def test_unknown_owner_and_foreign_values_never_hold() -> None:
 
 def test_host_id_falls_back_to_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(owner_module, "MACHINE_ID", "/nonexistent/machine-id")
-    assert owner_module.host_id() == socket.gethostname()
+    assert owner_module.host_id() == socket.gethostname()  # os.uname()'s, the same
+    real = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result(
+        (real.sysname, "fallback", real.release, real.version, real.machine)))
+    assert owner_module.host_id() == "fallback"
 
 
 def test_process_start_reads_field_22_after_the_command_name(
