@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from encroot.convert.read import read_trees
+from encroot.convert import ConvertState, Node, Snap, Tree
+from encroot.convert.read import read_details, read_trees
 from encroot.zfs import Command
 
 from .fakes import make_zfs
@@ -40,3 +41,21 @@ def test_a_root_gone_before_the_read_makes_each_tree_be_read_on_its_own() -> Non
     assert len(runner.calls) == 3  # the joint read failed; then one read per root
     assert sorted(trees["tank/a"].nodes) == ["tank/a", "tank/a/x"]
     assert trees["tank/gone"].nodes == {}
+
+
+def test_details_add_local_properties_and_holds_in_two_calls() -> None:
+    def answer(command: Command) -> tuple[int, str, str]:
+        if command.argv[1] == "holds":
+            return 0, "tank/a@s\tkeep\tThu Jan  1 00:00 2026\n", ""
+        return 0, "tank/a\tcompression\tlz4\tlocal\ntank/a/x\tdropin:tag\tp\treceived\n", ""
+
+    zfs, runner = make_zfs(answer)
+    snap = Snap("s", "11", 1, userrefs=1)
+    old = Tree("tank/a", {"tank/a": Node("tank/a", snapshots=(snap,)),
+                          "tank/a/x": Node("tank/a/x")})
+    state = read_details(zfs, ConvertState(old, Tree("tank/a.encroot-convert"), details=False))
+    assert len(runner.calls) == 2 and state.details
+    assert state.old.nodes["tank/a"].local == {"compression": "lz4"}
+    assert state.old.nodes["tank/a/x"].local == {"dropin:tag": "p"}
+    assert state.holds == {"tank/a@s": ("keep",)}
+    assert read_details(zfs, state) is state and len(runner.calls) == 2

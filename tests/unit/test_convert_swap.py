@@ -100,3 +100,19 @@ def test_a_live_owner_is_refused() -> None:
 
 def test_nothing_to_do() -> None:
     assert step(top("tank/my data", mounted="yes")) is None
+
+
+def test_the_finish_move_is_never_built_from_a_state_without_its_details() -> None:
+    light = ConvertState(top("tank/my data", marker=VERIFIED), Tree(TEMP),
+                         top(ASIDE, replaced=REPLACED), details=False)
+    move = next_action(REQUEST, light, undo=False, owner=ME, commands=ZfsCommands())
+    assert move is not None and move.needs_details and move.steps == ()
+    full = ConvertState(light.old, light.new, light.aside)
+    move = next_action(REQUEST, full, undo=False, owner=ME, commands=ZfsCommands())
+    assert move is not None and not move.needs_details and move.steps
+
+
+def test_the_other_moves_need_no_details() -> None:
+    light = ConvertState(top("tank/my data"), top(TEMP, marker=VERIFIED), details=False)
+    move = next_action(REQUEST, light, undo=False, owner=ME, commands=ZfsCommands())
+    assert move is not None and not move.needs_details and move.steps

@@ -283,6 +283,9 @@ class ConvertState:
         holds: snapshot -> user hold tags, for the snapshots of both trees that have some.
         mounts: mount point -> processes using it (pid and command), filled only at
             cutover when the old tree is in use.
+        details: the local properties of X and of the tree aside, and the holds, were
+            read; ``read_state(details=False)`` leaves them out, since only the swap's
+            last move (``swap.next_action``) needs them.
     """
 
     old: Tree
@@ -292,6 +295,7 @@ class ConvertState:
     feature: str = "-"
     holds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     keep_old_exists: bool = False
+    details: bool = True
 
     @property
     def available(self) -> int:

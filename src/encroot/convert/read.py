@@ -24,8 +24,8 @@ from ..zfs import Zfs
 from ..zfs.parse import PropertyTable
 from .model import ConvertRequest, ConvertState, Node, Snap, Tree
 
-__all__ = ["STATE_PROPERTIES", "read_parent", "read_state", "read_tree", "read_trees",
-           "reread_trees"]
+__all__ = ["STATE_PROPERTIES", "read_details", "read_parent", "read_state", "read_tree",
+           "read_trees", "reread_trees"]
 
 STATE_PROPERTIES = (
     "type", "guid", "createtxg", "origin", "encryption", "encryptionroot", "keyformat",
@@ -115,11 +115,14 @@ def _family(zfs: Zfs, target: DatasetName) -> Mapping[str, Mapping[str, str]]:
             table.datasets.items()}
 
 
-def read_state(zfs: Zfs, request: ConvertRequest, *, pool: bool = True) -> ConvertState:
+def read_state(zfs: Zfs, request: ConvertRequest, *, pool: bool = True,
+               details: bool = True) -> ConvertState:
     """The old tree, the new one, a tree moved aside by a swap, the parent and the pool.
 
     ``pool=False``: no ``zpool get`` (the swap, which plans no transfer, needs no
     ``feature@encryption``; ``ConvertState.feature`` then says it was not read).
+    ``details=False``: neither the local properties nor the holds (two processes
+    fewer; ``read_details`` adds them when the swap's last move needs them).
     The pool feature and the parent's family are read at the same time
     (``Zfs.concurrently``).
     """
@@ -132,22 +135,46 @@ def read_state(zfs: Zfs, request: ConvertRequest, *, pool: bool = True) -> Conve
     aside_name = _aside_name(request, family)
     if aside_name and aside_name not in present:
         present.append(aside_name)
-    trees = read_trees(zfs, present, local=(str(target), aside_name))
+    trees = read_trees(zfs, present, local=(str(target), aside_name) if details else ())
     old = trees.get(str(target), Tree(str(target)))
     new = trees.get(request.temp, Tree(request.temp))
     if not aside_name:
         aside_name = _kept_name(new, old)
         if aside_name:
-            trees = {aside_name: read_tree(zfs, aside_name, local=True)}
+            trees = {aside_name: read_tree(zfs, aside_name, local=details)}
     aside = trees.get(aside_name, Tree("")) if aside_name else Tree("")
-    held = [f"{node.name}@{snap.name}" for tree in (old, new, aside)
-            for node in tree.nodes.values() for snap in node.snapshots if snap.userrefs]
-    holds = {snap: tuple(tags) for snap, tags in zfs.holds(held).items()} if held else {}
     keep_exists = request.keep_old is not None and (
         request.keep_old in family or (aside_name != request.keep_old
                                        and zfs.exists(request.keep_old)))
-    return ConvertState(old, new, aside, family.get(target.parent or "", {}), feature, holds,
-                        keep_old_exists=keep_exists)
+    state = ConvertState(old, new, aside, family.get(target.parent or "", {}), feature,
+                         keep_old_exists=keep_exists, details=details)
+    return replace(state, holds=_holds(zfs, state)) if details else state
+
+
+def read_details(zfs: Zfs, state: ConvertState) -> ConvertState:
+    """``state`` (read with ``details=False``) with the local properties of X's tree and
+    of the tree aside, in one ``zfs get``, and the holds, in one ``zfs holds``."""
+    if state.details:
+        return state
+    roots = [tree.root for tree in (state.old, state.aside) if tree.exists]
+    table = _table(zfs, roots, ("all",), recursive=True, types=("filesystem", "volume"),
+                   sources=("local", "received")) if roots else PropertyTable()
+
+    def with_local(tree: Tree) -> Tree:
+        return replace(tree, nodes={name: replace(node, local={
+            p: v.value for p, v in table.datasets.get(name, {}).items()})
+            for name, node in tree.nodes.items()})
+
+    state = replace(state, old=with_local(state.old), aside=with_local(state.aside),
+                    details=True)
+    return replace(state, holds=_holds(zfs, state))
+
+
+def _holds(zfs: Zfs, state: ConvertState) -> dict[str, tuple[str, ...]]:
+    """The user holds of every snapshot of the three trees that has some."""
+    held = [f"{node.name}@{snap.name}" for tree in (state.old, state.new, state.aside)
+            for node in tree.nodes.values() for snap in node.snapshots if snap.userrefs]
+    return {snap: tuple(tags) for snap, tags in zfs.holds(held).items()} if held else {}
 
 
 def reread_trees(zfs: Zfs, request: ConvertRequest, before: ConvertState, *,

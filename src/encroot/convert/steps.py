@@ -93,6 +93,9 @@ class SwapMove:
 
     description: str
     steps: tuple[Step, ...]
+    # the move is built from the local properties and holds, which the state it was
+    # chosen from lacks (``ConvertState.details``): read them, then choose again
+    needs_details: bool = False
 
 
 def mounted(tree: Tree) -> list[str]:

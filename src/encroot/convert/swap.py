@@ -38,7 +38,7 @@ from ..records import field, record
 from ..zfs import Command, Zfs, ZfsCommands
 from .model import ConvertRefused, ConvertRequest, ConvertState, Tree
 from .plan import snapshots_missing
-from .read import read_parent, read_state, read_tree, read_trees
+from .read import read_details, read_parent, read_state, read_tree, read_trees
 from .steps import (
     Step,
     SwapAction,
@@ -75,11 +75,11 @@ def refuse_live_owners(request: ConvertRequest, state: ConvertState) -> None:
 
 def verify(zfs: Zfs, request: ConvertRequest, keyformat: str | None) -> list[str]:
     """Compare the new tree with the old one: every snapshot with its GUID, no partial
-    receive, the encryption as planned.  Two ``zfs get`` processes: both trees, and
-    the parent (whose encryption root the new tree inherits with ``--inherit``)."""
-    trees = read_trees(zfs, [request.dataset, request.temp])
+    receive, the encryption as planned.  Two ``zfs get`` processes at once: both trees,
+    and the parent (whose encryption root the new tree inherits with ``--inherit``)."""
+    trees, parent = zfs.concurrently(lambda: read_trees(zfs, [request.dataset, request.temp]),
+                                     lambda: read_parent(zfs, request.dataset))
     old, new = trees[request.dataset], trees[request.temp]
-    parent = read_parent(zfs, request.dataset)
     problems: list[str] = []
     for node in old.nodes.values():
         name = request.new_name(node.name)
@@ -126,7 +126,9 @@ def next_action(request: ConvertRequest, state: ConvertState, *, undo: bool,
 
     ``undo``: an unverified new tree is destroyed (``--recover``); otherwise it is
     left for the next phase.  ``mounted_before``: file systems of X that cutover
-    unmounted, mounted again after the swap even when ``canmount=noauto``.
+    unmounted, mounted again after the swap even when ``canmount=noauto``.  A state
+    read without its details gets, for the move that needs them, a move with no steps
+    and ``needs_details`` set.
 
     Raises:
         ConvertRefused: a name in the way is not encroot's, or the state is impossible.
@@ -147,10 +149,13 @@ def next_action(request: ConvertRequest, state: ConvertState, *, undo: bool,
                  commands.inherit(target, CONVERT_REPLACED))),))
         if state.swapped:
             keep = verified is not None and verified.keep_old is not None
+            description = (f"finish: properties, holds, mounts of {target}; "
+                           + (f"keep the old tree as {aside.root}" if keep
+                              else f"destroy the old tree {aside.root}"))
+            if not state.details:
+                return SwapMove(description, (), needs_details=True)
             return SwapMove(
-                f"finish: properties, holds, mounts of {target}; "
-                + (f"keep the old tree as {aside.root}" if keep
-                   else f"destroy the old tree {aside.root}"),
+                description,
                 finish_steps(request, aside, aside.root, copies=state.old.nodes,
                              holds=state.holds, existing=state.holds, also=mounted_before,
                              keep=keep, commands=commands))
@@ -244,10 +249,14 @@ def advance(zfs: Zfs, request: ConvertRequest, *, undo: bool, owner: Owner,
         ConvertRefused: a name in the way is not encroot's.
         EncrootError, ZfsError: a step failed (see ``run_step``).
     """
-    state = read_state(zfs, request, pool=False)
+    state = read_state(zfs, request, pool=False, details=False)
     refuse_live_owners(request, state)
     move = next_action(request, state, undo=undo, owner=owner, commands=zfs.commands,
                        mounted_before=mounted_before)
+    if move is not None and move.needs_details:
+        state = read_details(zfs, state)
+        move = next_action(request, state, undo=undo, owner=owner, commands=zfs.commands,
+                           mounted_before=mounted_before)
     if move is None:
         return None
     say(f"{'recover' if undo else 'swap'}: {move.description}")
