@@ -34,6 +34,18 @@ def prop(name: str, prop_name: str) -> str:
     return sh(f"zfs get -H -p -o value {prop_name} '{name}'").stdout.strip()
 
 
+def props_under(root: str, *names: str) -> dict[str, dict[str, str]]:
+    """Dataset -> property -> value for ``root`` and every filesystem and volume below it,
+    in one ``zfs get`` (each ``prop`` call is a process: tenths of a second in the lab)."""
+    out = sh(f"zfs get -H -p -r -t filesystem,volume -o name,property,value "
+             f"{','.join(names)} '{root}'").stdout
+    table: dict[str, dict[str, str]] = {}
+    for line in out.splitlines():
+        name, prop_name, value = line.split("\t")
+        table.setdefault(name, {})[prop_name] = value
+    return table
+
+
 def exists(name: str) -> bool:
     return sh(f"zfs list -H -o name -t all '{name}'", check=False).returncode == 0
 

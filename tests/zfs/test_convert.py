@@ -24,6 +24,7 @@ from .helpers import (
     mount_tree,
     names_under,
     prop,
+    props_under,
     sh,
     snapshot_guids,
     tree_hashes,
@@ -82,8 +83,9 @@ def snapshot_state(scene: Scene) -> dict[str, str]:
 
 
 def file_state(scene: Scene) -> dict[str, dict[str, str]]:
-    mounted = [fs for fs in scene.filesystems if prop(fs, "mounted") == "yes"]
-    return {fs: tree_hashes(prop(fs, "mountpoint")) for fs in mounted}
+    table = props_under(scene.top, "mounted", "mountpoint")
+    mounted = [fs for fs in scene.filesystems if table[fs]["mounted"] == "yes"]
+    return {fs: tree_hashes(table[fs]["mountpoint"]) for fs in mounted}
 
 
 def assert_carried_over(scene: Scene, snaps: dict[str, str],
@@ -92,16 +94,18 @@ def assert_carried_over(scene: Scene, snaps: dict[str, str],
     after = snapshot_guids(top)
     assert {k: v for k, v in after.items() if k in snaps} == snaps
     assert file_state(scene) == files
-    assert prop(top, "com.example:tag") == "a b"
-    assert prop(top, "compression") == "lz4"
-    assert prop(f"{top}/vol", "com.example:role") == "disk"
-    assert prop(f"{top}/child one/deep", "recordsize") == "65536"
-    assert prop(f"{top}/clone", "origin") == f"{top}/child one@s1"
-    assert prop(f"{top}/ROOT/be", "canmount") == "noauto"
-    assert prop(f"{top}/ROOT/be", "mounted") == "no"
-    assert prop(f"{top}/ROOT", "mountpoint") == "none"
-    assert prop(f"{top}/ROOT/be", "mountpoint") == f"/{scene.pool}-be"
-    assert prop(f"{top}/child one", "canmount") == "on"
+    table = props_under(top, "com.example:tag", "com.example:role", "compression",
+                        "recordsize", "origin", "canmount", "mounted", "mountpoint")
+    assert table[top]["com.example:tag"] == "a b"
+    assert table[top]["compression"] == "lz4"
+    assert table[f"{top}/vol"]["com.example:role"] == "disk"
+    assert table[f"{top}/child one/deep"]["recordsize"] == "65536"
+    assert table[f"{top}/clone"]["origin"] == f"{top}/child one@s1"
+    assert table[f"{top}/ROOT/be"]["canmount"] == "noauto"
+    assert table[f"{top}/ROOT/be"]["mounted"] == "no"
+    assert table[f"{top}/ROOT"]["mountpoint"] == "none"
+    assert table[f"{top}/ROOT/be"]["mountpoint"] == f"/{scene.pool}-be"
+    assert table[f"{top}/child one"]["canmount"] == "on"
     assert "keep" in sh(f"zfs holds -H '{top}@s1'").stdout
     leftovers = [n for n in names_under(scene.pool) if ".encroot-convert" in n]
     assert leftovers == []
@@ -132,10 +136,11 @@ def test_encrypt_in_phases_with_writes_between(scene: Scene) -> None:
     done = encroot(f"encrypt --phase cutover '{top}'")
     assert done.returncode == 0, done.stderr
     assert "downtime" in done.stdout and "zpool trim --secure" in done.stdout
+    table = props_under(top, "encryptionroot", "keyformat", "keylocation")
     for name in [*scene.filesystems, f"{top}/vol"]:
-        assert prop(name, "encryptionroot") == top, name
-    assert prop(top, "keyformat") == "hex"
-    assert prop(top, "keylocation") == f"file://{key}"
+        assert table[name]["encryptionroot"] == top, name
+    assert table[top]["keyformat"] == "hex"
+    assert table[top]["keylocation"] == f"file://{key}"
     assert_carried_over(scene, snaps, files)
     assert HEX_1 not in sh(f"zpool history -il {scene.pool}").stdout
     unmount_tree(top)
@@ -209,8 +214,9 @@ def test_decrypt(make_pool: PoolFactory, tmp_path: Path) -> None:
     done = encroot(f"decrypt --allow-plaintext --verify=mount '{scene.top}'")
     assert done.returncode == 0, done.stderr
     assert "SHA-256 of 6 files equal" in done.stdout, done.stdout
+    table = props_under(scene.top, "encryption")
     for name in [*scene.filesystems, f"{scene.top}/vol"]:
-        assert prop(name, "encryption") == "off", name
+        assert table[name]["encryption"] == "off", name
     assert_carried_over(scene, snaps, files)
 
 

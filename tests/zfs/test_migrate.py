@@ -26,6 +26,7 @@ from .helpers import (
     Run,
     encroot,
     prop,
+    props_under,
     sh,
     snapshot_guids,
     tree_hashes,
@@ -191,20 +192,27 @@ def assert_migrated(source: str, destination: str) -> None:
         sorted(set(moved.items()) - set(dst.items()))[:5]
     root_snaps = {name[1:]: guid for name, guid in src.items() if name.startswith("@")}
     assert {n: dst[f"/rootdata@{n}"] for n in root_snaps} == root_snaps
+    table = props_under(destination, "encryptionroot", "keyformat", "encryption", "type",
+                        "origin", "canmount", "user:tag", "user:site", "compression",
+                        "encroot:migrate")
+
+    def value(name: str, prop_name: str) -> str:
+        return table[f"{destination}/{name}".rstrip("/")][prop_name]
+
     for name in INHERITING:
-        assert prop(f"{destination}/{name}", "encryptionroot") == destination, name
-    assert prop(f"{destination}/rootdata", "encryptionroot") == destination
-    assert prop(f"{destination}/data/h", "encryptionroot") == f"{destination}/data/h"
-    assert prop(f"{destination}/data/h/x", "encryptionroot") == f"{destination}/data/h"
-    assert prop(f"{destination}/data/h", "keyformat") == "hex"
-    assert prop(f"{destination}/plain", "encryption") == "off"
-    assert prop(f"{destination}/vol", "type") == "volume"
-    assert prop(f"{destination}/ROOT/be2", "origin") == f"{destination}/ROOT/default@s1"
-    assert prop(f"{destination}/ROOT/default", "canmount") == "noauto"
-    assert prop(f"{destination}/data/a", "user:tag") == "deep"
-    assert prop(destination, "user:site") == "lab"
-    assert prop(destination, "compression") == "lz4"
-    assert prop(destination, "encroot:migrate") == "-"
+        assert value(name, "encryptionroot") == destination, name
+    assert value("rootdata", "encryptionroot") == destination
+    assert value("data/h", "encryptionroot") == f"{destination}/data/h"
+    assert value("data/h/x", "encryptionroot") == f"{destination}/data/h"
+    assert value("data/h", "keyformat") == "hex"
+    assert value("plain", "encryption") == "off"
+    assert value("vol", "type") == "volume"
+    assert value("ROOT/be2", "origin") == f"{destination}/ROOT/default@s1"
+    assert value("ROOT/default", "canmount") == "noauto"
+    assert value("data/a", "user:tag") == "deep"
+    assert value("", "user:site") == "lab"
+    assert value("", "compression") == "lz4"
+    assert value("", "encroot:migrate") == "-"
     assert sh(f"zfs list -H -o name {destination}/encroot-migrate", check=False).returncode == 1
 
 
@@ -214,15 +222,18 @@ def cold_start_hashes(source: str, destination: str, destination_key: Path) -> N
         f"zpool list -v -H -P {destination}").stdout.split() if p.startswith("/")}))
     sh(f"zpool export {destination} && zpool import {dirs} -N -R /mnt/check-{destination} "
        f"{destination} && zfs load-key -L file://{destination_key} {destination}")
-    for name in ("rootdata", "data/a", "data/a/b/c", "plain", "ROOT/default"):
-        sh(f"zfs mount {destination}/{name}")
-        ours = tree_hashes(prop(f"{source}/{name}", "mountpoint") if name != "rootdata"
-                           else f"/{source}")
-        theirs = tree_hashes(prop(f"{destination}/{name}", "mountpoint"))
+    names = ("rootdata", "data/a", "data/a/b/c", "plain", "ROOT/default")
+    sh("\n".join(f"zfs mount {destination}/{name}" for name in names))
+    source_table = props_under(source, "mountpoint")
+    table = props_under(destination, "mountpoint", "keystatus")
+    for name in names:
+        ours = tree_hashes(source_table[f"{source}/{name}"]["mountpoint"]
+                           if name != "rootdata" else f"/{source}")
+        theirs = tree_hashes(table[f"{destination}/{name}"]["mountpoint"])
         if name == "rootdata":
             ours = {k: v for k, v in ours.items() if "/" not in k}
         assert ours == theirs, name
-    assert prop(f"{destination}/data/h/x", "keystatus") == "unavailable"
+    assert table[f"{destination}/data/h/x"]["keystatus"] == "unavailable"
     sh(f"zpool export {destination}")
 
 

@@ -26,6 +26,7 @@ from .helpers import (
     load_key,
     names_under,
     prop,
+    props_under,
     sh,
     snapshot_guids,
     tree_hashes,
@@ -36,6 +37,15 @@ pytestmark = pytest.mark.zfs
 
 FLAGS = "receive -F -u --allow-encryption-change"
 TEMPORARIES = (".encroot-recv", ".encroot-old")
+
+
+def _state(name: str) -> dict[str, str] | None:
+    """The properties the checks below read, in one ``zfs get``; None if ``name`` is gone."""
+    done = sh(f"zfs get -H -p -o property,value encryption,keystatus,mounted,mountpoint "
+              f"'{name}'", check=False)
+    if done.returncode != 0:
+        return None
+    return dict(line.split("\t", 1) for line in done.stdout.splitlines())
 
 
 class Scene:
@@ -54,39 +64,43 @@ class Scene:
         self.make_old_target()
 
     def make_old_target(self) -> None:
+        present = set(names_under(self.dst))
         for name in (self.target, *(self.target + s for s in TEMPORARIES)):
-            if exists(name):
+            if name in present:
                 sh(f"zfs destroy -r '{name}'")
         sh(f"zfs create {self.target} && zfs snapshot {self.target}@before")
         write_files(f"/{self.target}", {"old.txt": b"the old data\n"})
         self.old_hashes = tree_hashes(f"/{self.target}")
 
     def has_old(self, name: str) -> bool:
-        if not exists(name) or prop(name, "encryption") != "off":
+        state = _state(name)
+        if state is None or state["encryption"] != "off":
             return False
-        return self._hashes_match(name, self.old_hashes)
+        return self._hashes_match(name, state, self.old_hashes)
 
     def has_new(self, name: str) -> bool:
-        if not exists(name) or prop(name, "encryption") == "off":
+        state = _state(name)
+        if state is None or state["encryption"] == "off":
             return False
         if snapshot_guids(name) != snapshot_guids(self.source):
             return False
-        return self._hashes_match(name, self.source_hashes)
+        return self._hashes_match(name, state, self.source_hashes)
 
-    def _hashes_match(self, name: str, expected: dict[str, str]) -> bool:
+    def _hashes_match(self, name: str, state: dict[str, str], expected: dict[str, str]
+                      ) -> bool:
         """Compare file hashes, leaving mount and key state as they were.
 
         The checks between an interruption and the recovery must not change
         what the recovery sees.
         """
-        loaded = prop(name, "keystatus") == "unavailable"
+        loaded = state["keystatus"] == "unavailable"
         if loaded:
             load_key(name)
-        mounted = prop(name, "mounted") != "yes"
+        mounted = state["mounted"] != "yes"
         if mounted:
             sh(f"zfs mount '{name}'")
         try:
-            return tree_hashes(f"/{prop(name, 'mountpoint')}") == expected
+            return tree_hashes(f"/{state['mountpoint']}") == expected
         finally:
             if mounted:
                 sh(f"zfs unmount '{name}'")
@@ -99,8 +113,10 @@ class Scene:
     def assert_one_complete_and_clean(self) -> str:
         """After recovery: the target holds the old or the new data; nothing else is left."""
         assert self.leftovers() == []
-        for marker in ("encroot:recv-verified", "encroot:recv-replaced"):
-            assert prop(self.target, marker) == "-", f"{marker} left on {self.target}"
+        names = ("encroot:recv-verified", "encroot:recv-replaced")
+        values = props_under(self.target, *names)[self.target]
+        for marker in names:
+            assert values[marker] == "-", f"{marker} left on {self.target}"
         if self.has_old(self.target):
             return "old"
         assert self.has_new(self.target), f"{self.target} holds neither old nor new data"
