@@ -69,9 +69,19 @@ def read_trees(zfs: Zfs, roots: Sequence[str], *, local: Collection[str] = ()
     if len(roots) > 1 and not all(root in table for root in roots):
         return {root: read_tree(zfs, root, local=root in local) for root in roots}
     wanted = [root for root in roots if root in local and root in table]
-    local_table = _table(zfs, wanted, ("all",), recursive=True, types=("filesystem", "volume"),
-                         sources=("local", "received")) if wanted else PropertyTable()
+    local_table = _local_table(zfs, wanted)
     return {root: _tree(root, table, local_table) for root in roots}
+
+
+def _local_table(zfs: Zfs, roots: list[str]) -> PropertyTable:
+    """The properties set locally or received of the filesystems and volumes under
+    ``roots``, in one ``zfs get`` (none when ``roots`` is empty)."""
+    return _table(zfs, roots, ("all",), recursive=True, types=("filesystem", "volume"),
+                  sources=("local", "received")) if roots else PropertyTable()
+
+
+def _local_values(local_table: PropertyTable, name: str) -> dict[str, str]:
+    return {p: v.value for p, v in local_table.datasets.get(name, {}).items()}
 
 
 def _tree(root: str, table: PropertyTable, local_table: PropertyTable) -> Tree:
@@ -96,7 +106,7 @@ def _tree(root: str, table: PropertyTable, local_table: PropertyTable) -> Tree:
     for name, props in rows.items():
         if "@" in name or "#" in name:
             continue
-        local_values = {p: v.value for p, v in local_table.datasets.get(name, {}).items()}
+        local_values = _local_values(local_table, name)
         nodes[name] = Node(
             name, {p: v.value for p, v in props.items()}, local_values,
             tuple(sorted(snaps.get(name, []), key=lambda s: s.txg)),
@@ -156,14 +166,11 @@ def read_details(zfs: Zfs, state: ConvertState) -> ConvertState:
     of the tree aside, in one ``zfs get``, and the holds, in one ``zfs holds``."""
     if state.details:
         return state
-    roots = [tree.root for tree in (state.old, state.aside) if tree.exists]
-    table = _table(zfs, roots, ("all",), recursive=True, types=("filesystem", "volume"),
-                   sources=("local", "received")) if roots else PropertyTable()
+    table = _local_table(zfs, [tree.root for tree in (state.old, state.aside) if tree.exists])
 
     def with_local(tree: Tree) -> Tree:
-        return replace(tree, nodes={name: replace(node, local={
-            p: v.value for p, v in table.datasets.get(name, {}).items()})
-            for name, node in tree.nodes.items()})
+        return replace(tree, nodes={name: replace(node, local=_local_values(table, name))
+                                    for name, node in tree.nodes.items()})
 
     state = replace(state, old=with_local(state.old), aside=with_local(state.aside),
                     details=True)
