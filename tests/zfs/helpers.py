@@ -34,13 +34,16 @@ def prop(name: str, prop_name: str) -> str:
     return sh(f"zfs get -H -p -o value {prop_name} '{name}'").stdout.strip()
 
 
-def props_under(root: str, *names: str) -> dict[str, dict[str, str]]:
+def props_under(root: str, *names: str, missing_ok: bool = False) -> dict[str, dict[str, str]]:
     """Dataset -> property -> value for ``root`` and every filesystem and volume below it,
-    in one ``zfs get`` (each ``prop`` call is a process: tenths of a second in the lab)."""
-    out = sh(f"zfs get -H -p -r -t filesystem,volume -o name,property,value "
-             f"{','.join(names)} '{root}'").stdout
+    in one ``zfs get`` (each ``prop`` call is a process: tenths of a second in the lab).
+    ``missing_ok``: an empty table if ``root`` does not exist (else the check fails)."""
+    done = sh(f"zfs get -H -p -r -t filesystem,volume -o name,property,value "
+              f"{','.join(names)} '{root}'", check=not missing_ok)
     table: dict[str, dict[str, str]] = {}
-    for line in out.splitlines():
+    if done.returncode != 0:
+        return table
+    for line in done.stdout.splitlines():
         name, prop_name, value = line.split("\t")
         table.setdefault(name, {})[prop_name] = value
     return table

@@ -41,11 +41,8 @@ TEMPORARIES = (".encroot-recv", ".encroot-old")
 
 def _state(name: str) -> dict[str, str] | None:
     """The properties the checks below read, in one ``zfs get``; None if ``name`` is gone."""
-    done = sh(f"zfs get -H -p -o property,value encryption,keystatus,mounted,mountpoint "
-              f"'{name}'", check=False)
-    if done.returncode != 0:
-        return None
-    return dict(line.split("\t", 1) for line in done.stdout.splitlines())
+    return props_under(name, "encryption", "keystatus", "mounted", "mountpoint",
+                       missing_ok=True).get(name)
 
 
 class Scene:
