@@ -72,7 +72,8 @@ def test_no_mirror_found(tmp_path: Path) -> None:
 
 def test_qemu_argv_uses_tcg_a_snapshot_disk_and_two_shares(tmp_path: Path) -> None:
     image = Image(tmp_path, "2.3", "2.3.2-2", "6.1.0-1-amd64", "bookworm")
-    argv = qemu_argv(image, tmp_path / "job", tmp_path / "src", GuestConfig(accel="tcg"))
+    argv = qemu_argv(image, tmp_path / "job", tmp_path / "src",
+                     GuestConfig(accel="tcg", cpu_model="max", kernel_args=""))
     line = " ".join(argv)
     assert argv[:5] == ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max"]
     assert f"file={tmp_path}/rootfs.img,format=raw,if=virtio,snapshot=on" in argv
@@ -80,6 +81,15 @@ def test_qemu_argv_uses_tcg_a_snapshot_disk_and_two_shares(tmp_path: Path) -> No
     assert line.count("-virtfs") == 2
     assert "-nic none" in line and "-no-reboot" in line
     assert "init=/usr/local/sbin/encroot-stub-init" in line
+    assert "init_on_alloc=0" in argv[argv.index("-append") + 1]
+
+
+def test_qemu_argv_takes_the_cpu_model_and_extra_kernel_words(tmp_path: Path) -> None:
+    image = Image(tmp_path, "2.3", "2.3.2-2", "6.1.0-1-amd64", "bookworm")
+    config = GuestConfig(accel="tcg", cpu_model="Westmere", kernel_args="init_on_alloc=0")
+    argv = qemu_argv(image, tmp_path / "job", tmp_path / "src", config)
+    assert argv[argv.index("-cpu") + 1] == "Westmere"
+    assert argv[argv.index("-append") + 1].endswith(" init_on_alloc=0")
 
 
 def test_job_files_follow_the_guest_contract(tmp_path: Path) -> None:

@@ -30,8 +30,9 @@ def add_lab_commands(commands: Subcommands[Parser]) -> None:
 
     build = sub.add_parser(
         "build", help="build guest images unless cached",
-        description="Build the guest image of each --zfs version (repeatable), one after "
-                    "the other, unless cached.")
+        description="Build the guest image of each --zfs version (repeatable) unless "
+                    "cached. Several images build side by side, their compile steps "
+                    "one at a time.")
     build.add_argument("--zfs", metavar="VERSION", action="append",
                        help=f"OpenZFS version: {versions}; repeat for several "
                             f"(default {DEFAULT_VERSION})")
@@ -107,8 +108,7 @@ def add_lab_commands(commands: Subcommands[Parser]) -> None:
 def _lab_build(args: argparse.Namespace) -> int:
     from .. import lab
 
-    for version in args.zfs or [None]:
-        image = lab.build(version, force=args.force)
+    for image in lab.build_all(args.zfs or [None], force=args.force):
         print(f"{image.path}: OpenZFS {image.zfs_package_version}, kernel {image.kernel}, "
               f"Debian {image.suite}")
     return Exit.OK

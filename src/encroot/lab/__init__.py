@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .image import Image, build_image, cache_root, find_image
+from .image import Image, build_image, build_images, cache_root, find_image
 from .pair import GuestOutcome, PairGuest, PairResult, run_pair
 from .recipes import DEFAULT_VERSION, RECIPES, recipe_for
 from .vm import GuestConfig, JobResult, run_job
@@ -27,6 +27,7 @@ __all__ = [
     "JobResult",
     "PairResult",
     "build",
+    "build_all",
     "cache_root",
     "find_image",
     "pair",
@@ -44,6 +45,18 @@ def build(version: str | None = None, *, force: bool = False,
           say: Callable[[str], None] = _say) -> Image:
     """The guest image for ``version``, built now unless cached."""
     return build_image(recipe_for(version), say=say, force=force)
+
+
+def build_all(versions: Sequence[str | None], *, force: bool = False,
+              say: Callable[[str], None] = _say) -> list[Image]:
+    """The guest images of ``versions``, in order; the missing ones built side by side.
+
+    Raises:
+        InputError: an unknown version (before anything is built).
+        LabError: a build failed (see :func:`encroot.lab.image.build_images`).
+    """
+    recipes = [recipe_for(v) for v in versions]
+    return build_images(recipes, say=say, force=force)
 
 
 def run(script: Path, args: Sequence[str] = (), *, version: str | None = None,
@@ -68,9 +81,7 @@ def pair(script_a: Path, script_b: Path | None = None, *, version_a: str | None 
     Each guest boots from its own version's image; ``$OUT`` files go to
     ``out_dir/a`` and ``out_dir/b``.  See :func:`encroot.lab.pair.run_pair`.
     """
-    recipe_a, recipe_b = recipe_for(version_a), recipe_for(version_b)  # both valid first
-    image_a = build_image(recipe_a, say=say)
-    image_b = build_image(recipe_b, say=say)
+    image_a, image_b = build_all([version_a, version_b], say=say)
     result = run_pair(
         PairGuest(image_a, script_a, out_dir / "a" if out_dir else None),
         PairGuest(image_b, script_b or script_a, out_dir / "b" if out_dir else None),

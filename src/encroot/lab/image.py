@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import LabError
@@ -28,12 +29,17 @@ from ..records import record
 from .host import ensure_host_tools, find_debian_mirror, require_root
 from .recipes import Recipe, guest_sources, stub_init_text
 
-__all__ = ["Image", "build_image", "cache_root", "find_image"]
+__all__ = ["Image", "build_image", "build_images", "cache_root", "find_image"]
 
 Say = Callable[[str], None]
 STUB_INIT = "/usr/local/sbin/encroot-stub-init"
 # Room left free on the guest's root file system for test pools and logs.
 FREE_SPACE_MIB = 3072
+# The steps that keep both cores busy (make -j in zfs-dkms's package script). Builds in
+# several threads (build_images) take turns at them; the other steps wait on the network,
+# the disk or one core, and overlap.
+CPU_BOUND_STEPS = frozenset({"zfs", "modules"})
+_compile_turn = threading.Lock()
 
 
 @record(frozen=True)
@@ -245,7 +251,7 @@ def _heartbeat(say: Say, label: str, every: float = 60.0) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(every):
-            say(f"  ... {label} still running ({_elapsed(time.monotonic() - started)})")
+            say(f"{label}: still running ({_elapsed(time.monotonic() - started)})")
 
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
@@ -300,6 +306,36 @@ def build_image(recipe: Recipe, *, say: Say, force: bool = False,
     return image
 
 
+def build_images(recipes: Sequence[Recipe], *, say: Say, force: bool = False,
+                 root: Path | None = None) -> list[Image]:
+    """Build the images of ``recipes`` unless cached, side by side; return them in order.
+
+    Each image builds in its own thread, so that one guest's download and
+    unpacking (debootstrap, apt: the network, the disk, one core) overlap
+    another's compile. The compile steps (``CPU_BOUND_STEPS``) take turns:
+    each already keeps both cores busy.
+
+    Raises:
+        LabError: as :func:`build_image`; the first failed build's error, after
+            every other build has finished or failed (each failure is said).
+    """
+    root = root or cache_root()
+    unique = list({r.cache_key(): r for r in recipes}.values())
+    missing = [r for r in unique if force or find_image(r, root) is None]
+    if missing:
+        require_root("building the lab image")
+        ensure_host_tools(["debootstrap", "mke2fs"], say)  # once, before the threads
+    with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
+        futures = {r.cache_key(): pool.submit(build_image, r, say=say, force=force, root=root)
+                   for r in unique}
+    failures = [e for e in (f.exception() for f in futures.values()) if e is not None]
+    for failure in failures[1:]:
+        say(f"lab build also failed: {failure}")
+    if failures:
+        raise failures[0]
+    return [futures[r.cache_key()].result() for r in recipes]
+
+
 def _run_steps(build: _Build) -> None:
     total = len(_STEPS)
     with contextlib.ExitStack() as stack:
@@ -309,15 +345,25 @@ def _run_steps(build: _Build) -> None:
             if name == "disk-image":
                 stack.close()
             say_prefix = f"[lab {build.recipe.zfs_version} {number}/{total}] {name}"
-            build.say(f"{say_prefix}: {what}")
-            started = time.monotonic()
-            try:
-                with _heartbeat(build.say, name):
-                    step(build)
-            except LabError as exc:
-                raise LabError(f"lab build failed at step {name!r}: {exc.reason}",
-                               log=exc.log or str(build.log)) from exc
-            except OSError as exc:
-                raise LabError(f"lab build failed at step {name!r}: {exc}",
-                               log=str(build.log)) from exc
-            build.say(f"{say_prefix}: done in {_elapsed(time.monotonic() - started)}")
+            turn = _compile_turn if name in CPU_BOUND_STEPS else contextlib.nullcontext()
+            if name in CPU_BOUND_STEPS and _compile_turn.locked():
+                build.say(f"{say_prefix}: waiting for another image's compile to end")
+            with turn:
+                _run_step(build, say_prefix, name, what, step)
+
+
+def _run_step(build: _Build, say_prefix: str, name: str, what: str,
+              step: Callable[[_Build], None]) -> None:
+    """One build step with its progress lines; a failure names the step and the log."""
+    build.say(f"{say_prefix}: {what}")
+    started = time.monotonic()
+    try:
+        with _heartbeat(build.say, say_prefix):
+            step(build)
+    except LabError as exc:
+        raise LabError(f"lab build failed at step {name!r}: {exc.reason}",
+                       log=exc.log or str(build.log)) from exc
+    except OSError as exc:
+        raise LabError(f"lab build failed at step {name!r}: {exc}",
+                       log=str(build.log)) from exc
+    build.say(f"{say_prefix}: done in {_elapsed(time.monotonic() - started)}")

@@ -1,0 +1,121 @@
+"""Building several guest images side by side: overlap, compile turns, failures."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from encroot.errors import LabError
+from encroot.lab import image
+from encroot.lab.image import CPU_BOUND_STEPS, Image, _Build, _run_steps, build_images
+from encroot.lab.recipes import RECIPES, Recipe
+
+
+class StepLog:
+    """Which steps ran at the same time as which, across threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: set[str] = set()
+        self.overlaps: set[tuple[str, str]] = set()
+
+    def step(self, name: str) -> Callable[[_Build], None]:
+        def run(build: _Build) -> None:
+            me = f"{build.recipe.zfs_version}:{name}"
+            with self.lock:
+                for other in self.running:
+                    self.overlaps.add((min(me, other), max(me, other)))
+                self.running.add(me)
+            time.sleep(0.05)
+            with self.lock:
+                self.running.discard(me)
+        return run
+
+
+@contextlib.contextmanager
+def _no_mounts(root: Path) -> Iterator[None]:
+    yield
+
+
+def test_compile_steps_take_turns_while_the_others_overlap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = StepLog()
+    monkeypatch.setattr(image, "_STEPS", tuple(
+        (name, "what", log.step(name)) for name in ("debootstrap", "zfs", "modules")))
+    monkeypatch.setattr(image, "_chroot_mounts", _no_mounts)
+    builds = [_Build(RECIPES[v], tmp_path / v, lambda line: None) for v in ("2.1", "2.4")]
+    threads = [threading.Thread(target=_run_steps, args=(b,)) for b in builds]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ("2.1:debootstrap", "2.4:debootstrap") in log.overlaps
+    compiles = {(a, b) for a, b in log.overlaps
+                if a.split(":")[1] in CPU_BOUND_STEPS and b.split(":")[1] in CPU_BOUND_STEPS}
+    assert compiles == set()
+
+
+def _fake_image(recipe: Recipe, root: Path) -> Image:
+    return Image(root / recipe.cache_key(), recipe.zfs_version, "pkg", "kernel", recipe.suite)
+
+
+def test_images_come_back_in_the_order_asked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image, "require_root", lambda what: None)
+    monkeypatch.setattr(image, "ensure_host_tools", lambda programs, say: None)
+    started: list[str] = []
+
+    def build(recipe: Recipe, *, say: object, force: bool, root: Path) -> Image:
+        started.append(recipe.zfs_version)
+        time.sleep(0.05 if recipe.zfs_version == "2.3" else 0)
+        return _fake_image(recipe, root)
+
+    monkeypatch.setattr(image, "build_image", build)
+    recipes = [RECIPES["2.3"], RECIPES["2.1"], RECIPES["2.4"]]
+    images = build_images(recipes, say=lambda line: None, root=tmp_path)
+    assert [i.zfs_version for i in images] == ["2.3", "2.1", "2.4"]
+    assert sorted(started) == ["2.1", "2.3", "2.4"]
+
+
+def test_a_failed_build_is_raised_after_the_others_finish(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image, "require_root", lambda what: None)
+    monkeypatch.setattr(image, "ensure_host_tools", lambda programs, say: None)
+    finished: list[str] = []
+    said: list[str] = []
+
+    def build(recipe: Recipe, *, say: object, force: bool, root: Path) -> Image:
+        if recipe.zfs_version != "2.3":
+            raise LabError(f"lab build failed at step 'zfs': {recipe.zfs_version}")
+        time.sleep(0.05)
+        finished.append(recipe.zfs_version)
+        return _fake_image(recipe, root)
+
+    monkeypatch.setattr(image, "build_image", build)
+    with pytest.raises(LabError, match=r"2\.1"):
+        build_images([RECIPES["2.1"], RECIPES["2.3"], RECIPES["2.4"]], say=said.append,
+                     root=tmp_path)
+    assert finished == ["2.3"]
+    assert said == ["lab build also failed: lab build failed at step 'zfs': 2.4"]
+
+
+def test_a_version_asked_twice_is_built_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image, "require_root", lambda what: None)
+    monkeypatch.setattr(image, "ensure_host_tools", lambda programs, say: None)
+    started: list[str] = []
+
+    def build(recipe: Recipe, *, say: object, force: bool, root: Path) -> Image:
+        started.append(recipe.zfs_version)
+        return _fake_image(recipe, root)
+
+    monkeypatch.setattr(image, "build_image", build)
+    images = build_images([RECIPES["2.4"], RECIPES["2.1"], RECIPES["2.4"]],
+                          say=lambda line: None, force=True, root=tmp_path)
+    assert [i.zfs_version for i in images] == ["2.4", "2.1", "2.4"]
+    assert sorted(started) == ["2.1", "2.4"]
