@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,16 +31,28 @@ def sh(script: str, *, stdin: bytes | None = None, check: bool = True) -> Run:
     return run
 
 
+def run(*argv: str, stdin: bytes | None = None, check: bool = True) -> Run:
+    """Run one command without a shell (a bash costs a process: tens of ms in the lab);
+    return its output (raise on failure if ``check``)."""
+    done = subprocess.run(argv, input=stdin, capture_output=True, check=False)
+    result = Run(done.returncode, done.stdout.decode(errors="replace"),
+                 done.stderr.decode(errors="replace"))
+    if check and result.returncode != 0:
+        raise AssertionError(f"command failed ({result.returncode}): {shlex.join(argv)}\n"
+                             f"{result.stderr}")
+    return result
+
+
 def prop(name: str, prop_name: str) -> str:
-    return sh(f"zfs get -H -p -o value {prop_name} '{name}'").stdout.strip()
+    return run("zfs", "get", "-H", "-p", "-o", "value", prop_name, name).stdout.strip()
 
 
 def props_under(root: str, *names: str, missing_ok: bool = False) -> dict[str, dict[str, str]]:
     """Dataset -> property -> value for ``root`` and every filesystem and volume below it,
     in one ``zfs get`` (each ``prop`` call is a process: tenths of a second in the lab).
     ``missing_ok``: an empty table if ``root`` does not exist (else the check fails)."""
-    done = sh(f"zfs get -H -p -r -t filesystem,volume -o name,property,value "
-              f"{','.join(names)} '{root}'", check=not missing_ok)
+    done = run("zfs", "get", "-H", "-p", "-r", "-t", "filesystem,volume", "-o",
+               "name,property,value", ",".join(names), root, check=not missing_ok)
     table: dict[str, dict[str, str]] = {}
     if done.returncode != 0:
         return table
@@ -50,17 +63,18 @@ def props_under(root: str, *names: str, missing_ok: bool = False) -> dict[str, d
 
 
 def exists(name: str) -> bool:
-    return sh(f"zfs list -H -o name -t all '{name}'", check=False).returncode == 0
+    return run("zfs", "list", "-H", "-o", "name", "-t", "all", name, check=False).returncode == 0
 
 
 def names_under(root: str) -> list[str]:
-    out = sh(f"zfs list -H -o name -t all -r '{root}'", check=False).stdout
+    out = run("zfs", "list", "-H", "-o", "name", "-t", "all", "-r", root, check=False).stdout
     return out.split()
 
 
 def snapshot_guids(root: str) -> dict[str, str]:
     """Relative snapshot name (below ``root``) -> GUID, for comparing two trees."""
-    out = sh(f"zfs get -H -p -o name,value -t snapshot -r guid '{root}'").stdout
+    out = run("zfs", "get", "-H", "-p", "-o", "name,value", "-t", "snapshot", "-r", "guid",
+              root).stdout
     result = {}
     for line in out.splitlines():
         name, guid = line.split("\t")
@@ -87,7 +101,7 @@ def tree_hashes(mountpoint: str) -> dict[str, str]:
 
 
 def load_key(name: str, passphrase: str = PASSPHRASE) -> None:
-    sh(f"zfs load-key -L prompt '{name}'", stdin=passphrase.encode())
+    run("zfs", "load-key", "-L", "prompt", name, stdin=passphrase.encode())
 
 
 # ZFS's minimum PBKDF2 iteration count; the default (350000) makes every passphrase
@@ -96,10 +110,10 @@ FAST_PBKDF2 = "100000"
 
 
 def create_encrypted(name: str, passphrase: str = PASSPHRASE, *options: str) -> None:
-    extra = " ".join(options)
-    sh(f"zfs create {extra} -o encryption=on -o keyformat=passphrase -o keylocation=prompt "
-       f"-o pbkdf2iters={FAST_PBKDF2} "
-       f"'{name}'", stdin=passphrase.encode())
+    extra = shlex.split(" ".join(options))
+    run("zfs", "create", *extra, "-o", "encryption=on", "-o", "keyformat=passphrase", "-o",
+        "keylocation=prompt", "-o", f"pbkdf2iters={FAST_PBKDF2}", name,
+        stdin=passphrase.encode())
 
 
 def write_files(mountpoint: str, files: dict[str, bytes]) -> None:
