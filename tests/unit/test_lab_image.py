@@ -60,62 +60,56 @@ def test_compile_steps_take_turns_while_the_others_overlap(
     assert compiles == set()
 
 
-def _fake_image(recipe: Recipe, root: Path) -> Image:
-    return Image(root / recipe.cache_key(), recipe.zfs_version, "pkg", "kernel", recipe.suite)
+class FakeBuilds:
+    """``build_image`` stand-in: records each build; some are slow, some fail."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.slow: set[str] = set()
+        self.failing: set[str] = set()
+
+    def __call__(self, recipe: Recipe, *, say: object, force: bool, root: Path) -> Image:
+        version = recipe.zfs_version
+        self.started.append(version)
+        if version in self.failing:
+            raise LabError(f"lab build failed at step 'zfs': {version}")
+        time.sleep(0.05 if version in self.slow else 0)
+        self.finished.append(version)
+        return Image(root / recipe.cache_key(), version, "pkg", "kernel", recipe.suite)
 
 
-def test_images_come_back_in_the_order_asked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> FakeBuilds:
+    fake = FakeBuilds()
     monkeypatch.setattr(image, "require_root", lambda what: None)
     monkeypatch.setattr(image, "ensure_host_tools", lambda programs, say: None)
-    started: list[str] = []
+    monkeypatch.setattr(image, "build_image", fake)
+    return fake
 
-    def build(recipe: Recipe, *, say: object, force: bool, root: Path) -> Image:
-        started.append(recipe.zfs_version)
-        time.sleep(0.05 if recipe.zfs_version == "2.3" else 0)
-        return _fake_image(recipe, root)
 
-    monkeypatch.setattr(image, "build_image", build)
+def test_images_come_back_in_the_order_asked(tmp_path: Path, builds: FakeBuilds) -> None:
+    builds.slow.add("2.3")
     recipes = [RECIPES["2.3"], RECIPES["2.1"], RECIPES["2.4"]]
     images = build_images(recipes, say=lambda line: None, root=tmp_path)
     assert [i.zfs_version for i in images] == ["2.3", "2.1", "2.4"]
-    assert sorted(started) == ["2.1", "2.3", "2.4"]
+    assert builds.finished[-1] == "2.3"
 
 
 def test_a_failed_build_is_raised_after_the_others_finish(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(image, "require_root", lambda what: None)
-    monkeypatch.setattr(image, "ensure_host_tools", lambda programs, say: None)
-    finished: list[str] = []
+        tmp_path: Path, builds: FakeBuilds) -> None:
+    builds.slow.add("2.3")
+    builds.failing.update({"2.1", "2.4"})
     said: list[str] = []
-
-    def build(recipe: Recipe, *, say: object, force: bool, root: Path) -> Image:
-        if recipe.zfs_version != "2.3":
-            raise LabError(f"lab build failed at step 'zfs': {recipe.zfs_version}")
-        time.sleep(0.05)
-        finished.append(recipe.zfs_version)
-        return _fake_image(recipe, root)
-
-    monkeypatch.setattr(image, "build_image", build)
     with pytest.raises(LabError, match=r"2\.1"):
         build_images([RECIPES["2.1"], RECIPES["2.3"], RECIPES["2.4"]], say=said.append,
                      root=tmp_path)
-    assert finished == ["2.3"]
+    assert builds.finished == ["2.3"]
     assert said == ["lab build also failed: lab build failed at step 'zfs': 2.4"]
 
 
-def test_a_version_asked_twice_is_built_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(image, "require_root", lambda what: None)
-    monkeypatch.setattr(image, "ensure_host_tools", lambda programs, say: None)
-    started: list[str] = []
-
-    def build(recipe: Recipe, *, say: object, force: bool, root: Path) -> Image:
-        started.append(recipe.zfs_version)
-        return _fake_image(recipe, root)
-
-    monkeypatch.setattr(image, "build_image", build)
+def test_a_version_asked_twice_is_built_once(tmp_path: Path, builds: FakeBuilds) -> None:
     images = build_images([RECIPES["2.4"], RECIPES["2.1"], RECIPES["2.4"]],
                           say=lambda line: None, force=True, root=tmp_path)
     assert [i.zfs_version for i in images] == ["2.4", "2.1", "2.4"]
-    assert sorted(started) == ["2.1", "2.4"]
+    assert sorted(builds.started) == ["2.1", "2.4"]
