@@ -37,8 +37,8 @@ STUB_INIT = "/usr/local/sbin/encroot-stub-init"
 FREE_SPACE_MIB = 3072
 # The steps that keep both cores busy (make -j in zfs-dkms's package script). Builds in
 # several threads (build_images) take turns at them; the other steps wait on the network,
-# the disk or one core, and overlap.
-CPU_BOUND_STEPS = frozenset({"zfs", "modules"})
+# the disk or one core, and overlap. (The modules check takes a turn only if it compiles.)
+CPU_BOUND_STEPS = frozenset({"zfs"})
 _compile_turn = threading.Lock()
 
 
@@ -181,7 +181,8 @@ def _step_check_modules(build: _Build) -> None:
     found = list((build.root / "lib" / "modules" / kernel).rglob("zfs.ko*"))
     if not found:
         build.say("zfs.ko was not built by the package scripts; running dkms autoinstall")
-        build.run(["dkms", "autoinstall", "-k", kernel], chroot=True)
+        with _compile_turn:
+            build.run(["dkms", "autoinstall", "-k", kernel], chroot=True)
         found = list((build.root / "lib" / "modules" / kernel).rglob("zfs.ko*"))
     if not found:
         raise LabError(f"no zfs.ko for guest kernel {kernel}", log=str(build.log))
