@@ -22,24 +22,25 @@ class Run:
 
 def sh(script: str, *, stdin: bytes | None = None, check: bool = True) -> Run:
     """Run a bash script with pipefail; return its output (raise on failure if ``check``)."""
-    done = subprocess.run(["bash", "-c", "set -eo pipefail\n" + script], input=stdin,
-                          capture_output=True, check=False)
-    run = Run(done.returncode, done.stdout.decode(errors="replace"),
-              done.stderr.decode(errors="replace"))
-    if check and run.returncode != 0:
-        raise AssertionError(f"script failed ({run.returncode}):\n{script}\n{run.stderr}")
-    return run
+    return _finish(["bash", "-c", "set -eo pipefail\n" + script], stdin, check,
+                   ("script", script))
 
 
 def run(*argv: str, stdin: bytes | None = None, check: bool = True) -> Run:
     """Run one command without a shell (a bash costs a process: tens of ms in the lab);
     return its output (raise on failure if ``check``)."""
+    return _finish(list(argv), stdin, check, ("command", shlex.join(argv)))
+
+
+def _finish(argv: list[str], stdin: bytes | None, check: bool, shown: tuple[str, str]) -> Run:
+    """Run ``argv``; on failure with ``check``, raise naming ``shown`` (kind, text), the
+    exit status and stderr."""
     done = subprocess.run(argv, input=stdin, capture_output=True, check=False)
     result = Run(done.returncode, done.stdout.decode(errors="replace"),
                  done.stderr.decode(errors="replace"))
     if check and result.returncode != 0:
-        raise AssertionError(f"command failed ({result.returncode}): {shlex.join(argv)}\n"
-                             f"{result.stderr}")
+        kind, text = shown
+        raise AssertionError(f"{kind} failed ({result.returncode}):\n{text}\n{result.stderr}")
     return result
 
 
