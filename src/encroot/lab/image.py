@@ -346,10 +346,10 @@ def _run_steps(build: _Build) -> None:
             if name == "disk-image":
                 stack.close()
             say_prefix = f"[lab {build.recipe.zfs_version} {number}/{total}] {name}"
-            turn = _compile_turn if name in CPU_BOUND_STEPS else contextlib.nullcontext()
-            if name in CPU_BOUND_STEPS and _compile_turn.locked():
+            cpu_bound = name in CPU_BOUND_STEPS
+            if cpu_bound and _compile_turn.locked():
                 build.say(f"{say_prefix}: waiting for another image's compile to end")
-            with turn:
+            with _compile_turn if cpu_bound else contextlib.nullcontext():
                 _run_step(build, say_prefix, name, what, step)
 
 
