@@ -113,3 +113,21 @@ def test_a_version_asked_twice_is_built_once(tmp_path: Path, builds: FakeBuilds)
                           say=lambda line: None, force=True, root=tmp_path)
     assert [i.zfs_version for i in images] == ["2.4", "2.1", "2.4"]
     assert sorted(builds.started) == ["2.1", "2.4"]
+
+
+def test_build_commands_compile_without_debug_information(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, str]] = []
+
+    def fake_run(argv: list[str], **kwargs: object) -> object:
+        env = kwargs["env"]
+        assert isinstance(env, dict)
+        seen.append(env)
+        return type("Done", (), {"returncode": 0, "stdout": ""})()
+
+    monkeypatch.setattr(image.subprocess, "run", fake_run)
+    monkeypatch.setenv("KCFLAGS", "-g")
+    tmp_path.joinpath("root").mkdir()
+    _Build(RECIPES["2.3"], tmp_path, lambda line: None).run(["dkms", "autoinstall"], chroot=True)
+    assert seen[0]["KCFLAGS"] == "-g0"
+    assert seen[0]["DEBIAN_FRONTEND"] == "noninteractive"
