@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,7 +126,7 @@ def test_build_commands_compile_without_debug_information(
         seen.append(env)
         return type("Done", (), {"returncode": 0, "stdout": ""})()
 
-    monkeypatch.setattr(image.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setenv("KCFLAGS", "-g")
     tmp_path.joinpath("root").mkdir()
     _Build(RECIPES["2.3"], tmp_path, lambda line: None).run(["dkms", "autoinstall"], chroot=True)
