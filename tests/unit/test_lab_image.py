@@ -120,11 +120,11 @@ def test_build_commands_compile_without_debug_information(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, str]] = []
 
-    def fake_run(argv: list[str], **kwargs: object) -> object:
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         env = kwargs["env"]
         assert isinstance(env, dict)
         seen.append(env)
-        return type("Done", (), {"returncode": 0, "stdout": ""})()
+        return subprocess.CompletedProcess(argv, 0, stdout="")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setenv("KCFLAGS", "-g")

@@ -117,7 +117,8 @@ def test(pytest_args: Sequence[str] = (), *, version: str | None = None,
 
     With ``workers`` above one, that many pytest processes share the guest, a
     test module at a time each (``encroot.lab.parallel``), and each module
-    writes its own ``junit-MODULE.xml``.
+    writes its own ``junit-MODULE.xml``. The tests run from a copy of the
+    checkout's ``tests`` on the guest's disk (``LOCAL_TESTS``).
     """
     if workers > 1:
         script = (LOCAL_TESTS +
