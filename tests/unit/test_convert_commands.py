@@ -4,7 +4,9 @@
 last operation of the scenario ran (reads included; ``< program HASH`` where a claim
 program was stdin, the key's pipe as ``N< <secret>``), and its outcome, as recorded
 with the executor from before the swap's steps carried their commands (issue 12,
-item 4).  Then every state-changing command of a cutover is a kill point:
+item 4), and recorded again when the swap's reads left snapshots out (only those
+reads' ``-t`` changed, and the swap's last move reads its trees once more with
+their snapshots).  Then every state-changing command of a cutover is a kill point:
 ``--recover`` afterwards leaves either the old tree or the new one, whole, in place.
 """
 

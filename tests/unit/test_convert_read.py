@@ -43,19 +43,30 @@ def test_a_root_gone_before_the_read_makes_each_tree_be_read_on_its_own() -> Non
     assert trees["tank/gone"].nodes == {}
 
 
-def test_details_add_local_properties_and_holds_in_two_calls() -> None:
+def test_details_add_snapshots_local_properties_and_holds_in_three_calls() -> None:
     def answer(command: Command) -> tuple[int, str, str]:
         if command.argv[1] == "holds":
             return 0, "tank/a@s\tkeep\tThu Jan  1 00:00 2026\n", ""
-        return 0, "tank/a\tcompression\tlz4\tlocal\ntank/a/x\tdropin:tag\tp\treceived\n", ""
+        if "-s" in command.argv:
+            return 0, "tank/a\tcompression\tlz4\tlocal\ntank/a/x\tdropin:tag\tp\treceived\n", ""
+        return 0, ("tank/a\ttype\tfilesystem\t-\ntank/a/x\ttype\tfilesystem\t-\n"
+                   "tank/a@s\ttype\tsnapshot\t-\ntank/a@s\tguid\t11\t-\n"
+                   "tank/a@s\tuserrefs\t1\t-\n"), ""
 
     zfs, runner = make_zfs(answer)
-    snap = Snap("s", "11", 1, userrefs=1)
-    old = Tree("tank/a", {"tank/a": Node("tank/a", snapshots=(snap,)),
-                          "tank/a/x": Node("tank/a/x")})
+    old = Tree("tank/a", {"tank/a": Node("tank/a"), "tank/a/x": Node("tank/a/x")})
     state = read_details(zfs, ConvertState(old, Tree("tank/a.encroot-convert"), details=False))
-    assert len(runner.calls) == 2 and state.details
+    assert len(runner.calls) == 3 and state.details
+    assert [s.guid for s in state.old.nodes["tank/a"].snapshots] == ["11"]
     assert state.old.nodes["tank/a"].local == {"compression": "lz4"}
     assert state.old.nodes["tank/a/x"].local == {"dropin:tag": "p"}
     assert state.holds == {"tank/a@s": ("keep",)}
-    assert read_details(zfs, state) is state and len(runner.calls) == 2
+    assert read_details(zfs, state) is state and len(runner.calls) == 3
+
+
+def test_a_read_without_snapshots_lists_filesystems_and_volumes_only() -> None:
+    zfs, runner = make_zfs(_answer)
+    trees = read_trees(zfs, ["tank/a"], snapshots=False)
+    argv = runner.argvs[0]
+    assert argv[argv.index("-t") + 1] == "filesystem,volume"
+    assert sorted(trees["tank/a"].nodes) == ["tank/a", "tank/a/x"]

@@ -283,9 +283,9 @@ class ConvertState:
         holds: snapshot -> user hold tags, for the snapshots of both trees that have some.
         mounts: mount point -> processes using it (pid and command), filled only at
             cutover when the old tree is in use.
-        details: the local properties of X and of the tree aside, and the holds, were
-            read; ``read_state(details=False)`` leaves them out, since only the swap's
-            last move (``swap.next_action``) needs them.
+        details: the snapshots and bookmarks, the local properties of X and of the
+            tree aside, and the holds were read; ``read_state(details=False)`` leaves
+            them out, since only the swap's last move (``swap.next_action``) needs them.
     """
 
     old: Tree

@@ -223,7 +223,7 @@ def run_step(zfs: Zfs, request: ConvertRequest, step: Step,
         raise InputError(f"{action.value}: a phase's step, run by the phase, not the swap")
     match action:
         case SwapAction.MOUNT:  # what ZFS shows mountable now that the properties are back
-            now = read_tree(zfs, request.dataset)
+            now = read_tree(zfs, request.dataset, snapshots=False)
             for name in _should_mount(now, also=mounted_before):
                 _mount(zfs, zfs.commands.mount(name))
         case SwapAction.MOUNT_AGAIN:
