@@ -150,12 +150,34 @@ def mount_tree(top: str) -> None:
 
 def process_files(parts: Sequence[str] = ("cmdline",)) -> Iterator[tuple[int, str, bytes]]:
     """``(pid, part, content)`` of ``/proc/PID/PART`` for every running process and each of
-    ``parts`` (``cmdline``, ``environ``); a process gone since the listing is left out."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    ``parts`` (``cmdline``, ``environ``); a process gone since the listing is left out.
+
+    Read with ``os.open``/``os.read``, not ``pathlib``: tests scan every 0.1 s while an
+    operation runs, and in the lab a pass over 76 processes cost 50 ms of CPU through
+    ``pathlib`` and 10 ms this way (the same bytes), time the operation under test and
+    the other worker's tests did not get.
+    """
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         for part in parts:
-            try:
-                yield int(entry.name), part, (entry / part).read_bytes()
-            except OSError:
-                continue
+            content = _read_proc(f"/proc/{name}/{part}")
+            if content is not None:
+                yield int(name), part, content
+
+
+def _read_proc(path: str) -> bytes | None:
+    """The whole content of a /proc file; None if its process is gone (or not readable)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    chunks = []
+    try:
+        while chunk := os.read(descriptor, 1 << 16):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks)
