@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from encroot.convert import ConvertState, Node, Snap, Tree
+from encroot.convert import ConvertState, Node, Tree
 from encroot.convert.read import read_details, read_trees
 from encroot.zfs import Command
 
