@@ -9,6 +9,7 @@
 #   encroot lab run --out bench-out bench/migrate.sh [SIZE_MIB] [ROUNDS] [remote]
 # "remote" runs the remote mode instead, bench/migrate-remote.sh: `encroot migrate` to a
 # pool reached over SSH against `zfs send -Rw | ssh HOST zfs receive`.
+# Each round runs the four ways in an order that turns round by round.
 # Also counts the zfs/zpool processes encroot starts for a small tree with 3 and with 30
 # snapshots (they must not grow with snapshots).  Writes $OUT/bench-migrate.json.
 # Not part of CI (heavy).
@@ -81,15 +82,19 @@ drop_encroot_snapshots() {
         zfs destroy -r "$snap"
     done
 }
-for round in $(seq "$rounds"); do
+run_plain() {
     make_destination bplain
     start=$(seconds); zfs send -Rw bsrc@s3 | zfs receive -u bplain/copy; end=$(seconds)
     t_plain+=("$(elapsed "$start" "$end")"); zpool destroy bplain
     rm -f "$work/bplain.img"
+}
+run_by_hand() {
     make_destination bman
     start=$(seconds); by_hand bman; end=$(seconds)
     t_manual+=("$(elapsed "$start" "$end")"); zpool destroy bman
     rm -f "$work/bman.img"
+}
+run_phases() {  # initial, then cutover
     make_destination bdst
     start=$(seconds)
     encroot migrate --json --phase initial bsrc bdst > "$work/initial.json"
@@ -100,6 +105,8 @@ for round in $(seq "$rounds"); do
     b_encroot+=("$(python3 -c "import json; print(sum(p['transferred_bytes'] for f in ('initial', 'cutover') for p in json.load(open('$work/' + f + '.json'))['phases']))")")
     zpool destroy bdst; rm -f "$work/bdst.img"
     drop_encroot_snapshots
+}
+run_one_command() {
     make_destination bdst
     start=$(seconds)
     encroot migrate --json "${keys[@]}" bsrc bdst > "$work/all.json"
@@ -107,7 +114,13 @@ for round in $(seq "$rounds"); do
     t_all+=("$(elapsed "$start" "$end")")
     zpool destroy bdst; rm -f "$work/bdst.img"
     drop_encroot_snapshots
-    echo "round $round: zfs send -Rw | zfs receive ${t_plain[-1]} s; by hand" \
+}
+for round in $(seq "$rounds"); do
+    # the order turns round by round, so that no way is always first or last
+    order=(run_plain run_by_hand run_phases run_one_command)
+    for turn in $(seq $(( (round - 1) % 4 ))); do order=("${order[@]:1}" "${order[0]}"); done
+    for run in "${order[@]}"; do "$run"; done
+    echo "round $round (${order[*]}): zfs send -Rw | zfs receive ${t_plain[-1]} s; by hand" \
          "${t_manual[-1]} s; encroot migrate initial ${t_initial[-1]} s + cutover" \
          "${t_cutover[-1]} s, ${b_encroot[-1]} bytes; in one command ${t_all[-1]} s" >&2
 done
@@ -161,6 +174,13 @@ result = {
     "wall_ratio_total_vs_by_hand": round(median(total) / median(manual), 3),
     "wall_ratio_one_command": round(median(whole) / median(plain), 3),
     "wall_ratio_one_command_vs_by_hand": round(median(whole) / median(manual), 3),
+    "per_round_ratio_initial": [round(a / b, 3) for a, b in zip(initial, plain)],
+    "per_round_ratio_total_vs_by_hand": [round(a / b, 3) for a, b in zip(total, manual)],
+    "per_round_ratio_one_command_vs_by_hand": [round(a / b, 3) for a, b in zip(whole, manual)],
+    "median_of_round_ratios": {
+        "initial": round(median([a / b for a, b in zip(initial, plain)]), 3),
+        "total_vs_by_hand": round(median([a / b for a, b in zip(total, manual)]), 3),
+        "one_command_vs_by_hand": round(median([a / b for a, b in zip(whole, manual)]), 3)},
     "zfs_processes": {"3_snapshots": int(sys.argv[6]), "30_snapshots": int(sys.argv[7])},
 }
 print(json.dumps(result, indent=2))

@@ -2,7 +2,9 @@
 # Benchmark: `zfs send -w | encroot receive` against `zfs send -w | zfs receive`
 # of the same raw stream, in the same guest run; and the online replacement's
 # swap window: the seconds from unmounting the old, mounted target to the new
-# tree standing at its name (it must not grow with the stream).  Run in the lab:
+# tree standing at its name (it must not grow with the stream).  Each round times
+# plain zfs receive, a new target and a replacement, each after the pool finished
+# freeing the previous copy, in an order that turns round by round.  Run in the lab:
 #   encroot lab run --out bench-out bench/receive.sh [SIZE_MIB] [ROUNDS] [swap|pass]
 # With "swap" only the swap window is measured; with "pass" only the pass-through
 # (`encroot receive` with zfs's own options only, which hands over to zfs receive)
@@ -101,10 +103,18 @@ for round in $(seq "$rounds"); do
         echo "round $round: swap window $window s (old tree mounted until then: $mounted)" >&2
         continue
     fi
-    t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain
-    t_create+=("$(timed create)"); zfs destroy -r bdst/new
-    zfs create bdst/old; echo old > /bdst/old/file; zfs unmount bdst/old
-    t_replace+=("$(timed replace)"); zfs destroy -r bdst/old
+    # each after the pool finished freeing the previous copy; the order turns each round
+    order=(plain create replace)
+    for turn in $(seq $(( (round - 1) % 3 ))); do order=("${order[@]:1}" "${order[0]}"); done
+    for run in "${order[@]}"; do
+        case $run in
+            plain) settled; t_plain+=("$(timed plain)"); zfs destroy -r bdst/plain ;;
+            create) settled; t_create+=("$(timed create)"); zfs destroy -r bdst/new ;;
+            replace)
+                zfs create bdst/old; echo old > /bdst/old/file; zfs unmount bdst/old
+                settled; t_replace+=("$(timed replace)"); zfs destroy -r bdst/old ;;
+        esac
+    done
     echo "round $round: plain ${t_plain[-1]} s, create ${t_create[-1]} s, replace ${t_replace[-1]} s, swap window $window s (old tree mounted until then: $mounted)" >&2
 done
 # The zfs/zpool processes one receive starts, its zfs receive included: stand-ins on
@@ -170,6 +180,16 @@ result = {
         name: round(median[name] - base, 3) for name in
         ("encroot_receive_new_target", "encroot_receive_replace") if name in median}
     if base else {},
+    # the same, round by round (encroot minus plain zfs receive of that round), and the
+    # median of those: the machine's speed drifts between rounds, less within one
+    "fixed_cost_seconds_per_round": {
+        name: [round(t - b, 3) for b, t in zip(runs["zfs_receive"], runs[name])]
+        for name in ("encroot_receive_new_target", "encroot_receive_replace")
+        if name in runs} if base else {},
+    "fixed_cost_median_of_rounds_seconds": {
+        name: round(statistics.median(t - b for b, t in zip(runs["zfs_receive"], runs[name])), 3)
+        for name in ("encroot_receive_new_target", "encroot_receive_replace")
+        if name in runs} if base else {},
     "zfs_processes": {name: int(sys.argv[i]) for i, name in
                       ((9, "pass_through"), (12, "new_target"), (13, "replace"))
                       if sys.argv[i].strip()},
