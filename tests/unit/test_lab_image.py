@@ -116,8 +116,23 @@ def test_a_version_asked_twice_is_built_once(tmp_path: Path, builds: FakeBuilds)
     assert sorted(builds.started) == ["2.1", "2.4"]
 
 
-def test_build_commands_compile_without_debug_information(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _kernel_headers(root: Path, *, btf: bool) -> None:
+    """A guest root with one kernel whose headers make BTF for modules, or not."""
+    headers = root / "usr/src/linux-headers-6.1.0-1-amd64"
+    headers.mkdir(parents=True)
+    modules = root / "lib/modules/6.1.0-1-amd64"
+    modules.mkdir(parents=True)
+    (modules / "build").symlink_to("../../../usr/src/linux-headers-6.1.0-1-amd64")
+    config = "CONFIG_DEBUG_INFO_BTF=y\nCONFIG_DEBUG_INFO_BTF_MODULES=y\n" if btf else \
+        "# CONFIG_DEBUG_INFO_BTF is not set\n"
+    (headers / ".config").write_text(config)
+    if btf:
+        (headers / "vmlinux").write_bytes(b"")
+
+
+@pytest.mark.parametrize(("btf", "flags"), [(False, "-g0"), (True, "")])
+def test_modules_compile_without_debug_information_unless_the_kernel_makes_btf(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, btf: bool, flags: str) -> None:
     seen: list[dict[str, str]] = []
 
     def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -127,8 +142,9 @@ def test_build_commands_compile_without_debug_information(
         return subprocess.CompletedProcess(argv, 0, stdout="")
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    monkeypatch.setenv("KCFLAGS", "-g")
-    tmp_path.joinpath("root").mkdir()
-    _Build(RECIPES["2.3"], tmp_path, lambda line: None).run(["dkms", "autoinstall"], chroot=True)
-    assert seen[0]["KCFLAGS"] == "-g0"
+    monkeypatch.setenv("KCFLAGS", "-g")  # the host's own never reaches the compile
+    _kernel_headers(tmp_path / "root", btf=btf)
+    build = _Build(RECIPES["2.3"], tmp_path, lambda line: None)
+    build.run(["dkms", "autoinstall"], chroot=True, env=build.compile_env())
+    assert seen[0]["KCFLAGS"] == flags
     assert seen[0]["DEBIAN_FRONTEND"] == "noninteractive"

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,11 +40,12 @@ FREE_SPACE_MIB = 3072
 # the disk or one core, and overlap. (The modules check takes a turn only if it compiles.)
 CPU_BOUND_STEPS = frozenset({"zfs"})
 _compile_turn = threading.Lock()
+BUILD_ENV = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8",
+             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 # Kbuild appends KCFLAGS to the guest kernel's flags, so zfs-dkms compiles (configure's
 # probes included) without debug information, which dkms strips from the modules anyway:
 # 3m15 against 3m34 and 4m00 for one 2.3 build on the 2-core machine (docs/lab.md).
-BUILD_ENV = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8", "KCFLAGS": "-g0",
-             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+NO_DEBUG_INFO = {"KCFLAGS": "-g0"}
 
 
 @record(frozen=True)
@@ -109,10 +110,14 @@ class _Build:
     def log(self) -> Path:
         return self.work / "build.log"
 
-    def run(self, argv: Sequence[str], *, chroot: bool = False) -> str:
-        """Run a build command, appending its output to the build log; return stdout."""
+    def run(self, argv: Sequence[str], *, chroot: bool = False,
+            env: Mapping[str, str] | None = None) -> str:
+        """Run a build command, appending its output to the build log; return stdout.
+
+        ``env`` adds to ``BUILD_ENV`` (the compile's flags, ``compile_env``).
+        """
         full = ["chroot", str(self.root), *argv] if chroot else list(argv)
-        env = {**os.environ, **BUILD_ENV}
+        env = {**os.environ, **BUILD_ENV, **(env or {})}
         with open(self.log, "a") as log:
             log.write(f"\n$ {' '.join(full)}\n")
             log.flush()
@@ -123,6 +128,24 @@ class _Build:
             raise LabError(f"command failed with status {done.returncode}: {' '.join(full)}",
                            log=str(self.log))
         return done.stdout
+
+    def compile_env(self) -> dict[str, str]:
+        """``NO_DEBUG_INFO`` unless the guest kernel's headers make BTF for modules.
+
+        Trixie's headers do (``CONFIG_DEBUG_INFO_BTF_MODULES`` and a ``vmlinux``
+        beside them): pahole then reads every module's debug information, and
+        without it each module fails ("pahole: ...: Invalid argument"), the
+        probes of zfs's configure first, which then reports "This kernel does
+        not include the required loadable module support".  Bookworm's don't.
+        A ``KCFLAGS`` of the host's never reaches the compile either way.
+        """
+        headers = self.root / "lib" / "modules" / self.kernel_version() / "build"
+        try:
+            config = (headers / ".config").read_text(errors="replace")
+        except OSError:
+            config = ""
+        btf = "CONFIG_DEBUG_INFO_BTF_MODULES=y" in config.splitlines()
+        return {"KCFLAGS": ""} if btf and (headers / "vmlinux").exists() else dict(NO_DEBUG_INFO)
 
     def kernel_version(self) -> str:
         versions = sorted(p.name for p in (self.root / "lib" / "modules").iterdir())
@@ -177,7 +200,7 @@ def _step_headers(build: _Build) -> None:
 def _step_zfs(build: _Build) -> None:
     target = ["-t", build.recipe.zfs_suite] if build.recipe.backports else []
     build.run(["apt-get", "install", "-y", "-q", *target, "zfs-dkms", "zfsutils-linux"],
-              chroot=True)
+              chroot=True, env=build.compile_env())
 
 
 def _step_check_modules(build: _Build) -> None:
@@ -186,7 +209,8 @@ def _step_check_modules(build: _Build) -> None:
     if not found:
         build.say("zfs.ko was not built by the package scripts; running dkms autoinstall")
         with _compile_turn:
-            build.run(["dkms", "autoinstall", "-k", kernel], chroot=True)
+            build.run(["dkms", "autoinstall", "-k", kernel], chroot=True,
+                      env=build.compile_env())
         found = list((build.root / "lib" / "modules" / kernel).rglob("zfs.ko*"))
     if not found:
         raise LabError(f"no zfs.ko for guest kernel {kernel}", log=str(build.log))
