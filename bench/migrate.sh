@@ -155,6 +155,9 @@ moved = [int(x) for x in sys.argv[5].split()]
 manual = [float(x) for x in sys.argv[8].split()]
 whole = [float(x) for x in sys.argv[9].split()]
 median = statistics.median
+ratios = {name: [round(a / b, 3) for a, b in zip(runs, base)] for name, runs, base in (
+    ("initial", initial, plain), ("total_vs_by_hand", total, manual),
+    ("one_command_vs_by_hand", whole, manual))}
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
     "tree": "encrypted root (passphrase, default pbkdf2iters) + data/projects/2026, home, "
@@ -174,13 +177,8 @@ result = {
     "wall_ratio_total_vs_by_hand": round(median(total) / median(manual), 3),
     "wall_ratio_one_command": round(median(whole) / median(plain), 3),
     "wall_ratio_one_command_vs_by_hand": round(median(whole) / median(manual), 3),
-    "per_round_ratio_initial": [round(a / b, 3) for a, b in zip(initial, plain)],
-    "per_round_ratio_total_vs_by_hand": [round(a / b, 3) for a, b in zip(total, manual)],
-    "per_round_ratio_one_command_vs_by_hand": [round(a / b, 3) for a, b in zip(whole, manual)],
-    "median_of_round_ratios": {
-        "initial": round(median([a / b for a, b in zip(initial, plain)]), 3),
-        "total_vs_by_hand": round(median([a / b for a, b in zip(total, manual)]), 3),
-        "one_command_vs_by_hand": round(median([a / b for a, b in zip(whole, manual)]), 3)},
+    **{f"per_round_ratio_{name}": found for name, found in ratios.items()},
+    "median_of_round_ratios": {name: round(median(found), 3) for name, found in ratios.items()},
     "zfs_processes": {"3_snapshots": int(sys.argv[6]), "30_snapshots": int(sys.argv[7])},
 }
 print(json.dumps(result, indent=2))

@@ -158,6 +158,9 @@ swap = [float(x) for x in sys.argv[6].split()]
 starts = {name: [float(x) for x in sys.argv[i].split()] for i, name in
           ((10, "zfs_receive"), (11, "encroot_receive_pass_through")) if sys.argv[i].strip()}
 start_median = {name: statistics.median(times) for name, times in starts.items()}
+per_round = {name: [round(t - b, 3) for b, t in zip(runs["zfs_receive"], runs[name])]
+             for name in ("encroot_receive_new_target", "encroot_receive_replace")
+             if base and name in runs}
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
     "stream_bytes": stream_bytes,
@@ -182,14 +185,9 @@ result = {
     if base else {},
     # the same, round by round (encroot minus plain zfs receive of that round), and the
     # median of those: the machine's speed drifts between rounds, less within one
-    "fixed_cost_seconds_per_round": {
-        name: [round(t - b, 3) for b, t in zip(runs["zfs_receive"], runs[name])]
-        for name in ("encroot_receive_new_target", "encroot_receive_replace")
-        if name in runs} if base else {},
+    "fixed_cost_seconds_per_round": per_round,
     "fixed_cost_median_of_rounds_seconds": {
-        name: round(statistics.median(t - b for b, t in zip(runs["zfs_receive"], runs[name])), 3)
-        for name in ("encroot_receive_new_target", "encroot_receive_replace")
-        if name in runs} if base else {},
+        name: round(statistics.median(costs), 3) for name, costs in per_round.items()},
     "zfs_processes": {name: int(sys.argv[i]) for i, name in
                       ((9, "pass_through"), (12, "new_target"), (13, "replace"))
                       if sys.argv[i].strip()},
