@@ -1,15 +1,19 @@
 #!/bin/bash
 # Benchmark: `encroot migrate` (as two commands, initial then cutover with re-parenting,
-# verification and the cold start; and as one command) against, in the same run, `zfs send -Rw | zfs receive` of the same tree
-# (the bare transfer) and the same migration typed by hand with plain zfs commands (a full
-# stream into a staging child, a final snapshot and its incremental stream, load-key,
-# change-key -i, renames, destroy, export, import under an altroot, load-key, mount,
-# export, import: the steps encroot runs, without its reads, checks and Python).
+# verification and the cold start; and as one command) against, in the same run:
+# `zfs send -Rw | zfs receive` of the same tree up to its newest snapshot (the bare
+# transfer); the same pipe after a fresh `zfs snapshot -r` (the stream encroot's initial
+# phase sends, up to its own goal snapshot); and the same migration typed by hand with
+# plain zfs commands (a snapshot and its full stream into a staging child, a final
+# snapshot and its incremental stream, load-key, change-key -i, renames, destroy, export,
+# import under an altroot, load-key, mount, export, import: the steps encroot runs,
+# without its reads, checks and Python).
 # Run in the lab:
 #   encroot lab run --out bench-out bench/migrate.sh [SIZE_MIB] [ROUNDS] [remote]
 # "remote" runs the remote mode instead, bench/migrate-remote.sh: `encroot migrate` to a
 # pool reached over SSH against `zfs send -Rw | ssh HOST zfs receive`.
-# Each round runs the four ways in an order that turns round by round.
+# Each round runs the five ways in an order that turns round by round; the initial
+# phase's fixed cost (its seconds minus each bare pipe's) is reported round by round.
 # Also counts the zfs/zpool processes encroot starts for a small tree with 3 and with 30
 # snapshots (they must not grow with snapshots).  Writes $OUT/bench-migrate.json.
 # Not part of CI (heavy).
@@ -52,11 +56,13 @@ make_destination() {  # one file vdev (the guest's disk cannot hold a mirror of 
 }
 
 by_hand() {  # by_hand DST: the migration of bsrc into DST with plain zfs commands, in
-    # encroot's two phases: a full stream, then a final snapshot and its incremental
+    # encroot's two phases: a snapshot and its full stream, then a final snapshot and its
+    # incremental (encroot's initial phase, too, sends up to a snapshot of its own)
     local dst=$1 child
-    zfs send -Rw bsrc@s3 | zfs receive -u "$dst/staging"
+    zfs snapshot -r bsrc@by-hand-initial
+    zfs send -Rw bsrc@by-hand-initial | zfs receive -u "$dst/staging"
     zfs snapshot -r bsrc@by-hand
-    zfs send -Rw -I bsrc@s3 bsrc@by-hand | zfs receive -u "$dst/staging"
+    zfs send -Rw -I bsrc@by-hand-initial bsrc@by-hand | zfs receive -u "$dst/staging"
     zfs load-key -L "file://$work/src.key" "$dst/staging"
     zfs change-key -i "$dst/staging"
     for child in data home ROOT; do zfs rename -u "$dst/staging/$child" "$dst/$child"; done
@@ -67,13 +73,12 @@ by_hand() {  # by_hand DST: the migration of bsrc into DST with plain zfs comman
         zfs mount "$dst$child"
     done
     zpool export "$dst"; zpool import -N -d "$work" "$dst"
-    zfs destroy -r bsrc@by-hand
 }
 
 echo "writing ${size_mib} MiB of random data in 3 snapshots" >&2
 make_source bsrc 3 "$size_mib"
 plain_bytes=$(zfs send -Rw -nP "bsrc@s3" | awk '/^size/ {print $2}')
-declare -a t_plain t_manual t_initial t_cutover t_all b_encroot
+declare -a t_plain t_goal t_manual t_initial t_cutover t_all b_encroot
 keys=(--key-file "$work/src.key" --new-key-file "$work/dst.key")
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 drop_encroot_snapshots() {
@@ -88,10 +93,22 @@ run_plain() {
     t_plain+=("$(elapsed "$start" "$end")"); zpool destroy bplain
     rm -f "$work/bplain.img"
 }
+run_same_stream() {  # the bare pipe of the stream encroot's initial phase sends: a fresh
+    # recursive snapshot (encroot's goal), then zfs send -Rw up to it
+    make_destination bgoal
+    start=$(seconds)
+    zfs snapshot -r bsrc@bare-goal
+    zfs send -Rw bsrc@bare-goal | zfs receive -u bgoal/copy
+    end=$(seconds)
+    t_goal+=("$(elapsed "$start" "$end")"); zpool destroy bgoal
+    zfs destroy -r bsrc@bare-goal; rm -f "$work/bgoal.img"
+}
 run_by_hand() {
     make_destination bman
     start=$(seconds); by_hand bman; end=$(seconds)
     t_manual+=("$(elapsed "$start" "$end")"); zpool destroy bman
+    # SRC's snapshots are dropped after the clock stops, as encroot's are
+    zfs destroy -r bsrc@by-hand-initial; zfs destroy -r bsrc@by-hand
     rm -f "$work/bman.img"
 }
 run_phases() {  # initial, then cutover
@@ -117,10 +134,11 @@ run_one_command() {
 }
 for round in $(seq "$rounds"); do
     # the order turns round by round, so that no way is always first or last
-    order=(run_plain run_by_hand run_phases run_one_command)
-    for turn in $(seq $(( (round - 1) % 4 ))); do order=("${order[@]:1}" "${order[0]}"); done
+    order=(run_plain run_same_stream run_by_hand run_phases run_one_command)
+    for turn in $(seq $(( (round - 1) % 5 ))); do order=("${order[@]:1}" "${order[0]}"); done
     for run in "${order[@]}"; do "$run"; done
-    echo "round $round (${order[*]}): zfs send -Rw | zfs receive ${t_plain[-1]} s; by hand" \
+    echo "round $round (${order[*]}): zfs send -Rw | zfs receive ${t_plain[-1]} s; with a" \
+         "fresh snapshot ${t_goal[-1]} s; by hand" \
          "${t_manual[-1]} s; encroot migrate initial ${t_initial[-1]} s + cutover" \
          "${t_cutover[-1]} s, ${b_encroot[-1]} bytes; in one command ${t_all[-1]} s" >&2
 done
@@ -143,7 +161,7 @@ p3=$(count_processes 3)
 p30=$(count_processes 30)
 
 python3 - "$plain_bytes" "${t_plain[*]}" "${t_initial[*]}" "${t_cutover[*]}" \
-    "${b_encroot[*]}" "$p3" "$p30" "${t_manual[*]}" "${t_all[*]}" \
+    "${b_encroot[*]}" "$p3" "$p30" "${t_manual[*]}" "${t_all[*]}" "${t_goal[*]}" \
     <<'PY' | tee "$OUT/bench-migrate.json"
 import json, statistics, subprocess, sys
 plain_bytes = int(sys.argv[1])
@@ -154,10 +172,14 @@ total = [a + b for a, b in zip(initial, cutover)]
 moved = [int(x) for x in sys.argv[5].split()]
 manual = [float(x) for x in sys.argv[8].split()]
 whole = [float(x) for x in sys.argv[9].split()]
+same_stream = [float(x) for x in sys.argv[10].split()]
 median = statistics.median
 ratios = {name: [round(a / b, 3) for a, b in zip(runs, base)] for name, runs, base in (
-    ("initial", initial, plain), ("total_vs_by_hand", total, manual),
+    ("initial", initial, plain), ("initial_vs_same_stream", initial, same_stream),
+    ("total_vs_by_hand", total, manual),
     ("one_command_vs_by_hand", whole, manual))}
+fixed = [round(a - b, 3) for a, b in zip(initial, plain)]
+fixed_same = [round(a - b, 3) for a, b in zip(initial, same_stream)]
 result = {
     "openzfs": subprocess.run(["zfs", "version"], capture_output=True, text=True).stdout.split(),
     "tree": "encrypted root (passphrase, default pbkdf2iters) + data/projects/2026, home, "
@@ -165,20 +187,30 @@ result = {
     "zfs_send_Rw_estimated_bytes": plain_bytes,
     "encroot_transferred_bytes": moved,
     "bytes_ratio": round(median(moved) / plain_bytes, 4),
-    "runs_seconds": {"zfs_send_Rw_receive": plain, "by_hand_same_steps": manual,
+    "runs_seconds": {"zfs_send_Rw_receive": plain,
+                     "zfs_snapshot_r_then_send_Rw_receive": same_stream,
+                     "by_hand_same_steps": manual,
                      "encroot_initial": initial, "encroot_cutover": cutover,
                      "encroot_total": total, "encroot_one_command": whole},
     "median_seconds": {"zfs_send_Rw_receive": median(plain),
+                       "zfs_snapshot_r_then_send_Rw_receive": median(same_stream),
                        "by_hand_same_steps": median(manual), "encroot_initial": median(initial),
                        "encroot_cutover": median(cutover), "encroot_total": median(total),
                        "encroot_one_command": median(whole)},
     "wall_ratio_initial": round(median(initial) / median(plain), 3),
+    "wall_ratio_initial_vs_same_stream": round(median(initial) / median(same_stream), 3),
     "wall_ratio_total": round(median(total) / median(plain), 3),
     "wall_ratio_total_vs_by_hand": round(median(total) / median(manual), 3),
     "wall_ratio_one_command": round(median(whole) / median(plain), 3),
     "wall_ratio_one_command_vs_by_hand": round(median(whole) / median(manual), 3),
     **{f"per_round_ratio_{name}": found for name, found in ratios.items()},
     "median_of_round_ratios": {name: round(median(found), 3) for name, found in ratios.items()},
+    # the initial phase's fixed cost: its seconds minus the bare pipe's (the same stream's)
+    # round by round, and their median
+    "fixed_cost_seconds_initial_per_round": fixed,
+    "fixed_cost_seconds_initial_vs_same_stream_per_round": fixed_same,
+    "fixed_cost_median_of_rounds_seconds": {"initial": round(median(fixed), 3),
+                                            "initial_vs_same_stream": round(median(fixed_same), 3)},
     "zfs_processes": {"3_snapshots": int(sys.argv[6]), "30_snapshots": int(sys.argv[7])},
 }
 print(json.dumps(result, indent=2))
