@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..errors import IncorrectKey
@@ -20,6 +21,7 @@ from .finish import (
     cold_start_commands,
     encryption_problems,
     mark_command,
+    mount_waves,
     reimport_commands,
     root_properties,
     snapshot_problems,
@@ -93,8 +95,12 @@ def cold_start(run: _Run) -> None:
     fail_on(encryption_problems(run.request, state, keys_loaded=True), "after the cold start")
     run.result.verified.append("encryption, encryptionroot and keystatus as planned")
     assert state.destination is not None
-    run_commands(run, [run.dst.commands.mount(node.name)
-                       for node in _mountable(state.destination)])
+    # A wave's mounts are independent of each other, and an interruption leaves some
+    # mounted and some not, as one mount at a time would: a cutover run again mounts
+    # what is not mounted.
+    for wave in mount_waves(_mountable(state.destination)):
+        run.dst.concurrently(*(partial(run.dst.execute, run.dst.commands.mount(node.name))
+                               for node in wave))
     state = run.refresh()
     assert state.destination is not None
     unmounted = [n.name for n in _mountable(state.destination)]

@@ -17,7 +17,7 @@ from .steps import MigrateAction, SideCommands, Step
 
 __all__ = ["MOUNT_PROPERTIES", "PREVIEW_ALTROOT", "ROOT_PROPERTIES_KEPT_BACK",
            "cold_start_commands", "encryption_problems", "expected_encryption_root",
-           "mark_command", "plan_finish", "reimport_commands", "reparent_order",
+           "mark_command", "mount_waves", "plan_finish", "reimport_commands", "reparent_order",
            "root_properties", "snapshot_problems"]
 
 # SRC root's local properties that stay behind: encryption is DST's own, and
@@ -111,6 +111,29 @@ def plan_finish(request: MigrateRequest, state: MigrateState, goal: str, *,
                       "its key", reimport_commands(request, zfs, ())))
     steps.append(Step(MigrateAction.UNMARK, dst, "", (zfs.inherit(dst, MIGRATE_MARKER),)))
     return steps
+
+
+def mount_waves(nodes: Sequence[Node]) -> list[list[Node]]:
+    """``nodes`` to mount, in waves whose members can mount at the same time.
+
+    A file system waits for every one whose mount point holds its own (or is the
+    same one and sorts first), as ``zfs mount -a`` orders them, so a mount is never
+    hidden under a later one.  Within a wave, and from wave to wave, the order is
+    by mount point, then name.
+    """
+    ordered = sorted(nodes, key=lambda node: (node.mountpoint, node.name))
+    levels: list[int] = []
+    for index, node in enumerate(ordered):
+        below = [levels[earlier] for earlier in range(index)
+                 if _holds(ordered[earlier].mountpoint, node.mountpoint)]
+        levels.append(max(below) + 1 if below else 0)
+    return [[node for node, level in zip(ordered, levels, strict=True) if level == wave]
+            for wave in range(max(levels) + 1 if levels else 0)]
+
+
+def _holds(outer: str, inner: str) -> bool:
+    """Mount point ``outer`` is ``inner`` or one of its parent folders."""
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
 def mark_command(request: MigrateRequest, goal: str, devices: Sequence[str], owner: Owner,

@@ -117,25 +117,32 @@ def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
     ``zfs`` reads SRC, ``dst`` (default: the same) DST.  ``root_local``: read SRC
     root's local properties (one ``zfs get -s local all``), which only cutover's
     steps use (``finish.root_properties``); by default when the request runs cutover.
-    Left out, ``source_root_local`` is empty.  SRC's reads and DST's run at the same
-    time (``Zfs.concurrently``), each side's in order."""
+    Left out, ``source_root_local`` is empty.  The reads run at the same time
+    (``Zfs.concurrently``): SRC's tree, SRC root's local properties, and DST's pool
+    listing followed by its tree."""
     if root_local is None:
         root_local = "cutover" in request.phases
     dst = zfs if dst is None else dst
 
-    def read_source() -> tuple[Side, dict[str, str]]:
-        side = read_side(zfs, request.source)
-        if not (root_local and side.root_node is not None):
-            return side, {}
-        table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
-        return side, ({p: v.value for p, v in table[request.source].items()}
-                      if request.source in table else {})
+    def read_local() -> dict[str, str]:
+        """SRC root's local properties; empty when SRC is absent (the tree read says so)."""
+        if not root_local:
+            return {}
+        try:
+            table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
+        except DatasetNotFound:
+            return {}
+        return ({p: v.value for p, v in table[request.source].items()}
+                if request.source in table else {})
 
     def read_destination() -> tuple[PoolListing | None, Side | None]:
         listing = dst.pool_listing(request.destination, POOL_PROPERTIES)
         return listing, (read_side(dst, request.destination) if listing is not None else None)
 
-    (source, local), (listing, destination) = zfs.concurrently(read_source, read_destination)
+    source, local, (listing, destination) = zfs.concurrently(
+        partial(read_side, zfs, request.source), read_local, read_destination)
+    if source.root_node is None:
+        local = {}
     pool: dict[str, str] = {}
     available = 0
     markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
