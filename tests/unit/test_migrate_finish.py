@@ -24,7 +24,8 @@ def test_mount_waves_put_a_file_system_after_every_mount_point_that_holds_its_ow
 
 
 def test_mount_waves_follow_mount_points_not_dataset_names() -> None:
-    """A child whose mount point holds its parent's mounts first, as zfs mount -a does."""
+    """A file system listed first whose mount point lies inside another's mounts after that
+    one, as zfs mount -a orders them."""
     nodes = [Node("dst/a", mountpoint="/m/x/y"), Node("dst/b", mountpoint="/m/x")]
     assert _names(mount_waves(nodes)) == [["dst/b"], ["dst/a"]]
 
