@@ -41,7 +41,8 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "KEY_FORMATS", "Key", "KeyFormat"
     },
     "encroot.migrate": {
-        "PHASES", "MigrateAction", "MigrateRefused", "MigrateRequest", "MigrateResult",
+        "PHASES", "KeyReader", "MigrateAction", "MigrateRefused", "MigrateRequest",
+        "MigrateResult",
         "MigrateState",
         "PhasePlan", "PhaseResult", "Progress", "Refusal", "Step", "Transfer",
         "VerificationFailed", "migrate", "plan_migration", "plan_phase", "read_state"

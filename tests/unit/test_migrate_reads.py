@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from encroot.migrate import VerificationFailed
+from encroot.errors import ZfsError
+from encroot.keys import Key
+from encroot.migrate import VerificationFailed, migrate
 from encroot.migrate.read import read_sides
+from encroot.owned import MIGRATE_MARKER
 
 from .fakes import make_zfs
 from .migrating import MigratingWorld, dataset, snapshot
-from .test_migrate_commands import _fixed, request, run_migrate, world
+from .test_migrate_commands import HEX, _fixed, request, run_migrate, sides, world
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +65,43 @@ def test_read_sides_splits_one_zfs_get_by_root() -> None:
     assert set(destination.nodes) == {"dst"}
     gone, destination = read_sides(zfs, ["nope", "dst"])  # one missing: each alone
     assert gone.nodes == {} and set(destination.nodes) == {"dst"}
+
+
+def test_one_command_hands_dst_s_marker_to_cutover_without_reading_the_trees_again() -> None:
+    """Between the initial phase's verifying read and cutover's goal snapshot: SRC root's
+    local properties alone, and one claim; the only inherit of the marker is the last."""
+    runner = run_migrate(world(), request())
+    lines = [command.shell_line() for command, _ in runner.calls]
+    verified = next(i for i, line in enumerate(lines) if line.endswith(" src dst"))
+    second_goal = [i for i, line in enumerate(lines) if " snapshot -r " in line][1]
+    between = lines[verified + 1:second_goal]
+    assert len(between) == 2, between
+    assert between[0].endswith("get -p -H -o name,property,value,source -s local all src")
+    assert " program " in between[1]
+    inherits = [i for i, line in enumerate(lines) if f"inherit {MIGRATE_MARKER} dst" in line]
+    assert inherits == [len(lines) - 1]
+
+
+def test_a_cutover_that_fails_after_the_handover_releases_the_marker() -> None:
+    """Cutover's goal snapshot fails (the 2nd snapshot command, after its claim): the
+    marker the initial phase handed on goes with the run."""
+    fake = world()
+    lines = [command.shell_line() for command, _ in run_migrate(world(), request()).calls
+             if command.mutates]
+    number = [i for i, line in enumerate(lines, 1) if " snapshot -r " in line][1]
+    with pytest.raises(ZfsError, match="out of space"):
+        run_migrate(fake, request(), fail={number: "cannot create snapshot: out of space"})
+    assert MIGRATE_MARKER not in fake.datasets["dst"]
+
+
+def test_the_source_key_is_read_once_with_src_root_s_keyformat_before_any_change() -> None:
+    fake = world()
+    source, destination, runner = sides(fake, request())
+    asked: list[tuple[str, int]] = []
+
+    def reader(keyformat: str) -> Key:
+        asked.append((keyformat, sum(command.mutates for command, _ in runner.calls)))
+        return Key.hex(HEX)
+
+    migrate(source, request(), source_key=reader, destination_zfs=destination)
+    assert asked == [("hex", 0)]

@@ -89,13 +89,8 @@ def _request(args: argparse.Namespace, source: Location,
                           else None)
 
 
-def _source_key(args: argparse.Namespace, zfs: Zfs, request: MigrateRequest) -> Key | None:
-    """SRC root's key, read only when a cutover will run."""
-
-    if "cutover" not in request.phases:
-        return None
-    table = zfs.get([request.source], ("keyformat",), use_json=False)
-    keyformat = table.value(request.source, "keyformat") or "passphrase"
+def _source_key(args: argparse.Namespace, request: MigrateRequest, keyformat: str) -> Key:
+    """SRC root's key, read the way its ``keyformat`` (read with SRC's tree) says."""
     known = keyformat if keyformat in ("hex", "raw", "passphrase") else None
     if args.key_file:
         return read_key(args.key_file, known, "--key-file")  # type: ignore[arg-type]
@@ -123,13 +118,21 @@ def _run(args: argparse.Namespace, request: MigrateRequest, zfs: Zfs, dst: Zfs) 
         emit(args.json, {"dry_run": True, "phases": [p.to_json() for p in plans], **hosts},
              [line for plan in plans for line in plan_lines(plan, request)])
         return Exit.FAILED if any(plan.refusals for plan in plans) else Exit.OK
-    source_key = _source_key(args, zfs, request)
     new_key = read_key(args.new_key_file, None, "--new-key-file") if args.new_key_file \
         else None
+    keys: list[Key | None] = [new_key]
+
+    def source_key(keyformat: str) -> Key:  # read once SRC's tree is read
+        key = _source_key(args, request, keyformat)
+        keys.append(key)
+        return key
+
     progress = TransferProgress(sys.stderr)
-    with closing_all([source_key, new_key]):
-        result = migrate(zfs, request, source_key=source_key, destination_key=new_key,
-                         progress=progress, say=say_to_stderr if args.verbose else quiet,
+    with closing_all(keys):
+        result = migrate(zfs, request,
+                         source_key=source_key if "cutover" in request.phases else None,
+                         destination_key=new_key, progress=progress,
+                         say=say_to_stderr if args.verbose else quiet,
                          destination_zfs=dst, take_over=args.take_over)
     lines = []
     for phase in result.phases:

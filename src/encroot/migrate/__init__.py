@@ -11,6 +11,7 @@ re-parenting) and how an interrupted phase continues.
 from .model import PHASES, MigrateRefused, MigrateRequest, MigrateState
 from .plan import plan_phase
 from .run import (
+    KeyReader,
     MigrateResult,
     PhaseResult,
     Progress,
@@ -23,6 +24,7 @@ from .steps import MigrateAction, PhasePlan, Refusal, Step, Transfer
 
 __all__ = [
     "PHASES",
+    "KeyReader",
     "MigrateAction",
     "MigrateRefused",
     "MigrateRequest",

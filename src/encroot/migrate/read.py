@@ -2,7 +2,7 @@
 
 ``read_state`` takes two recursive ``zfs get`` calls (SRC and DST, with all
 snapshots), one ``zpool list -v`` (DST imported, its features, its devices) and,
-for cutover only, one for SRC root's local properties;
+for cutover only, one for SRC root's local properties, all at once;
 ``refresh_destination`` reads DST again (one process; on one host SRC with it,
 after the goal snapshot), which is all a running phase reads.  ``estimates`` asks
 ``zfs send -nP`` once per transfer.
@@ -17,7 +17,7 @@ from functools import partial
 
 from ..errors import DatasetNotFound, ZfsError
 from ..names import in_tree
-from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX, MigrateCutover, MigratePhase
+from ..owned import MIGRATE_MARKER, MIGRATE_SNAPSHOT_PREFIX
 from ..records import replace
 from ..zfs import SendSpec, Zfs
 from ..zfs.parse import PoolListing
@@ -27,8 +27,8 @@ from .plan import assume_synced, phases_to_run, plan_phase, with_goal
 from .steps import PhasePlan, SideCommands, Transfer
 
 __all__ = ["POOL_PROPERTIES", "STATE_PROPERTIES", "estimates", "fresh_snapshot_name",
-           "plan_migration", "read_side", "read_sides", "read_state", "refresh_destination",
-           "root_files", "side_commands"]
+           "plan_migration", "read_root_local", "read_side", "read_sides", "read_state",
+           "refresh_destination", "root_files", "side_commands"]
 
 STATE_PROPERTIES = ("type", "guid", "encryption", "encryptionroot", "keystatus", "keyformat",
                     "keylocation", "origin", "canmount", "mountpoint", "mounted", "createtxg",
@@ -46,21 +46,26 @@ def _int(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def read_side(zfs: Zfs, root: str) -> Side:
-    """Every dataset and snapshot under ``root`` in one ``zfs get``; empty if it is absent."""
-    return read_sides(zfs, [root])[0]
+def read_side(zfs: Zfs, root: str, *, snapshots: bool = True) -> Side:
+    """Every dataset and snapshot under ``root`` in one ``zfs get``; empty if it is absent.
+
+    ``snapshots=False`` reads the datasets alone (each node's ``snapshots`` empty):
+    a read of a tree costs about as much per snapshot as per dataset, so checks of
+    datasets' own state (keys, mounts) leave them out."""
+    return read_sides(zfs, [root], snapshots=snapshots)[0]
 
 
-def read_sides(zfs: Zfs, roots: Sequence[str]) -> list[Side]:
+def read_sides(zfs: Zfs, roots: Sequence[str], *, snapshots: bool = True) -> list[Side]:
     """Every dataset and snapshot under each of ``roots`` (disjoint trees on ``zfs``'s
     host) in one ``zfs get``; when one is absent, each is read alone (empty if absent)."""
+    types = ("filesystem", "volume", "snapshot") if snapshots else ("filesystem", "volume")
     try:
-        table = zfs.get(list(roots), STATE_PROPERTIES, recursive=True,
-                        types=("filesystem", "volume", "snapshot"), use_json=False)
+        table = zfs.get(list(roots), STATE_PROPERTIES, recursive=True, types=types,
+                        use_json=False)
     except DatasetNotFound:
         if len(roots) == 1:
             return [Side(roots[0], {})]
-        return [read_side(zfs, root) for root in roots]
+        return [read_side(zfs, root, snapshots=snapshots) for root in roots]
     values = {name: {p: v.value for p, v in table[name].items()} for name in table}
     return [_side(root, {name: props for name, props in values.items()
                          if in_tree(name, root)})
@@ -110,49 +115,49 @@ def root_files(side: Side, zfs: Zfs | None = None) -> tuple[str, ...] | None:
     return tuple(e for e in entries if e not in children)
 
 
+def read_root_local(zfs: Zfs, source: str) -> dict[str, str]:
+    """SRC root's local properties (one ``zfs get -s local all``); empty when SRC is
+    absent (the tree read says so)."""
+    try:
+        table = zfs.get([source], ("all",), sources=("local",), use_json=False)
+    except DatasetNotFound:
+        return {}
+    return {p: v.value for p, v in table[source].items()} if source in table else {}
+
+
 def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
                root_local: bool | None = None) -> MigrateState:
-    """Both sides and the pool facts a plan needs, in three to five processes.
+    """Both sides and the pool facts a plan needs, in three or four processes at once.
 
     ``zfs`` reads SRC, ``dst`` (default: the same) DST.  ``root_local``: read SRC
-    root's local properties (one ``zfs get -s local all``), which only cutover's
-    steps use (``finish.root_properties``); by default when the request runs cutover.
-    Left out, ``source_root_local`` is empty.  The reads run at the same time
-    (``Zfs.concurrently``): SRC's tree, SRC root's local properties, and DST's pool
-    listing followed by its tree."""
+    root's local properties (``read_root_local``), which only cutover's steps use
+    (``finish.root_properties``); by default when the request runs cutover.  Left
+    out, ``source_root_local`` is empty.  The reads run at the same time
+    (``Zfs.concurrently``): SRC's tree, SRC root's local properties, DST's pool
+    listing and DST's tree (read whether or not the pool is there: a missing pool
+    reads as an empty tree)."""
     if root_local is None:
         root_local = "cutover" in request.phases
     dst = zfs if dst is None else dst
 
     def read_local() -> dict[str, str]:
-        """SRC root's local properties; empty when SRC is absent (the tree read says so)."""
-        if not root_local:
-            return {}
-        try:
-            table = zfs.get([request.source], ("all",), sources=("local",), use_json=False)
-        except DatasetNotFound:
-            return {}
-        return ({p: v.value for p, v in table[request.source].items()}
-                if request.source in table else {})
+        return read_root_local(zfs, request.source) if root_local else {}
 
-    def read_destination() -> tuple[PoolListing | None, Side | None]:
-        listing = dst.pool_listing(request.destination, POOL_PROPERTIES)
-        return listing, (read_side(dst, request.destination) if listing is not None else None)
+    def read_destination() -> tuple[PoolListing | None, Side]:
+        return dst.concurrently(partial(dst.pool_listing, request.destination, POOL_PROPERTIES),
+                                partial(read_side, dst, request.destination))
 
     source, local, (listing, destination) = zfs.concurrently(
         partial(read_side, zfs, request.source), read_local, read_destination)
     if source.root_node is None:
         local = {}
-    pool: dict[str, str] = {}
-    available = 0
-    markers: tuple[MigrateCutover | None, MigratePhase | None] = (None, None)
-    devices: tuple[str, ...] = ()
-    if listing is not None and destination is not None:
-        pool, devices = dict(listing.properties), listing.devices
-        available = _int(destination.root_values.get("available", ""))
-        markers = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
-    return MigrateState(source, destination, pool, available, local, root_files(source, zfs),
-                        *markers, destination_devices=devices)
+    files = root_files(source, zfs)
+    if listing is None:
+        return MigrateState(source, None, {}, 0, local, files)
+    return MigrateState(source, destination, dict(listing.properties),
+                        _int(destination.root_values.get("available", "")), local, files,
+                        *MigrateState.markers(destination.root_values.get(MIGRATE_MARKER)),
+                        destination_devices=listing.devices)
 
 
 def refresh_destination(zfs: Zfs, request: MigrateRequest, state: MigrateState, *,

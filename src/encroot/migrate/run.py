@@ -17,9 +17,10 @@ piped into DST's ``zfs receive``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, assert_never
 
-from ..errors import RemoteConnectionLost, ZfsError
+from ..errors import EncrootError, RemoteConnectionLost, ZfsError
 from ..keys import Key
 from ..owned import (
     MIGRATE_MARKER,
@@ -43,14 +44,17 @@ from .read import (
     estimates,
     fresh_snapshot_name,
     plan_migration,
+    read_root_local,
     read_side,
     read_state,
     refresh_destination,
+    root_files,
     side_commands,
 )
 from .steps import Goal, MigrateAction, PhasePlan, SideCommands, Step, Transfer
 
 __all__ = [
+    "KeyReader",
     "MigrateResult",
     "PhaseResult",
     "Progress",
@@ -125,15 +129,28 @@ class _Run:
                           commands=self.commands, owner=self.owner)
 
 
-def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
+# Reads SRC root's key given its keyformat: see ``migrate``.
+KeyReader = Callable[[str], Key]
+
+
+def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | KeyReader | None = None,
             destination_key: Key | None = None, progress: Progress | None = None,
             say: Callable[[str], None] = lambda line: None,
             destination_zfs: Zfs | None = None, take_over: str | None = None) -> MigrateResult:
     """Run the requested phases; see docs/design.md for what each does.
 
     ``zfs`` runs SRC's commands, ``destination_zfs`` (default: the same) DST's.
+    ``source_key`` is SRC root's key, or a function that reads it given SRC root's
+    keyformat, called once after the first read and before any change (its
+    caller wipes the key it returns; not called when SRC is absent).
     ``take_over`` is the host id of a marker's owner on another host, whose
     liveness cannot be checked from here: the user says it is gone.
+
+    Phases run in one call hand DST's marker on (one ``zfs program`` claims it
+    from the phase before) and a phase starts from the state the phase before
+    read last, with SRC root's local properties and files read again: this
+    process held DST throughout, and each phase's transfers read both trees
+    again until nothing is pending.
 
     Raises:
         MigrateRefused: a precondition failed (nothing changed in that phase), or DST is
@@ -143,15 +160,36 @@ def migrate(zfs: Zfs, request: MigrateRequest, *, source_key: Key | None = None,
     """
     result = MigrateResult()
     dst = zfs if destination_zfs is None else destination_zfs
-    for phase in request.phases:
-        state = read_state(zfs, request, dst, root_local=phase == "cutover")
-        if phase not in phases_to_run(request, state):
-            say(f"{phase}: skipped, an interrupted cutover goes on")
-            continue
-        run = _Run(zfs, dst, request, say, progress, source_key, destination_key,
-                   PhaseResult(PhasePlan(phase, None)), state)
-        result.phases.append(_run_phase(run, phase, take_over))
+    before: _Run | None = None  # the phase before, its marker still on DST
+    try:
+        for phase in request.phases:
+            state = (read_state(zfs, request, dst, root_local=phase == "cutover")
+                     if before is None else _state_after(before))
+            if phase not in phases_to_run(request, state):
+                say(f"{phase}: skipped, an interrupted cutover goes on")
+                continue
+            if callable(source_key):  # not read when SRC is absent: the plan refuses
+                root = state.source.root_node
+                source_key = source_key(root.keyformat) if root is not None else None
+            run = _Run(zfs, dst, request, say, progress, source_key, destination_key,
+                       PhaseResult(PhasePlan(phase, None)), state)
+            if before is not None:
+                run.phase_marked, before.phase_marked = before.phase_marked, False
+            before = run
+            result.phases.append(_run_phase(run, phase, take_over))
+    finally:
+        if before is not None and before.phase_marked:
+            _release(before)
     return result
+
+
+def _state_after(before: _Run) -> MigrateState:
+    """The state the next phase of the same call starts from: the phase before's last
+    read, with SRC root's local properties and files read again (cutover uses them)."""
+    zfs, source = before.zfs, before.request.source
+    local, files = zfs.concurrently(partial(read_root_local, zfs, source),
+                                    partial(root_files, before.state.source, zfs))
+    return replace(before.state, source_root_local=local, root_files=files)
 
 
 def refuse_held(request: MigrateRequest, state: MigrateState, take_over: str | None) -> None:
@@ -167,40 +205,63 @@ def refuse_held(request: MigrateRequest, state: MigrateState, take_over: str | N
 
 
 def _run_phase(run: _Run, phase: str, take_over: str | None) -> PhaseResult:
-    request, state = run.request, run.state
-    refuse_held(request, state, take_over)
-    plan = run.plan(phase, fresh_snapshot_name(state))
-    plan.refuse_if_needed()
-    assert plan.goal is not None
-    goal = plan.goal
-    sizes: dict[str, int] = {}
-    if not plan.transfers_done:  # the space check, before anything changes
-        sizes = estimates(run.zfs, plan.transfers, state)
-        run.plan(phase, goal.name, sizes).refuse_if_needed()
-    run.result = PhaseResult(plan)
-    if "cutover" in request.phases:  # before the first byte moves, not after the copy
-        _check_keys(run, state)
-    _take_ownership(run, phase)
+    """Plan, check, take ownership and run one phase.  DST's phase marker stays on
+    after success (``migrate`` releases it, or the next phase claims it over); a
+    failure releases it here."""
     try:
+        request, state = run.request, run.state
+        refuse_held(request, state, take_over)
+        plan = run.plan(phase, fresh_snapshot_name(state))
+        plan.refuse_if_needed()
+        assert plan.goal is not None
+        goal = plan.goal
+        sizes: dict[str, int] = {}
+        if not plan.transfers_done:  # the space check, before anything changes
+            sizes = estimates(run.zfs, plan.transfers, state)
+            run.plan(phase, goal.name, sizes).refuse_if_needed()
+        run.result = PhaseResult(plan)
+        if "cutover" in request.phases:  # before the first byte moves, not after the copy
+            _check_keys(run, state)
+        _take_ownership(run, phase)
         return _run_owned_phase(run, phase, plan, goal, sizes)
-    finally:
+    except BaseException:
         if run.phase_marked:
-            run.dst.inherit(request.destination, MIGRATE_MARKER)
+            _release(run)
+        raise
+
+
+def _release(run: _Run) -> None:
+    """Remove DST's phase marker (this process's)."""
+    run.dst.inherit(run.request.destination, MIGRATE_MARKER)
+    run.phase_marked = False
 
 
 def _take_ownership(run: _Run, phase: str) -> None:
     """Before the phase's first change, name this process on DST's root: a phase marker,
     or (an interrupted cutover's marker being there) the same cutover marker with us as
-    its owner, so that it keeps saying that re-parenting began."""
+    its owner, so that it keeps saying that re-parenting began.  A phase after another
+    in the same call claims the marker over from the phase before's."""
     cutover = run.state.marker
+    destination = run.state.destination
+    assert destination is not None  # a phase needs DST's pool
     if cutover is not None:
         marker: MigrateCutover | MigratePhase = replace(cutover, owner=run.owner)
     else:
         marker = MigratePhase(source=str(run.request.source), phase=phase, owner=run.owner)
-        run.phase_marked = True
-    assert run.state.destination is not None  # a phase needs DST's pool
-    claim_marker(run.dst, str(run.request.destination), MIGRATE_MARKER,
-                 run.state.destination.root_values.get(MIGRATE_MARKER), dumps(marker))
+    value = dumps(marker)
+    try:
+        claim_marker(run.dst, str(run.request.destination), MIGRATE_MARKER,
+                     destination.root_values.get(MIGRATE_MARKER), value)
+    except ZfsError:
+        raise  # the marker is as it was: the phase before's is still ours to release
+    except EncrootError:
+        run.phase_marked = False  # another process's value is there now: not ours
+        raise
+    run.phase_marked = cutover is None
+    root_values = {**destination.root_values, MIGRATE_MARKER: value}
+    run.state = replace(run.state, destination=replace(destination, root_values=root_values),
+                        marker=marker if isinstance(marker, MigrateCutover) else None,
+                        phase_marker=marker if isinstance(marker, MigratePhase) else None)
 
 
 def _run_owned_phase(run: _Run, phase: str, plan: PhasePlan, goal: Goal,
