@@ -11,8 +11,8 @@ import pytest
 
 from encroot.errors import ZfsError
 from encroot.keys import Key
-from encroot.migrate import VerificationFailed, migrate
-from encroot.migrate.read import read_sides
+from encroot.migrate import MigrateState, VerificationFailed, migrate
+from encroot.migrate.read import read_side, read_sides, refresh_destination
 from encroot.owned import MIGRATE_MARKER
 
 from .fakes import make_zfs
@@ -105,3 +105,22 @@ def test_the_source_key_is_read_once_with_src_root_s_keyformat_before_any_change
 
     migrate(source, request(), source_key=reader, destination_zfs=destination)
     assert asked == [("hex", 0)]
+
+
+def test_a_refresh_without_snapshots_reads_datasets_anew_and_keeps_their_snapshots() -> None:
+    """The cold start's checks: one zfs get of datasets alone; what later steps read
+    (mounted, mount point) is the new read, the snapshots the earlier one."""
+    fake = MigratingWorld({"src": dataset(guid="1"), "dst": dataset(guid="3", mounted="no"),
+                           "dst@a": snapshot(7, 3)})
+    zfs, runner = make_zfs(fake)
+    wanted = request("cutover")
+    state = refresh_destination(zfs, wanted, MigrateState(read_side(zfs, "src"), None))
+    assert state.destination is not None and state.destination.nodes["dst"].mounted == "no"
+    fake.datasets["dst"]["mounted"] = "yes"
+    calls = len(runner.calls)
+    state = refresh_destination(zfs, wanted, state, snapshots=False)
+    assert len(runner.calls) == calls + 1
+    assert "-t filesystem,volume " in runner.calls[-1][0].shell_line()
+    assert state.destination is not None
+    assert state.destination.nodes["dst"].mounted == "yes"
+    assert [s.guid for s in state.destination.nodes["dst"].snapshots] == ["7"]

@@ -15,7 +15,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ..errors import IncorrectKey
-from ..records import replace
 from ..zfs import Command
 from .files import fail_on
 from .finish import (
@@ -27,8 +26,7 @@ from .finish import (
     root_properties,
     snapshot_problems,
 )
-from .model import MigrateRefused, MigrateState, Node, Side
-from .read import read_side
+from .model import MigrateRefused, Node, Side
 from .steps import Step
 
 if TYPE_CHECKING:
@@ -93,7 +91,8 @@ def cold_start(run: _Run) -> None:
         key_given=run.destination_key is not None)
     run_commands(run, (export, load))
     _load_keys(run, keys)
-    state = _datasets_now(run)
+    # its checks (keys, then mounts) read DST's datasets alone: see refresh_destination
+    state = run.refresh(snapshots=False)
     fail_on(encryption_problems(run.request, state, keys_loaded=True), "after the cold start")
     run.result.verified.append("encryption, encryptionroot and keystatus as planned")
     assert state.destination is not None
@@ -103,20 +102,12 @@ def cold_start(run: _Run) -> None:
     for wave in mount_waves(_mountable(state.destination)):
         run.dst.concurrently(*(partial(run.dst.execute, run.dst.commands.mount(node.name))
                                for node in wave))
-    state = _datasets_now(run)
+    state = run.refresh(snapshots=False)
     assert state.destination is not None
     unmounted = [n.name for n in _mountable(state.destination)]
     fail_on([f"{name}: not mounted" for name in unmounted], "after the cold start")
     run.result.verified.append(f"cold start: {dst} exported, imported, its key alone loaded, "
                                "every file system mounted")
-
-
-def _datasets_now(run: _Run) -> MigrateState:
-    """``run.state`` with DST's datasets read again without their snapshots: the cold
-    start checks keys and mounts, and a tree's read costs as much per snapshot as per
-    dataset.  ``run.state`` itself keeps what the transfers' verification read."""
-    return replace(run.state, destination=read_side(run.dst, str(run.request.destination),
-                                                    snapshots=False))
 
 
 def _load_keys(run: _Run, keys: Sequence[Command]) -> None:

@@ -161,16 +161,24 @@ def read_state(zfs: Zfs, request: MigrateRequest, dst: Zfs | None = None, *,
 
 
 def refresh_destination(zfs: Zfs, request: MigrateRequest, state: MigrateState, *,
-                        source: bool = False) -> MigrateState:
+                        source: bool = False, snapshots: bool = True) -> MigrateState:
     """``state`` with DST read again (one ``zfs get``): what changes while a phase runs.
 
     With ``source`` (``zfs`` reads both sides: one host), SRC is read in the same
-    ``zfs get`` (``read_sides``)."""
+    ``zfs get`` (``read_sides``).  ``snapshots=False`` reads DST's datasets alone
+    (the cold start's checks of keys and mounts: a tree's read costs as much per
+    snapshot as per dataset); each keeps the snapshots ``state`` had for it."""
     if source:
-        source_side, destination = read_sides(zfs, [request.source, request.destination])
+        source_side, destination = read_sides(zfs, [request.source, request.destination],
+                                              snapshots=snapshots)
         state = replace(state, source=source_side)
     else:
-        destination = read_side(zfs, request.destination)
+        destination = read_side(zfs, request.destination, snapshots=snapshots)
+    if not snapshots and state.destination is not None:
+        known = state.destination.nodes
+        destination = replace(destination, nodes={
+            name: replace(node, snapshots=known[name].snapshots) if name in known else node
+            for name, node in destination.nodes.items()})
     cutover, phase = MigrateState.markers(destination.root_values.get(MIGRATE_MARKER))
     return replace(state, destination=destination,
                    destination_available=_int(destination.root_values.get("available", "")),

@@ -114,9 +114,10 @@ class _Run:
     # the next refresh reads SRC with DST, in one zfs get (one host only).
     source_pending: bool = False
 
-    def refresh(self) -> MigrateState:
+    def refresh(self, *, snapshots: bool = True) -> MigrateState:
+        """DST read again (see ``refresh_destination``), SRC with it when pending."""
         self.state = refresh_destination(self.dst, self.request, self.state,
-                                         source=self.source_pending)
+                                         source=self.source_pending, snapshots=snapshots)
         self.source_pending = False
         return self.state
 
