@@ -2,7 +2,8 @@
 
 SRC is a pool whose root is an encryption root (passphrase) holding: an
 inheriting tree three levels deep, a separately keyed child (hex) with an
-inheriting child, an unencrypted child, a zvol, a boot layout
+inheriting child named with a space and every other sign ZFS allows (``ODD``), an
+unencrypted child, a zvol, a boot layout
 ``ROOT/default`` (canmount=noauto) with a clone ``ROOT/be2``, user
 properties, several snapshots, files with known hashes, and a file stored
 in the root itself.  DST is a mirror of two file vdevs, encrypted with its
@@ -36,6 +37,8 @@ from .helpers import (
 pytestmark = pytest.mark.zfs
 
 DST_PASSPHRASE = "a different passphrase"
+# A dataset name with a space, ':', '.', '-' and '_': every step must pass it whole.
+ODD = "data/h/my x:1.2-3_4"
 INHERITING = ("data", "data/a", "data/a/b", "data/a/b/c", "ROOT", "ROOT/default", "ROOT/be2",
               "vol")
 
@@ -56,7 +59,7 @@ zfs set compression=lz4 user:site=lab {pool}
 zfs create -p {pool}/data/a/b/c
 zfs set user:tag=deep {pool}/data/a
 zfs create -o encryption=on -o keyformat=hex -o keylocation=file://{hex_key} {pool}/data/h
-zfs create {pool}/data/h/x
+zfs create '{pool}/{ODD}'
 zfs create -o encryption=off {pool}/plain
 zfs create -V 8M {pool}/vol
 zfs create -o canmount=off -o mountpoint=none {pool}/ROOT
@@ -67,7 +70,7 @@ zfs mount {pool}/ROOT/default
         "": {"root-file.txt": os.urandom(3000).hex()},
         "data/a": {"a.bin": os.urandom(50_000).hex()},
         "data/a/b/c": {"deep/c.txt": "deep file"},
-        "data/h/x": {"x.txt": os.urandom(1000).hex()},
+        ODD: {"x.txt": os.urandom(1000).hex()},
         "plain": {"plain.txt": "not encrypted"},
         "ROOT/default": {"etc/hostname": "lab"},
     }
@@ -203,7 +206,7 @@ def assert_migrated(source: str, destination: str) -> None:
         assert value(name, "encryptionroot") == destination, name
     assert value("rootdata", "encryptionroot") == destination
     assert value("data/h", "encryptionroot") == f"{destination}/data/h"
-    assert value("data/h/x", "encryptionroot") == f"{destination}/data/h"
+    assert value(ODD, "encryptionroot") == f"{destination}/data/h"
     assert value("data/h", "keyformat") == "hex"
     assert value("plain", "encryption") == "off"
     assert value("vol", "type") == "volume"
@@ -233,7 +236,7 @@ def cold_start_hashes(source: str, destination: str, destination_key: Path) -> N
         if name == "rootdata":
             ours = {k: v for k, v in ours.items() if "/" not in k}
         assert ours == theirs, name
-    assert table[f"{destination}/data/h/x"]["keystatus"] == "unavailable"
+    assert table[f"{destination}/{ODD}"]["keystatus"] == "unavailable"
     sh(f"zpool export {destination}")
 
 
@@ -327,7 +330,7 @@ def test_an_unencrypted_destination_on_purpose_keeps_each_tree_under_the_source_
                   f"--key-file {tmp_path / 'src.key'} {source} {destination}")
     assert run.returncode == 0, run.stderr
     for name, root in (("data", "data"), ("data/a/b/c", "data"), ("ROOT/be2", "ROOT"),
-                       ("data/h/x", "data/h"), ("vol", "vol")):
+                       (ODD, "data/h"), ("vol", "vol")):
         assert prop(f"{destination}/{name}", "encryptionroot") == f"{destination}/{root}"
     assert prop(f"{destination}/data", "keyformat") == "passphrase"
     sh(f"zfs load-key -L file://{tmp_path / 'src.key'} {destination}/data")

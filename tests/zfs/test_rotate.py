@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shlex
 from collections.abc import Iterator
 
 import pytest
@@ -269,6 +270,30 @@ def test_cli_change_key_and_get(rpool: str, tmp_path_factory: pytest.TempPathFac
     bad = encroot(f"change-key -o oxide:Epoch=6 --key-file {folder}/new.key {name}")
     assert bad.returncode == 2 and "oxide:Epoch" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_change_key_of_a_name_with_spaces_and_every_allowed_sign(
+        rpool: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A dataset named with a space, ':', '.', '-' and '_' (all ZFS allows besides
+    letters and digits): the rotation, its property and `encroot get` work on it."""
+    folder = tmp_path_factory.mktemp("oddkeys")
+    name = f"{rpool}/my data:v1.2-3_4 x"
+    with fresh_key("hex") as old:
+        Zfs().create(name, {}, key=old)
+    new_hex = os.urandom(32).hex()
+    (folder / "new.key").write_text(new_hex)
+    quoted = shlex.quote(name)
+    dry = encroot(f"change-key -n -o oxide:epoch=7 --key-file {folder}/new.key {quoted}")
+    assert dry.returncode == 0, dry.stderr
+    assert quoted in dry.stdout, dry.stdout  # the plan's commands paste as shell lines
+    assert prop(name, "oxide:epoch") == "-"
+    done = encroot(f"change-key -o oxide:epoch=7 --key-file {folder}/new.key {quoted}")
+    assert done.returncode == 0, done.stderr
+    assert prop(name, "oxide:epoch") == "7"
+    got = encroot(f"get {quoted} oxide:epoch")
+    assert got.stdout.strip() == "oxide:epoch\t7"
+    with Key.hex(new_hex) as new:
+        assert key_is(name, new)
 
 
 def test_awaitable_form(rpool: str) -> None:
