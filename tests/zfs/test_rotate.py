@@ -275,23 +275,28 @@ def test_cli_change_key_and_get(rpool: str, tmp_path_factory: pytest.TempPathFac
 def test_cli_change_key_of_a_name_with_spaces_and_every_allowed_sign(
         rpool: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """A dataset named with a space, ':', '.', '-' and '_' (all ZFS allows besides
-    letters and digits): the rotation, its property and `encroot get` work on it."""
+    letters and digits): the rotation, its property and `encroot get` work on it.  A
+    local name holding ':' is written ./NAME (HOST:DATASET names a remote one); without
+    it, a one-line refusal that says so."""
     folder = tmp_path_factory.mktemp("oddkeys")
     name = f"{rpool}/my data:v1.2-3_4 x"
     with fresh_key("hex") as old:
         Zfs().create(name, {}, key=old)
     new_hex = os.urandom(32).hex()
     (folder / "new.key").write_text(new_hex)
-    quoted = shlex.quote(name)
-    dry = encroot(f"change-key -n -o oxide:epoch=7 --key-file {folder}/new.key {quoted}")
+    quoted, local = shlex.quote(name), shlex.quote(f"./{name}")
+    bare = encroot(f"change-key -o oxide:epoch=7 --key-file {folder}/new.key {quoted}")
+    assert bare.returncode == 2 and "./NAME" in bare.stderr
+    assert len(bare.stderr.strip().splitlines()) == 1
+    dry = encroot(f"change-key -n -o oxide:epoch=7 --key-file {folder}/new.key {local}")
     assert dry.returncode == 0, dry.stderr
     assert quoted in dry.stdout, dry.stdout  # the plan's commands paste as shell lines
     assert prop(name, "oxide:epoch") == "-"
-    done = encroot(f"change-key -o oxide:epoch=7 --key-file {folder}/new.key {quoted}")
+    done = encroot(f"change-key -o oxide:epoch=7 --key-file {folder}/new.key {local}")
     assert done.returncode == 0, done.stderr
     assert prop(name, "oxide:epoch") == "7"
-    got = encroot(f"get {quoted} oxide:epoch")
-    assert got.stdout.strip() == "oxide:epoch\t7"
+    got = encroot(f"get {local} oxide:epoch")
+    assert got.stdout.strip() == "oxide:epoch\t7", got.stderr
     with Key.hex(new_hex) as new:
         assert key_is(name, new)
 
