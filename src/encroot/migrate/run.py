@@ -260,9 +260,9 @@ def _take_ownership(run: _Run, phase: str) -> None:
         raise
     run.phase_marked = cutover is None
     root_values = {**destination.root_values, MIGRATE_MARKER: value}
+    cutover_marker, phase_marker = MigrateState.markers(value)
     run.state = replace(run.state, destination=replace(destination, root_values=root_values),
-                        marker=marker if isinstance(marker, MigrateCutover) else None,
-                        phase_marker=marker if isinstance(marker, MigratePhase) else None)
+                        marker=cutover_marker, phase_marker=phase_marker)
 
 
 def _run_owned_phase(run: _Run, phase: str, plan: PhasePlan, goal: Goal,
